@@ -1,0 +1,63 @@
+"""FastQuartDB: async SQLite for Quart, FastAPI, aiohttp and scripts.
+
+Models are plain classes, CRUD is classmethods, rows are dicts. One daemon
+(``fqdb-server``) can own the file and group-commit every worker's writes;
+where none runs the same code runs embedded.
+
+Example::
+
+    from fastquartdb import AsyncDatabaseManager, BaseModel, Column
+
+    class User(BaseModel):
+        id = Column("INTEGER", primary_key=True)
+        username = Column("TEXT", nullable=False)
+
+    await AsyncDatabaseManager.init_engine("data/app.db")
+    await User.insert({"username": "Alice"})
+"""
+
+from .client import AsyncDatabaseManager, Transaction
+from .models import BaseModel, Column
+from .protocol.errors import (
+    ConnectionLostError,
+    DaemonUnavailableError,
+    DatabaseBusyError,
+    DatabaseError,
+    FQDBError,
+    IntegrityError,
+    InterfaceError,
+    NotInitializedError,
+    OperationalError,
+    ProgrammingError,
+    ProtocolError,
+    ReadOnlyError,
+    RequestTimeoutError,
+    SchemaError,
+    TransactionTimeoutError,
+    ValidationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncDatabaseManager",
+    "BaseModel",
+    "Column",
+    "ConnectionLostError",
+    "DaemonUnavailableError",
+    "DatabaseBusyError",
+    "DatabaseError",
+    "FQDBError",
+    "IntegrityError",
+    "InterfaceError",
+    "NotInitializedError",
+    "OperationalError",
+    "ProgrammingError",
+    "ProtocolError",
+    "ReadOnlyError",
+    "RequestTimeoutError",
+    "SchemaError",
+    "Transaction",
+    "TransactionTimeoutError",
+    "ValidationError",
+]

@@ -1,0 +1,347 @@
+"""``AsyncDatabaseManager``: the process-wide handle the models talk through.
+
+``init_engine`` picks the transport (a daemon serving the file if one
+answers, otherwise embedded), creates the tables of every model defined so
+far, and installs the singleton that ``get()`` returns. Transactions are
+tracked per task with a context variable, so model calls inside
+``async with db.transaction():`` run in it without passing anything around.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import os
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Protocol
+
+from ..protocol.errors import InterfaceError, NotInitializedError, ValidationError
+from .transports import EmbeddedTransport, Transport
+
+__all__ = ["AsyncDatabaseManager", "Transaction"]
+
+_MODES = ("auto", "daemon", "embedded")
+
+
+class TableSource(Protocol):
+    """What the manager needs of a model class to create its table."""
+
+    __tablename__: ClassVar[str]
+
+    @classmethod
+    def _table_request(cls) -> dict[str, Any]: ...
+
+
+class _TxnState:
+    __slots__ = ("created", "id", "manager", "savepoints")
+
+    def __init__(self, manager: AsyncDatabaseManager, txn_id: int) -> None:
+        self.manager = manager
+        self.id = txn_id
+        self.savepoints = itertools.count(1)
+        # Models whose table was created inside this transaction: forgotten on rollback.
+        self.created: list[type[TableSource]] = []
+
+
+_current_txn: contextvars.ContextVar[_TxnState | None] = contextvars.ContextVar(
+    "fastquartdb_txn", default=None
+)
+
+
+class Transaction:
+    """``async with db.transaction():`` — one IMMEDIATE transaction, or a savepoint when nested.
+
+    Model calls made by this task (and tasks it starts) inside the block run
+    in the transaction. Leaving normally commits; an exception, including
+    cancellation, rolls back and propagates.
+    """
+
+    def __init__(self, manager: AsyncDatabaseManager) -> None:
+        self._manager = manager
+        self._state: _TxnState | None = None
+        self._savepoint: str | None = None
+        self._token: contextvars.Token[_TxnState | None] | None = None
+
+    async def __aenter__(self) -> Transaction:
+        manager = self._manager
+        outer = _current_txn.get()
+        if outer is not None and outer.manager is manager:
+            state = outer
+            self._savepoint = f"fqdb_sp{next(outer.savepoints)}"
+            request: dict[str, Any] = {"op": "begin", "savepoint": self._savepoint, "txn": state.id}
+        else:
+            state = _TxnState(manager, next(manager._txn_ids))
+            request = {"op": "begin", "txn": state.id}
+        try:
+            await manager._send(request)
+        except BaseException:
+            # A cancelled begin may still run later: make sure it is rolled back.
+            await asyncio.shield(self._finish(state, commit=False))
+            raise
+        self._state = state
+        self._token = _current_txn.set(state)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        state = self._state
+        assert state is not None and self._token is not None
+        _current_txn.reset(self._token)
+        if exc_type is None:
+            try:
+                await self._finish(state, commit=True)
+            except BaseException:
+                await asyncio.shield(self._finish(state, commit=False, quiet=True))
+                raise
+        else:
+            # Shielded: a cancelled task must still end its transaction.
+            await asyncio.shield(self._finish(state, commit=False, quiet=True))
+
+    async def _finish(self, state: _TxnState, *, commit: bool, quiet: bool = False) -> None:
+        request: dict[str, Any] = {"op": "commit" if commit else "rollback", "txn": state.id}
+        if self._savepoint is not None:
+            request["savepoint"] = self._savepoint
+        try:
+            await self._manager._send(request)
+        except Exception:
+            if not quiet:
+                raise
+        if not commit and self._savepoint is None:
+            self._manager._forget(state.created)
+
+
+class AsyncDatabaseManager:
+    """The process-wide database handle.
+
+    Example::
+
+        await AsyncDatabaseManager.init_engine("data/app.db", use_filelock=True)
+        db = AsyncDatabaseManager.get()
+        async with db.transaction():
+            await User.insert({"username": "alice"})
+        await AsyncDatabaseManager.close()
+    """
+
+    _instance: ClassVar[AsyncDatabaseManager | None] = None
+    _init_lock: ClassVar[asyncio.Lock | None] = None
+    #: Every model class defined so far, by table name (the models layer fills it).
+    _models: ClassVar[dict[str, type[TableSource]]] = {}
+
+    def __init__(self, path: str, transport: Transport, *, use_filelock: bool) -> None:
+        self.path = path
+        self.use_filelock = use_filelock
+        self.transport = transport
+        self._txn_ids = itertools.count(1)
+        self._ready: set[type[TableSource]] = set()
+        self._pending: dict[type[TableSource], asyncio.Future[None]] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def init_engine(
+        cls,
+        path: str | os.PathLike[str],
+        use_filelock: bool = False,
+        *,
+        mode: str = "auto",
+        socket: str | None = None,
+        synchronous: str = "full",
+        busy_timeout: float = 5.0,
+    ) -> AsyncDatabaseManager:
+        """Open ``path`` and make it the process's database.
+
+        Args:
+            path: the SQLite file (created if missing, with its directory).
+            use_filelock: embedded mode runs every batch under a lock on ``<path>.lock``.
+            mode: ``"auto"`` (a daemon if one serves ``path``, else embedded),
+                ``"daemon"`` (a missing daemon is an error) or ``"embedded"``.
+            socket: the daemon's socket, if not the default for ``path``.
+            synchronous: embedded mode's ``PRAGMA synchronous`` (``"full"`` or ``"normal"``).
+            busy_timeout: seconds to wait for another process's write lock.
+
+        Returns:
+            The manager, also available as ``AsyncDatabaseManager.get()``.
+
+        Raises:
+            InterfaceError: already initialised for a different file.
+            DaemonUnavailableError: ``mode="daemon"`` and no daemon answers.
+        """
+        if mode not in _MODES:
+            raise ValidationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
+        fspath = os.fspath(path)
+        if fspath != ":memory:":
+            fspath = os.path.abspath(fspath)
+        current = cls._instance
+        if current is not None:
+            if current.path == fspath:
+                await current._ensure_all()
+                return current
+            raise InterfaceError(
+                f"already initialised for {current.path!r}; call "
+                f"AsyncDatabaseManager.close() before init_engine({fspath!r})"
+            )
+        if fspath != ":memory:":
+            directory = os.path.dirname(fspath)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+        transport = await _open_transport(
+            fspath,
+            use_filelock,
+            mode=mode,
+            socket=socket,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+        )
+        manager = cls(fspath, transport, use_filelock=use_filelock)
+        cls._instance = manager
+        try:
+            await manager._ensure_all()
+        except BaseException:
+            cls._instance = None
+            await transport.close()
+            raise
+        return manager
+
+    @classmethod
+    def get(cls) -> AsyncDatabaseManager:
+        """The manager ``init_engine`` installed.
+
+        Raises:
+            NotInitializedError: ``init_engine`` has not run (or ``close`` ran since).
+        """
+        if cls._instance is None:
+            raise NotInitializedError(
+                "no database: await AsyncDatabaseManager.init_engine('path/to.db') first"
+            )
+        return cls._instance
+
+    @classmethod
+    async def close(cls) -> None:
+        """Finish pending requests, close the database and end its thread. Safe to call twice."""
+        manager, cls._instance = cls._instance, None
+        if manager is not None:
+            await manager.transport.close()
+
+    @property
+    def mode(self) -> str:
+        """``"daemon"`` or ``"embedded"``: where requests run now."""
+        return self.transport.mode
+
+    # ------------------------------------------------------------ requests
+
+    async def _send(self, request: dict[str, Any]) -> Any:
+        return await self.transport.request(request)
+
+    async def request(self, request: dict[str, Any]) -> Any:
+        """Send one protocol request, in the current task's transaction if any."""
+        state = _current_txn.get()
+        if state is not None and state.manager is self:
+            request["txn"] = state.id
+        return await self.transport.request(request)
+
+    def transaction(self) -> Transaction:
+        """An async context manager for a transaction (a savepoint when nested).
+
+        Example::
+
+            async with db.transaction():
+                await Account.update({"balance": 90}, {"id": 1})
+                await Account.update({"balance": 110}, {"id": 2})
+        """
+        return Transaction(self)
+
+    async def execute(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run one raw SQL statement with bound parameters.
+
+        Returns ``{"columns", "rows", "rowcount", "lastrowid"}``. The way to do
+        what the model API does not; values are always bound, never spliced.
+        """
+        result: dict[str, Any] = await self.request(
+            {"op": "execute", "sql": sql, "params": _params(params)}
+        )
+        return result
+
+    async def fetch_all(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run a raw query and return its rows as dicts."""
+        result = await self.execute(sql, params)
+        columns = result["columns"]
+        return [dict(zip(columns, row)) for row in result["rows"]]
+
+    async def fetch_one(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Run a raw query and return its first row as a dict, or None."""
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------ tables
+
+    async def ensure_table(self, model: type[TableSource]) -> None:
+        """Create or migrate ``model``'s table once per manager (concurrent callers share the work)."""
+        if model in self._ready:
+            return
+        pending = self._pending.get(model)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[model] = future
+        try:
+            await self.request(model._table_request())
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        else:
+            self._ready.add(model)
+            state = _current_txn.get()
+            if state is not None and state.manager is self:
+                state.created.append(model)
+            future.set_result(None)
+        finally:
+            del self._pending[model]
+
+    def _forget(self, models: Iterable[type[TableSource]]) -> None:
+        self._ready.difference_update(models)
+
+    async def _ensure_all(self) -> None:
+        for model in list(self._models.values()):
+            await self.ensure_table(model)
+
+
+def _params(params: Sequence[Any] | dict[str, Any] | None) -> list[Any] | dict[str, Any]:
+    if params is None:
+        return []
+    if isinstance(params, dict):
+        return dict(params)
+    if isinstance(params, (str, bytes)):
+        raise ValidationError("params must be a sequence or a mapping, not a single string")
+    return list(params)
+
+
+async def _open_transport(
+    path: str,
+    use_filelock: bool,
+    *,
+    mode: str,
+    socket: str | None,
+    synchronous: str,
+    busy_timeout: float,
+) -> Transport:
+    # The daemon transport arrives with fqdb-server; until then every mode runs embedded.
+    del socket
+    if mode == "daemon":
+        raise InterfaceError("daemon mode is not available yet")
+    return await EmbeddedTransport.open(
+        path, use_filelock=use_filelock, synchronous=synchronous, busy_timeout=busy_timeout
+    )

@@ -1,0 +1,26 @@
+"""Requests to SQL and their execution on one sqlite connection; shared by daemon and embedded mode."""
+
+from .executor import Engine, Outcome, translate_sqlite_error
+from .runner import EngineThread
+from .schema import TableInfo, check_identifier, quote
+from .sqltypes import SqlType, parse_type
+from .statements import OPERATORS, check_value
+from .worker import AsyncLock, BatchWorker, Session, WorkItem
+
+__all__ = [
+    "OPERATORS",
+    "AsyncLock",
+    "BatchWorker",
+    "Engine",
+    "EngineThread",
+    "Outcome",
+    "Session",
+    "SqlType",
+    "TableInfo",
+    "WorkItem",
+    "check_identifier",
+    "check_value",
+    "parse_type",
+    "quote",
+    "translate_sqlite_error",
+]

@@ -1,0 +1,417 @@
+"""The engine: run requests on one sqlite3 connection, a whole batch per call.
+
+Everything here is synchronous and runs on the connection's own thread (see
+:mod:`.runner`); callers hop to that thread once per *batch*, never once per
+statement. A batch that may write runs as one group commit::
+
+    BEGIN IMMEDIATE
+      request 1            (multi-statement requests inside SAVEPOINT ... RELEASE)
+      request 2            fails -> only its own changes are undone
+      ...
+    COMMIT                 replies are released only after this returns
+
+One failing request never sinks its neighbours: single statements are undone
+by SQLite's statement journal, multi-statement requests by ``ROLLBACK TO``.
+If SQLite rolls back the whole transaction (disk full, I/O error), every
+request of the batch that had succeeded is reported failed, because its
+changes are gone.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol.errors import (
+    DatabaseBusyError,
+    DatabaseError,
+    FQDBError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    ReadOnlyError,
+    ValidationError,
+)
+from ..protocol.messages import READ_OPS, WRITE_OPS
+from .schema import TableInfo, check_identifier, ensure_table, load_table, parse_column_specs, quote
+from .statements import (
+    build_count,
+    build_delete,
+    build_insert,
+    build_insert_many,
+    build_select,
+    build_update,
+    check_value,
+)
+
+__all__ = ["Engine", "Outcome", "translate_sqlite_error"]
+
+#: (True, result) or (False, exception) for one request.
+Outcome = tuple[bool, Any]
+
+# Requests made of several statements; they get a SAVEPOINT so a failure undoes all of them.
+_SAVEPOINT_OPS = frozenset({"insert_many", "ensure_table"})
+
+# What raw SQL (the ``execute`` op) may not do behind the engine's back.
+_GUARDED_PRAGMAS = frozenset(
+    {
+        "journal_mode",
+        "synchronous",
+        "wal_autocheckpoint",
+        "wal_checkpoint",
+        "locking_mode",
+        "writable_schema",
+        "foreign_keys",
+        "query_only",
+        "busy_timeout",
+        "journal_size_limit",
+    }
+)
+
+
+def translate_sqlite_error(exc: sqlite3.Error) -> FQDBError:
+    """The one table from sqlite3's exceptions to ours."""
+    message = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        return IntegrityError(message)
+    if isinstance(exc, sqlite3.OperationalError):
+        lowered = message.lower()
+        if "locked" in lowered or "busy" in lowered:
+            return DatabaseBusyError(f"{message}: another process held the write lock too long")
+        if "readonly" in lowered or "read-only" in lowered:
+            return ReadOnlyError(message)
+        if "no such" in lowered or "syntax error" in lowered or "incomplete input" in lowered:
+            return ProgrammingError(message)
+        return OperationalError(message)
+    if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.Warning)):
+        return ProgrammingError(message)
+    if isinstance(exc, sqlite3.DataError):
+        return ValidationError(message)
+    return DatabaseError(message)
+
+
+class Engine:
+    """One sqlite3 connection and the knowledge of how to run our requests on it.
+
+    Not thread-safe: every method must be called on the connection's thread.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
+        self.conn = conn
+        self.read_only = read_only
+        self._tables: dict[str, TableInfo] = {}
+        self._schema_version = -1
+        self._raw = False
+        self._denied: str | None = None
+        self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "fetch": self._fetch,
+            "count": self._count,
+            "insert": self._insert,
+            "insert_many": self._insert_many,
+            "update": self._update,
+            "delete": self._delete,
+            "ensure_table": self._ensure_table,
+            "execute": self._execute,
+            "ping": lambda req: "pong",
+            "begin": self._begin,
+            "commit": self._commit,
+            "rollback": self._rollback,
+        }
+        conn.set_authorizer(self._authorize)
+
+    # ------------------------------------------------------------------ setup
+
+    @classmethod
+    def connect(
+        cls,
+        path: str,
+        *,
+        synchronous: str = "full",
+        busy_timeout: float = 5.0,
+        read_only: bool = False,
+    ) -> sqlite3.Connection:
+        """Open and configure a connection: WAL, ``synchronous``, foreign keys, busy timeout.
+
+        Autocommit mode (``isolation_level=None``): the engine issues every
+        ``BEGIN`` itself, so no implicit deferred transaction ever starts.
+        """
+        if synchronous.lower() not in ("full", "normal", "extra", "off"):
+            raise ValidationError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
+        conn = sqlite3.connect(
+            path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=busy_timeout,
+            cached_statements=512,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() not in ("wal", "memory"):
+                raise OperationalError(f"could not switch {path!r} to WAL (journal_mode is {mode})")
+            conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if read_only:
+                conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def shutdown(self) -> None:
+        """Roll back what is still open and checkpoint the WAL (best effort) before closing."""
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on the connection."""
+        return self.conn.in_transaction
+
+    def _authorize(self, action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
+        # Only raw SQL is policed; the engine's own statements are built from checked parts.
+        if not self._raw:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA and arg1 and arg1.lower() in _GUARDED_PRAGMAS:
+            if arg2 is not None or arg1.lower() == "wal_checkpoint":
+                self._denied = f"PRAGMA {arg1} is managed by FastQuartDB and cannot be changed"
+                return sqlite3.SQLITE_DENY
+        elif action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            self._denied = "ATTACH/DETACH is not allowed: FastQuartDB serves one database file"
+            return sqlite3.SQLITE_DENY
+        elif action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
+            self._denied = "transaction control is not allowed in raw SQL: use db.transaction()"
+            return sqlite3.SQLITE_DENY
+        elif action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() == "load_extension":
+            self._denied = "load_extension is not allowed"
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    # ------------------------------------------------------------------ schema
+
+    def _refresh_schema(self) -> None:
+        # Another process (or raw SQL) may have changed the schema since we cached it.
+        version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
+        if version != self._schema_version:
+            self._tables.clear()
+            self._schema_version = version
+
+    def table(self, name: object) -> TableInfo:
+        """The live shape of table ``name``.
+
+        Raises:
+            ValidationError: the name is not an identifier or no such table exists.
+        """
+        info = self._tables.get(name) if isinstance(name, str) else None
+        if info is not None:
+            return info
+        checked = check_identifier(name, "table name")
+        found = load_table(self.conn, checked)
+        if found is None:
+            tables = [
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
+            raise ValidationError(
+                f"unknown table {checked!r} (tables: {', '.join(tables) or 'none'})"
+            )
+        self._tables[checked] = found
+        return found
+
+    # ------------------------------------------------------------------ ops
+
+    def _fetch(self, req: dict[str, Any]) -> dict[str, Any]:
+        sql, params = build_select(self.table(req.get("table")), req)
+        cursor = self.conn.execute(sql, params)
+        rows = cursor.fetchall()
+        return {"columns": [d[0] for d in cursor.description], "rows": rows}
+
+    def _count(self, req: dict[str, Any]) -> int:
+        sql, params = build_count(self.table(req.get("table")), req)
+        return int(self.conn.execute(sql, params).fetchone()[0])
+
+    def _insert(self, req: dict[str, Any]) -> Any:
+        table = self.table(req.get("table"))
+        sql, params = build_insert(table, req)
+        cursor = self.conn.execute(sql, params)
+        if len(table.pk) == 1 and not table.rowid_pk:
+            values = req["values"]
+            if table.pk[0] in values:
+                return values[table.pk[0]]
+        return cursor.lastrowid
+
+    def _insert_many(self, req: dict[str, Any]) -> int:
+        sql, rows = build_insert_many(self.table(req.get("table")), req)
+        if not rows:
+            return 0
+        self.conn.executemany(sql, rows)
+        return len(rows)
+
+    def _update(self, req: dict[str, Any]) -> int:
+        sql, params = build_update(self.table(req.get("table")), req)
+        return self.conn.execute(sql, params).rowcount
+
+    def _delete(self, req: dict[str, Any]) -> int:
+        sql, params = build_delete(self.table(req.get("table")), req)
+        return self.conn.execute(sql, params).rowcount
+
+    def _ensure_table(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = check_identifier(req.get("table"), "table name")
+        result = ensure_table(self.conn, name, parse_column_specs(req.get("columns")))
+        self._tables.pop(name, None)
+        return result
+
+    def _execute(self, req: dict[str, Any]) -> dict[str, Any]:
+        sql = req.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            raise ValidationError("execute needs 'sql': one SQL statement as a string")
+        params = req.get("params")
+        if params is None:
+            params = []
+        elif isinstance(params, list):
+            params = [check_value(v, "a parameter") for v in params]
+        elif isinstance(params, dict):
+            params = {str(k): check_value(v, f"parameter {k!r}") for k, v in params.items()}
+        else:
+            raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
+        self._raw = True
+        self._denied = None
+        try:
+            cursor = self.conn.execute(sql, params)
+            rows = cursor.fetchall()
+        except sqlite3.DatabaseError as exc:
+            if self._denied is not None:
+                raise ValidationError(f"refused: {self._denied}") from None
+            raise translate_sqlite_error(exc) from None
+        finally:
+            self._raw = False
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        return {
+            "columns": columns,
+            "rows": rows,
+            "rowcount": cursor.rowcount,
+            "lastrowid": cursor.lastrowid,
+        }
+
+    @staticmethod
+    def _savepoint_name(req: dict[str, Any]) -> str | None:
+        name = req.get("savepoint")
+        return None if name is None else check_identifier(name, "savepoint name")
+
+    def _begin(self, req: dict[str, Any]) -> None:
+        name = self._savepoint_name(req)
+        self.conn.execute(f"SAVEPOINT {quote(name)}" if name else "BEGIN IMMEDIATE")
+
+    def _commit(self, req: dict[str, Any]) -> None:
+        name = self._savepoint_name(req)
+        self.conn.execute(f"RELEASE {quote(name)}" if name else "COMMIT")
+
+    def _rollback(self, req: dict[str, Any]) -> None:
+        name = self._savepoint_name(req)
+        if name:
+            self.conn.execute(f"ROLLBACK TO {quote(name)}")
+            self.conn.execute(f"RELEASE {quote(name)}")
+        elif self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    # ------------------------------------------------------------------ running
+
+    def execute(self, req: dict[str, Any]) -> Any:
+        """Run one request and return its result.
+
+        Raises:
+            FQDBError: the request failed (sqlite3 errors are translated).
+        """
+        op = req.get("op")
+        handler = self._ops.get(op) if isinstance(op, str) else None
+        if handler is None:
+            raise ValidationError(f"unknown op {op!r} (ops: {', '.join(sorted(self._ops))})")
+        if self.read_only and op in WRITE_OPS:
+            raise ReadOnlyError(f"{op} refused: the database is served read-only")
+        try:
+            return handler(req)
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc) from None
+
+    def _run_one(self, req: dict[str, Any], savepoint: bool) -> Outcome:
+        if savepoint and req.get("op") in _SAVEPOINT_OPS:
+            self.conn.execute('SAVEPOINT "fqdb_request"')
+            try:
+                result = self.execute(req)
+            except FQDBError as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute('ROLLBACK TO "fqdb_request"')
+                    self.conn.execute('RELEASE "fqdb_request"')
+                return False, exc
+            self.conn.execute('RELEASE "fqdb_request"')
+            return True, result
+        try:
+            return True, self.execute(req)
+        except FQDBError as exc:
+            return False, exc
+
+    def run_batch(self, requests: list[dict[str, Any]]) -> list[Outcome]:
+        """Run ``requests`` as one group commit and return one outcome per request, in order.
+
+        A batch of reads only runs without a transaction. Otherwise
+        ``BEGIN IMMEDIATE`` ... ``COMMIT``; if the commit fails, every request
+        is reported failed with the commit's error.
+        """
+        conn = self.conn
+        try:
+            self._refresh_schema()
+        except sqlite3.Error as exc:
+            error = translate_sqlite_error(exc)
+            return [(False, error)] * len(requests)
+        if all(req.get("op") in READ_OPS for req in requests):
+            return [self._run_one(req, False) for req in requests]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            error = translate_sqlite_error(exc)
+            return [(False, error)] * len(requests)
+        outcomes: list[Outcome] = []
+        for req in requests:
+            outcome = self._run_one(req, True)
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (SQLITE_FULL, IOERR, ...):
+                # what earlier requests did is gone, so they must not be acknowledged.
+                reason = outcome[1] if not outcome[0] else OperationalError("transaction lost")
+                lost = OperationalError(f"rolled back with its batch: {reason}")
+                outcomes = [(False, lost)] * len(outcomes)
+                outcomes.append((False, reason) if not outcome[0] else (False, lost))
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    error = translate_sqlite_error(exc)
+                    remaining = len(requests) - len(outcomes)
+                    return outcomes + [(False, error)] * remaining
+                continue
+            outcomes.append(outcome)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = translate_sqlite_error(exc)
+            return [(False, error)] * len(requests)
+        return outcomes
+
+    def run_in_transaction(self, requests: list[dict[str, Any]]) -> list[Outcome]:
+        """Run requests of an interactive transaction (already begun, or begun by them).
+
+        No BEGIN or COMMIT is added; ``begin``/``commit``/``rollback`` requests do that.
+        """
+        try:
+            self._refresh_schema()
+        except sqlite3.Error as exc:
+            return [(False, translate_sqlite_error(exc))] * len(requests)
+        return [self._run_one(req, self.conn.in_transaction) for req in requests]

@@ -1,0 +1,246 @@
+"""Tables as the engine sees them: identifier checks, the live schema, and additive migration.
+
+Every identifier that reaches SQL passes :func:`check_identifier` and is then
+quoted; nothing a client sends is spliced into SQL any other way.
+``ensure_table`` creates a table or adds the columns and indexes it lacks;
+it never drops anything, and a change SQLite cannot make in place (a type
+or primary key changed) is a :class:`SchemaError` naming the column.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..protocol.errors import SchemaError, ValidationError
+from .sqltypes import SqlType, affinity_of, parse_type
+
+__all__ = [
+    "ColumnSpec",
+    "TableInfo",
+    "check_identifier",
+    "ensure_table",
+    "load_table",
+    "parse_column_specs",
+    "quote",
+]
+
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def check_identifier(name: object, what: str = "name") -> str:
+    """Return ``name`` if it is a plain identifier (letters, digits, ``_``; at most 64).
+
+    Raises:
+        ValidationError: anything else, including names SQLite reserves (``sqlite_*``).
+    """
+    if not isinstance(name, str) or _IDENT_RE.fullmatch(name) is None:
+        shown = (
+            repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:80]) + "..."
+        )
+        raise ValidationError(
+            f"invalid {what} {shown}: use 1-64 ASCII letters, digits or '_', not starting with a digit"
+        )
+    if name.lower().startswith("sqlite_"):
+        raise ValidationError(
+            f"invalid {what} {name!r}: names starting with 'sqlite_' are reserved"
+        )
+    return name
+
+
+def quote(name: str) -> str:
+    """Quote an identifier already checked by :func:`check_identifier`."""
+    return f'"{name}"'
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column as a model declares it (the ``columns`` of an ``ensure_table`` request)."""
+
+    name: str
+    type: SqlType
+    primary_key: bool = False
+    nullable: bool = True
+    unique: bool = False
+    index: bool = False
+    default: Any = None
+
+
+class TableInfo:
+    """The live shape of one table: its columns in order and its primary key."""
+
+    __slots__ = ("column_set", "columns", "declared", "name", "pk", "quoted_columns", "rowid_pk")
+
+    def __init__(self, name: str, rows: list[tuple[Any, ...]]) -> None:
+        self.name = name
+        self.columns: tuple[str, ...] = tuple(row[1] for row in rows)
+        self.column_set = frozenset(self.columns)
+        self.declared: dict[str, str] = {row[1]: row[2] or "" for row in rows}
+        pk_rows = sorted((row for row in rows if row[5]), key=lambda row: row[5])
+        self.pk: tuple[str, ...] = tuple(row[1] for row in pk_rows)
+        # Only a lone column declared exactly INTEGER is an alias of the rowid.
+        self.rowid_pk = len(self.pk) == 1 and self.declared[self.pk[0]].upper() == "INTEGER"
+        self.quoted_columns = ", ".join(quote(c) for c in self.columns)
+
+    def check_column(self, name: object) -> str:
+        """Return ``name`` if this table has it.
+
+        Raises:
+            ValidationError: naming the table and its columns.
+        """
+        if isinstance(name, str) and name in self.column_set:
+            return name
+        check_identifier(name, "column name")
+        raise ValidationError(
+            f"unknown column {name!r} in table {self.name!r} (columns: {', '.join(self.columns)})"
+        )
+
+
+def load_table(conn: sqlite3.Connection, name: str) -> TableInfo | None:
+    """Read a table's shape from the file, or None if there is no such table."""
+    rows = conn.execute(f"PRAGMA table_info({quote(name)})").fetchall()
+    return TableInfo(name, rows) if rows else None
+
+
+def _flag(spec: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = spec.get(key, default)
+    if not isinstance(value, bool):
+        raise ValidationError(f"column field {key!r} must be true or false, got {value!r}")
+    return value
+
+
+def parse_column_specs(raw: object) -> list[ColumnSpec]:
+    """Check the ``columns`` field of an ``ensure_table`` request."""
+    if not isinstance(raw, list) or not raw:
+        raise ValidationError("ensure_table needs 'columns': a non-empty list of column maps")
+    specs: list[ColumnSpec] = []
+    seen: set[str] = set()
+    for item in raw:
+        if not isinstance(item, dict):
+            raise ValidationError(f"each column must be a map, got {item!r}")
+        name = check_identifier(item.get("name"), "column name")
+        if name.lower() in seen:
+            raise ValidationError(f"column {name!r} is declared twice")
+        seen.add(name.lower())
+        default = item.get("default")
+        if default is not None and not isinstance(default, (bool, int, float, str, bytes)):
+            raise ValidationError(
+                f"default of column {name!r} must be a plain value, got {default!r}"
+            )
+        specs.append(
+            ColumnSpec(
+                name=name,
+                type=parse_type(item.get("type")),
+                primary_key=_flag(item, "primary_key", False),
+                nullable=_flag(item, "nullable", True),
+                unique=_flag(item, "unique", False),
+                index=_flag(item, "index", False),
+                default=default,
+            )
+        )
+    return specs
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, bytes):
+        return f"X'{value.hex()}'"
+    text = str(value).replace("'", "''")
+    return f"'{text}'"
+
+
+def _column_sql(spec: ColumnSpec, inline_pk: bool) -> str:
+    parts = [quote(spec.name), spec.type.declared]
+    if inline_pk:
+        parts.append("PRIMARY KEY")
+    if not spec.nullable:
+        parts.append("NOT NULL")
+    if spec.unique and not spec.primary_key:
+        parts.append("UNIQUE")
+    if spec.default is not None:
+        parts.append(f"DEFAULT {_literal(spec.default)}")
+    return " ".join(parts)
+
+
+def _kind_of(declared: str) -> str:
+    try:
+        return parse_type(declared).kind
+    except ValidationError:
+        return "plain"
+
+
+def _index_sql(table: str, column: str) -> str:
+    return (
+        f"CREATE INDEX IF NOT EXISTS {quote(f'ix_{table}_{column}')} "
+        f"ON {quote(table)} ({quote(column)})"
+    )
+
+
+def ensure_table(conn: sqlite3.Connection, table: str, specs: list[ColumnSpec]) -> dict[str, Any]:
+    """Create ``table`` or bring it up to ``specs`` without dropping anything.
+
+    Runs inside the caller's transaction. Returns ``{"created": bool, "added": [names]}``.
+
+    Raises:
+        SchemaError: a column's type or primary key differs from the live table,
+            or a new column cannot be added in place (primary key, NOT NULL without default).
+    """
+    pk_cols = [s.name for s in specs if s.primary_key]
+    live = load_table(conn, table)
+    if live is None:
+        inline = len(pk_cols) == 1
+        defs = [_column_sql(s, inline and s.primary_key) for s in specs]
+        if len(pk_cols) > 1:
+            defs.append(f"PRIMARY KEY ({', '.join(quote(c) for c in pk_cols)})")
+        conn.execute(f"CREATE TABLE {quote(table)} ({', '.join(defs)})")
+        for spec in specs:
+            if spec.index and not spec.primary_key:
+                conn.execute(_index_sql(table, spec.name))
+        return {"created": True, "added": [s.name for s in specs]}
+
+    live_lower = {c.lower(): c for c in live.columns}
+    added: list[str] = []
+    for spec in specs:
+        existing = live_lower.get(spec.name.lower())
+        if existing is not None:
+            declared = live.declared[existing]
+            if affinity_of(declared) != spec.type.affinity or _kind_of(declared) != spec.type.kind:
+                raise SchemaError(
+                    f"column {spec.name!r} of table {table!r} is {declared or 'untyped'} in the "
+                    f"file but {spec.type.declared} in the model: SQLite cannot change a column's "
+                    "type in place; migrate it yourself (new column, copy, drop) or keep the old type"
+                )
+            if (existing in live.pk) != spec.primary_key:
+                raise SchemaError(
+                    f"primary key of table {table!r} is ({', '.join(live.pk) or 'rowid'}) in the file "
+                    f"but column {spec.name!r} is {'' if spec.primary_key else 'not '}a primary key in "
+                    "the model: SQLite cannot change a primary key in place"
+                )
+        else:
+            if spec.primary_key:
+                raise SchemaError(
+                    f"cannot add primary key column {spec.name!r} to existing table {table!r}: "
+                    "SQLite cannot change a primary key in place"
+                )
+            if not spec.nullable and spec.default is None:
+                raise SchemaError(
+                    f"cannot add NOT NULL column {spec.name!r} to existing table {table!r} without "
+                    "a default: give it default=... or make it nullable"
+                )
+            plain = ColumnSpec(spec.name, spec.type, nullable=spec.nullable, default=spec.default)
+            conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {_column_sql(plain, False)}")
+            if spec.unique:
+                conn.execute(
+                    f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(f'ux_{table}_{spec.name}')} "
+                    f"ON {quote(table)} ({quote(spec.name)})"
+                )
+            added.append(spec.name)
+        if spec.index and not spec.primary_key:
+            conn.execute(_index_sql(table, spec.name))
+    return {"created": False, "added": added}

@@ -1,0 +1,426 @@
+"""The request queue and the single DB worker: group commit and interactive transactions.
+
+Used by the daemon (one session per socket connection) and by embedded mode
+(one session per process), so both run requests the same way::
+
+    submitters ──offer()/put()──> bounded queue ──> worker task
+                                                    │ drains what is waiting (≤ max_batch)
+                                                    │ one hop to the sqlite thread per batch
+                                                    └─> session.deliver(item, ok, value) per item
+
+Who owns what: a :class:`WorkItem` belongs to the queue until the worker
+takes it; from then on the worker owes it exactly one ``deliver`` call, even
+if the batch fails, the session went away, or the worker is stopped.
+
+Interactive transactions: a ``begin`` without ``savepoint`` makes its
+``(session, txn)`` the *holder*. While a holder exists only its requests run;
+everyone else's are parked, in order, and run first once it ends. A holder
+that stays idle past ``idle_timeout`` or open past ``transaction_timeout`` is
+rolled back; its next request gets :class:`TransactionTimeoutError`. A holder
+whose session closes is rolled back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..protocol.errors import (
+    FQDBError,
+    OperationalError,
+    ProgrammingError,
+    TransactionTimeoutError,
+)
+from .executor import Engine, Outcome
+from .runner import EngineThread
+
+__all__ = ["AsyncLock", "BatchWorker", "Session", "WorkItem"]
+
+log = logging.getLogger("fastquartdb.worker")
+
+
+class Session(Protocol):
+    """Where a request came from and how its reply goes back.
+
+    ``closed`` turns true when the peer is gone (its socket closed); the
+    worker then rolls back a transaction it holds and never begins one for it.
+    """
+
+    closed: bool
+
+    def deliver(self, item: WorkItem, ok: bool, value: Any) -> None:
+        """Hand back the outcome of ``item``: its result, or the exception it failed with."""
+
+
+class AsyncLock(Protocol):
+    """A lock held around every batch and for a whole interactive transaction (file lock)."""
+
+    async def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class WorkItem:
+    """One request on its way through the queue."""
+
+    __slots__ = ("future", "request", "session", "txn")
+
+    def __init__(
+        self,
+        request: dict[str, Any],
+        session: Session,
+        txn: Any = None,
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
+        self.request = request
+        self.session = session
+        self.txn = txn
+        self.future = future
+
+
+def _is_top(item: WorkItem, op: str) -> bool:
+    request = item.request
+    return request.get("op") == op and request.get("savepoint") is None
+
+
+def _waker(waiter: asyncio.Future[None]) -> Callable[[], None]:
+    def wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    return wake
+
+
+def _ends_holder_batch(item: WorkItem, taken: int, max_batch: int) -> bool:
+    return taken >= max_batch or _is_top(item, "commit") or _is_top(item, "rollback")
+
+
+class WorkerStats:
+    """Counters the daemon's ``stats`` op reports."""
+
+    __slots__ = ("batch_max", "batches", "errors", "requests", "transactions", "txn_timeouts")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.batches = 0
+        self.batch_max = 0
+        self.errors = 0
+        self.transactions = 0
+        self.txn_timeouts = 0
+
+
+class BatchWorker:
+    """Owns the queue and the one task that runs batches on an :class:`EngineThread`."""
+
+    def __init__(
+        self,
+        thread: EngineThread,
+        *,
+        max_batch: int = 256,
+        max_queue: int = 4096,
+        transaction_timeout: float = 30.0,
+        idle_timeout: float | None = None,
+        lock: AsyncLock | None = None,
+    ) -> None:
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError("max_batch and max_queue must be positive")
+        self.thread = thread
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.transaction_timeout = transaction_timeout
+        self.idle_timeout = idle_timeout if idle_timeout is not None else transaction_timeout
+        self.lock = lock
+        self.stats = WorkerStats()
+        self._items: deque[WorkItem] = deque()
+        # Requests of others that arrived while a transaction held the writer, in order.
+        self._parked: deque[WorkItem] = deque()
+        self._holder: tuple[Any, Any] | None = None
+        self._holder_deadline = 0.0
+        self._holder_active = 0.0
+        # Transactions rolled back behind their owner's back -> why; told on their next request.
+        self._dead_txns: dict[tuple[Any, Any], FQDBError] = {}
+        self._wakeup: asyncio.Future[None] | None = None
+        self._space_waiters: deque[Callable[[], None]] = deque()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ submitting
+
+    def start(self) -> None:
+        """Start the worker task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="fqdb-worker")
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting to run (queued and parked)."""
+        return len(self._items) + len(self._parked)
+
+    @property
+    def holder(self) -> tuple[Any, Any] | None:
+        """``(session, txn)`` of the open interactive transaction, if any."""
+        return self._holder
+
+    def _wake(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def offer(self, item: WorkItem) -> bool:
+        """Queue ``item`` if there is room; False when full (the caller stops reading).
+
+        Raises:
+            OperationalError: the worker is shutting down.
+        """
+        if self._stopping:
+            raise OperationalError("the database is shutting down; request not run")
+        if len(self._items) >= self.max_queue:
+            return False
+        self._items.append(item)
+        self._wake()
+        return True
+
+    async def put(self, item: WorkItem) -> None:
+        """Queue ``item``, waiting while the queue is full."""
+        while not self.offer(item):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._space_waiters.append(_waker(waiter))
+            await waiter
+
+    def when_space(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when the queue has room again."""
+        self._space_waiters.append(callback)
+
+    def _release_space(self) -> None:
+        while self._space_waiters and len(self._items) < self.max_queue:
+            self._space_waiters.popleft()()
+
+    def session_closed(self, session: Any) -> None:
+        """Forget ``session`` (already marked closed); roll back its open transaction at once."""
+        for key in [k for k in self._dead_txns if k[0] is session]:
+            del self._dead_txns[key]
+        self._wake()
+
+    async def stop(self) -> None:
+        """Run everything already queued, roll back an open transaction, end the task."""
+        self._stopping = True
+        self._wake()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    # ------------------------------------------------------------ the loop
+
+    async def _wait(self, timeout: float | None) -> None:
+        self._wakeup = asyncio.get_running_loop().create_future()
+        try:
+            if timeout is None:
+                await self._wakeup
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup, max(timeout, 0.0))
+        finally:
+            self._wakeup = None
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if self._holder is not None:
+                    await self._serve_holder()
+                elif self._parked or self._items:
+                    await self._serve_batch()
+                elif self._stopping:
+                    return
+                else:
+                    await self._wait(None)
+        except asyncio.CancelledError:
+            self._fail_all(OperationalError("the database worker was cancelled; request not run"))
+            raise
+
+    def _fail_all(self, error: FQDBError) -> None:
+        for queue in (self._parked, self._items):
+            while queue:
+                item = queue.popleft()
+                item.session.deliver(item, False, error)
+
+    def _deliver(self, item: WorkItem, ok: bool, value: Any) -> None:
+        if not ok:
+            self.stats.errors += 1
+        item.session.deliver(item, ok, value)
+
+    def _reject_stray(self, item: WorkItem) -> None:
+        # A request naming a transaction that is not the holder: it ended or never began.
+        error = self._dead_txns.pop((item.session, item.txn), None)
+        if error is None:
+            error = ProgrammingError(
+                f"transaction {item.txn!r} is not open (it was committed or rolled back)"
+            )
+        elif not _is_top(item, "rollback"):
+            self._dead_txns[(item.session, item.txn)] = error
+        if _is_top(item, "rollback"):
+            # Rolling back what is already rolled back is what the caller wanted.
+            self._deliver(item, True, None)
+        else:
+            self._deliver(item, False, error)
+
+    async def _serve_batch(self) -> None:
+        batch: list[WorkItem] = []
+        begin: WorkItem | None = None
+        limit = self.max_batch
+        for queue in (self._parked, self._items):
+            while queue and len(batch) < limit:
+                item = queue[0]
+                if item.txn is not None:
+                    if _is_top(item, "begin"):
+                        if not batch:
+                            begin = queue.popleft()
+                        break
+                    queue.popleft()
+                    self._reject_stray(item)
+                    continue
+                batch.append(queue.popleft())
+            if begin is not None or (queue and len(batch) < limit):
+                break
+        self._release_space()
+        if batch:
+            await self._execute(batch, Engine.run_batch)
+        elif begin is not None:
+            await self._begin(begin)
+
+    async def _hop(
+        self, fn: Callable[..., list[Outcome]], requests: list[dict[str, Any]]
+    ) -> list[Outcome]:
+        try:
+            return await self.thread.call(fn, requests)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the thread itself failed: fail the batch, keep serving
+            log.exception("database thread failed")
+            error = OperationalError(f"internal error while running the batch: {exc}")
+            return [(False, error)] * len(requests)
+
+    async def _execute(self, batch: list[WorkItem], fn: Callable[..., list[Outcome]]) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.requests += len(batch)
+        if len(batch) > stats.batch_max:
+            stats.batch_max = len(batch)
+        requests = [item.request for item in batch]
+        lock = self.lock if self._holder is None else None
+        try:
+            if lock is not None:
+                await lock.acquire()
+            try:
+                outcomes = await self._hop(fn, requests)
+            finally:
+                if lock is not None:
+                    lock.release()
+        except asyncio.CancelledError:
+            for item in batch:
+                item.session.deliver(item, False, OperationalError("request cancelled by shutdown"))
+            raise
+        # Replies only now: for a write batch, COMMIT has returned.
+        for item, (ok, value) in zip(batch, outcomes):
+            self._deliver(item, ok, value)
+
+    async def _begin(self, item: WorkItem) -> None:
+        if item.session.closed:
+            item.session.deliver(item, False, OperationalError("session closed"))
+            return
+        if self.lock is not None:
+            await self.lock.acquire()
+        self.stats.requests += 1
+        ((ok, value),) = await self._hop(Engine.run_in_transaction, [item.request])
+        if ok and self.thread.engine.in_transaction:
+            self.stats.transactions += 1
+            self._holder = (item.session, item.txn)
+            now = time.monotonic()
+            self._holder_deadline = now + self.transaction_timeout
+            self._holder_active = now
+        elif self.lock is not None:
+            self.lock.release()
+        self._deliver(item, ok, value)
+
+    async def _end_holder(self, error: FQDBError | None) -> None:
+        """Close the holder's transaction; with ``error``, roll back and remember why."""
+        holder = self._holder
+        assert holder is not None
+        if error is not None:
+            await self._hop(Engine.run_in_transaction, [{"op": "rollback"}])
+            if not holder[0].closed:
+                self._dead_txns[holder] = error
+            log.warning("transaction rolled back: %s", error)
+        self._holder = None
+        if self.lock is not None:
+            self.lock.release()
+
+    async def _serve_holder(self) -> None:
+        holder = self._holder
+        assert holder is not None
+        session, txn = holder
+        if session.closed:
+            await self._end_holder(OperationalError("client disconnected inside a transaction"))
+            return
+        mine: list[WorkItem] = []
+        # The holder's requests may sit among the parked ones (its begin came from
+        # there); everyone else's stay parked in their order, new ones join the end.
+        kept: deque[WorkItem] = deque()
+        done = False
+        parked, items = self._parked, self._items
+        while parked:
+            item = parked.popleft()
+            if not done and item.session is session and item.txn == txn:
+                mine.append(item)
+                done = _ends_holder_batch(item, len(mine), self.max_batch)
+            else:
+                kept.append(item)
+        while items and not done:
+            item = items.popleft()
+            if item.session is session and item.txn == txn:
+                mine.append(item)
+                done = _ends_holder_batch(item, len(mine), self.max_batch)
+            else:
+                kept.append(item)
+        self._parked = kept
+        self._release_space()
+        now = time.monotonic()
+        if not mine:
+            if self._stopping:
+                await self._end_holder(
+                    OperationalError("the database shut down inside a transaction")
+                )
+                return
+            if now >= self._holder_deadline:
+                self.stats.txn_timeouts += 1
+                await self._end_holder(
+                    TransactionTimeoutError(
+                        f"transaction rolled back: open longer than {self.transaction_timeout:g} s"
+                    )
+                )
+                return
+            if now - self._holder_active >= self.idle_timeout:
+                self.stats.txn_timeouts += 1
+                await self._end_holder(
+                    TransactionTimeoutError(
+                        f"transaction rolled back: idle longer than {self.idle_timeout:g} s"
+                    )
+                )
+                return
+            await self._wait(
+                min(self._holder_deadline, self._holder_active + self.idle_timeout) - now
+            )
+            return
+        self._holder_active = now
+        await self._execute(mine, Engine.run_in_transaction)
+        self._holder_active = time.monotonic()
+        if not self.thread.engine.in_transaction:
+            # Committed, rolled back, or lost to an error SQLite rolls back on its own.
+            last = mine[-1]
+            ended = _is_top(last, "commit") or _is_top(last, "rollback")
+            await self._end_holder(
+                None if ended else OperationalError("transaction was rolled back by an error")
+            )

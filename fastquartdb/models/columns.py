@@ -1,0 +1,207 @@
+"""``Column``: a declared column, its checks, and the conversion of its values.
+
+Conversion lives here, per column, rather than in process-global sqlite3
+adapters: BOOLEAN columns store 0/1 and return bool, DATE/DATETIME store ISO
+8601 text (timezone kept) and return ``date``/``datetime``, JSON stores JSON
+text and returns dicts and lists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..engine import check_value, parse_type
+from ..protocol.errors import ValidationError
+
+__all__ = ["Column"]
+
+
+class Column:
+    """A column of a :class:`BaseModel`.
+
+    Args:
+        type: the declared type: INTEGER, TEXT, REAL, BLOB, NUMERIC, or an
+            alias such as VARCHAR(80), BOOLEAN, DATE, DATETIME, JSON.
+        primary_key: part of the primary key (a lone ``INTEGER`` primary key
+            is the rowid and is assigned automatically on insert).
+        nullable: False adds ``NOT NULL``.
+        default: a plain value (written into the table's DDL) or a callable
+            (called for each insert that leaves the column out).
+        unique: adds a UNIQUE constraint.
+        index: creates an index on the column.
+
+    Raises:
+        ValidationError: an unknown type, or a default the type cannot hold,
+            at class definition.
+
+    Example::
+
+        class User(BaseModel):
+            id = Column("INTEGER", primary_key=True)
+            email = Column("VARCHAR(200)", nullable=False, unique=True)
+            created = Column("DATETIME", default=lambda: datetime.now(timezone.utc))
+    """
+
+    __slots__ = (
+        "default",
+        "from_db",
+        "index",
+        "kind",
+        "name",
+        "nullable",
+        "primary_key",
+        "sql_type",
+        "table",
+        "to_db",
+        "unique",
+    )
+
+    def __init__(
+        self,
+        type: str,
+        primary_key: bool = False,
+        nullable: bool = True,
+        default: Any = None,
+        unique: bool = False,
+        index: bool = False,
+    ) -> None:
+        self.sql_type = parse_type(type)
+        self.kind = self.sql_type.kind
+        self.primary_key = bool(primary_key)
+        self.nullable = bool(nullable)
+        self.unique = bool(unique)
+        self.index = bool(index)
+        self.default = default
+        self.name = ""
+        self.table = ""
+        self.to_db: Callable[[Any], Any] = _TO_DB[self.kind].__get__(self)
+        self.from_db: Callable[[Any], Any] | None = _FROM_DB[self.kind]
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        flags = [f for f in ("primary_key", "unique", "index") if getattr(self, f)]
+        if not self.nullable:
+            flags.append("not null")
+        extra = f" {' '.join(flags)}" if flags else ""
+        return f"<Column {self.name or '?'} {self.sql_type.declared}{extra}>"
+
+    @property
+    def static_default(self) -> Any:
+        """The default as stored in the DDL (None for no default or a callable one)."""
+        if self.default is None or callable(self.default):
+            return None
+        return self.to_db(self.default)
+
+    def spec(self) -> dict[str, Any]:
+        """This column as an ``ensure_table`` column map."""
+        return {
+            "name": self.name,
+            "type": self.sql_type.declared,
+            "primary_key": self.primary_key,
+            "nullable": self.nullable,
+            "unique": self.unique,
+            "index": self.index,
+            "default": self.static_default,
+        }
+
+    def _where(self) -> str:
+        return f"column {self.name!r} of table {self.table!r}"
+
+    def _bad(self, value: Any, wanted: str) -> ValidationError:
+        return ValidationError(
+            f"{self._where()} is {self.sql_type.declared} and takes {wanted}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+
+    # to_db per kind: the value as stored; None stays None.
+
+    def _plain_to_db(self, value: Any) -> Any:
+        if isinstance(value, (bytearray, memoryview)):
+            value = bytes(value)
+        return check_value(value, self._where())
+
+    def _bool_to_db(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, int) and value in (0, 1):
+            return value
+        raise self._bad(value, "True/False")
+
+    def _date_to_db(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value.isoformat()
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value).isoformat()
+            except ValueError:
+                pass
+        raise self._bad(value, "a datetime.date or an ISO date string")
+
+    def _datetime_to_db(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            return value.isoformat()
+        if isinstance(value, str):
+            try:
+                return dt.datetime.fromisoformat(value).isoformat()
+            except ValueError:
+                pass
+        raise self._bad(value, "a datetime.datetime or an ISO datetime string")
+
+    def _json_to_db(self, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"{self._where()} is JSON and cannot store {value!r}: {exc}"
+            ) from None
+
+
+def _bool_from_db(value: Any) -> Any:
+    return None if value is None else bool(value)
+
+
+def _date_from_db(value: Any) -> Any:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _datetime_from_db(value: Any) -> Any:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _json_from_db(value: Any) -> Any:
+    # A JSON number is stored as a number (the JSON type has NUMERIC affinity): it already is the value.
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:  # written by another tool: hand it back as it is
+        return value
+
+
+_TO_DB: dict[str, Any] = {
+    "plain": Column._plain_to_db,
+    "bool": Column._bool_to_db,
+    "date": Column._date_to_db,
+    "datetime": Column._datetime_to_db,
+    "json": Column._json_to_db,
+}
+_FROM_DB: dict[str, Callable[[Any], Any] | None] = {
+    "plain": None,
+    "bool": _bool_from_db,
+    "date": _date_from_db,
+    "datetime": _datetime_from_db,
+    "json": _json_from_db,
+}

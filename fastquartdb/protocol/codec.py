@@ -1,0 +1,145 @@
+"""Frame codec: a 4-byte big-endian length, then one msgpack map.
+
+Sans-I/O: :func:`encode_frame` turns a message into bytes and
+:class:`FrameDecoder` is fed whatever bytes arrive and hands back whole
+messages. The declared length is checked against the maximum frame size
+*before* the body is buffered, so a peer cannot make us hold more than
+``max_frame`` bytes. This is the only module that imports msgpack.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from .errors import ProtocolError, ValidationError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "HEADER_SIZE",
+    "FrameDecoder",
+    "FrameError",
+    "decode_body",
+    "encode_body",
+    "encode_frame",
+]
+
+#: Largest body accepted unless configured otherwise (bytes, header excluded).
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+HEADER_SIZE = 4
+_HEADER = struct.Struct(">I")
+_pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack_from
+
+
+class FrameError(ProtocolError, ValueError):
+    """The byte stream is not a valid sequence of frames; the connection cannot continue."""
+
+
+def encode_body(message: dict[str, Any]) -> bytes:
+    """Pack one message as msgpack (str as str, bytes as bin).
+
+    Raises:
+        ValidationError: a value msgpack cannot carry (an object, an integer
+            beyond 64 bits).
+    """
+    try:
+        return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, OverflowError, ValueError) as exc:
+        raise ValidationError(
+            f"cannot encode request: {exc} (values must be int (64-bit), float, str, "
+            "bytes, bool, None, or lists/dicts of them)"
+        ) from None
+
+
+def decode_body(body: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Unpack one frame body, which must be a msgpack map with string keys.
+
+    Raises:
+        FrameError: the body is not valid msgpack, not a map, or has invalid UTF-8.
+    """
+    try:
+        message = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many unrelated classes for bad input
+        raise FrameError(f"malformed frame body: {type(exc).__name__}: {exc}") from None
+    if not isinstance(message, dict):
+        raise FrameError(f"a frame must hold a msgpack map, got {type(message).__name__}")
+    return message
+
+
+def encode_frame(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Return the header and body of one frame.
+
+    Raises:
+        ValidationError: the message cannot be encoded or exceeds ``max_frame``.
+    """
+    body = encode_body(message)
+    if len(body) > max_frame:
+        raise ValidationError(
+            f"request of {len(body)} bytes exceeds the maximum frame size of {max_frame} "
+            "bytes: split it (insert_many takes chunk_size) or raise --max-frame"
+        )
+    return _pack_header(len(body)) + body
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed()`` bytes in any split, get whole messages out.
+
+    Example::
+
+        decoder = FrameDecoder()
+        for message in decoder.feed(data):
+            handle(message)
+
+    After a :class:`FrameError` the stream is out of sync and the decoder
+    refuses further input.
+    """
+
+    __slots__ = ("_broken", "_buffer", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if max_frame < 1:
+            raise ValueError("max_frame must be positive")
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._broken = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not yet make a whole frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
+        """Add ``data`` and return every message now complete, in order.
+
+        Raises:
+            FrameError: a declared length exceeds ``max_frame``, or a body is malformed.
+        """
+        if self._broken:
+            raise FrameError("decoder is closed after an earlier framing error")
+        buffer = self._buffer
+        buffer += data
+        messages: list[dict[str, Any]] = []
+        offset = 0
+        end = len(buffer)
+        try:
+            while end - offset >= HEADER_SIZE:
+                (length,) = _unpack_header(buffer, offset)
+                if length > self.max_frame:
+                    raise FrameError(
+                        f"frame of {length} bytes exceeds the maximum of {self.max_frame} bytes"
+                    )
+                start = offset + HEADER_SIZE
+                if end - start < length:
+                    break
+                messages.append(decode_body(memoryview(buffer)[start : start + length]))
+                offset = start + length
+        except FrameError:
+            self._broken = True
+            buffer.clear()
+            raise
+        if offset:
+            del buffer[:offset]
+        return messages

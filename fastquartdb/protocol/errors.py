@@ -1,0 +1,192 @@
+"""The exception tree and the one table between wire error codes and classes.
+
+Every error FastQuartDB raises derives from :class:`FQDBError`. Names follow
+PEP 249 where they fit, and classes that mean what a builtin means also inherit
+that builtin (``ValidationError`` is a ``ValueError``, ``RequestTimeoutError`` a
+``TimeoutError``) so ``except ValueError`` keeps working::
+
+    FQDBError
+    ├── InterfaceError                  the library was used wrongly
+    │   ├── NotInitializedError         get() before init_engine()
+    │   └── ProtocolError               a malformed frame, an unknown op or version
+    └── DatabaseError                   the database refused the request
+        ├── IntegrityError              UNIQUE, NOT NULL, CHECK, FOREIGN KEY
+        ├── ProgrammingError            the request itself is wrong
+        │   ├── ValidationError         (also ValueError) bad table/column/operator/value
+        │   └── SchemaError             a model change SQLite cannot make in place
+        └── OperationalError            the request was fine, the world was not
+            ├── DatabaseBusyError       the file stayed locked past busy_timeout
+            ├── ReadOnlyError           the daemon serves reads only
+            ├── ConnectionLostError     (also ConnectionError) the daemon went away
+            ├── DaemonUnavailableError  mode="daemon" and no daemon answers
+            ├── RequestTimeoutError     (also TimeoutError) no reply in time
+            └── TransactionTimeoutError the daemon rolled a transaction back
+
+Each class has a stable ``code``; a reply ``{"ok": false, "error": {"code",
+"message"}}`` becomes the class of that code on the client, so the daemon and
+embedded mode raise the same classes. An unknown code becomes ``DatabaseError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectionLostError",
+    "DaemonUnavailableError",
+    "DatabaseBusyError",
+    "DatabaseError",
+    "FQDBError",
+    "IntegrityError",
+    "InterfaceError",
+    "NotInitializedError",
+    "OperationalError",
+    "ProgrammingError",
+    "ProtocolError",
+    "ReadOnlyError",
+    "RequestTimeoutError",
+    "SchemaError",
+    "TransactionTimeoutError",
+    "ValidationError",
+    "error_code",
+    "error_from_code",
+]
+
+
+class FQDBError(Exception):
+    """Root of every FastQuartDB error."""
+
+    code = "error"
+
+
+class InterfaceError(FQDBError):
+    """The library was used in a way it does not support."""
+
+    code = "interface"
+
+
+class NotInitializedError(InterfaceError):
+    """``AsyncDatabaseManager.get()`` (or a model call) before ``init_engine()``."""
+
+    code = "not_initialized"
+
+
+class ProtocolError(InterfaceError):
+    """A frame could not be decoded, or named an op or version the peer does not know."""
+
+    code = "protocol"
+
+
+class DatabaseError(FQDBError):
+    """The database could not carry out the request."""
+
+    code = "database"
+
+
+class IntegrityError(DatabaseError):
+    """A constraint (UNIQUE, NOT NULL, CHECK, FOREIGN KEY) refused the change."""
+
+    code = "integrity"
+
+
+class ProgrammingError(DatabaseError):
+    """The request is wrong in itself: retrying it will not help."""
+
+    code = "programming"
+
+
+class ValidationError(ProgrammingError, ValueError):
+    """A table, column, operator, filter or value is not acceptable.
+
+    Raised before any SQL runs. The message names what was wrong and what is
+    allowed, e.g. ``unknown column 'agee' in table 'user' (columns: id, username, age)``.
+    """
+
+    code = "validation"
+
+
+class SchemaError(ProgrammingError):
+    """A model differs from its table in a way SQLite cannot change in place."""
+
+    code = "schema"
+
+
+class OperationalError(DatabaseError):
+    """The request was valid but could not run now (disk, locks, the daemon)."""
+
+    code = "operational"
+
+
+class DatabaseBusyError(OperationalError):
+    """The database file stayed locked by another process longer than ``busy_timeout``."""
+
+    code = "busy"
+
+
+class ReadOnlyError(OperationalError):
+    """A write was sent to a daemon started with ``--read-only``."""
+
+    code = "read_only"
+
+
+class ConnectionLostError(OperationalError, ConnectionError):
+    """The connection to the daemon broke while a request was in flight.
+
+    For a write the message says its outcome is unknown: it may or may not
+    have been committed.
+    """
+
+    code = "connection_lost"
+
+
+class DaemonUnavailableError(OperationalError, ConnectionError):
+    """``mode="daemon"`` was asked for and no daemon answers on the socket."""
+
+    code = "daemon_unavailable"
+
+
+class RequestTimeoutError(OperationalError, TimeoutError):
+    """No reply arrived within the request timeout."""
+
+    code = "request_timeout"
+
+
+class TransactionTimeoutError(OperationalError, TimeoutError):
+    """An interactive transaction stayed idle or open too long and was rolled back."""
+
+    code = "transaction_timeout"
+
+
+_CLASSES: tuple[type[FQDBError], ...] = (
+    FQDBError,
+    InterfaceError,
+    NotInitializedError,
+    ProtocolError,
+    DatabaseError,
+    IntegrityError,
+    ProgrammingError,
+    ValidationError,
+    SchemaError,
+    OperationalError,
+    DatabaseBusyError,
+    ReadOnlyError,
+    ConnectionLostError,
+    DaemonUnavailableError,
+    RequestTimeoutError,
+    TransactionTimeoutError,
+)
+
+#: The one table between wire codes and exception classes.
+ERROR_CLASSES: dict[str, type[FQDBError]] = {cls.code: cls for cls in _CLASSES}
+assert len(ERROR_CLASSES) == len(_CLASSES), "error codes must be unique"
+
+
+def error_code(exc: BaseException) -> str:
+    """Return the wire code for ``exc`` (``"database"`` for foreign exceptions)."""
+    if isinstance(exc, FQDBError):
+        return exc.code
+    return DatabaseError.code
+
+
+def error_from_code(code: object, message: object) -> FQDBError:
+    """Build the exception a reply's ``error`` stands for; unknown codes give ``DatabaseError``."""
+    cls = ERROR_CLASSES.get(code, DatabaseError) if isinstance(code, str) else DatabaseError
+    return cls(str(message))

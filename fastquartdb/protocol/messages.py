@@ -1,0 +1,48 @@
+"""Message vocabulary: protocol version, op names, and reply shapes.
+
+A request is a map ``{"id": int, "op": str, ...fields}``; a reply is
+``{"id": int, "ok": true, "result": ...}`` or
+``{"id": int, "ok": false, "error": {"code": str, "message": str}}``.
+Fields a receiver does not know are ignored. ``protocol/PROTOCOL.md`` at the
+repository root is the full specification of every op.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = [
+    "ALL_OPS",
+    "PROTOCOL_VERSION",
+    "READ_OPS",
+    "SERVER_OPS",
+    "TRANSACTION_OPS",
+    "WRITE_OPS",
+    "error_reply",
+    "ok_reply",
+]
+
+#: Bumped on any change an older peer would misread.
+PROTOCOL_VERSION: Final = 1
+
+#: Ops that never change the database.
+READ_OPS: Final = frozenset({"fetch", "count", "aggregate", "ping", "schema"})
+#: Ops that may change the database (they run inside the batch's write transaction).
+WRITE_OPS: Final = frozenset(
+    {"insert", "insert_many", "update", "delete", "upsert", "ensure_table", "execute"}
+)
+#: Interactive transaction control.
+TRANSACTION_OPS: Final = frozenset({"begin", "commit", "rollback"})
+#: Answered by the daemon itself, never queued for the database.
+SERVER_OPS: Final = frozenset({"hello", "stats"})
+ALL_OPS: Final = READ_OPS | WRITE_OPS | TRANSACTION_OPS | SERVER_OPS
+
+
+def ok_reply(request_id: Any, result: Any) -> dict[str, Any]:
+    """The reply to a request that succeeded."""
+    return {"id": request_id, "ok": True, "result": result}
+
+
+def error_reply(request_id: Any, code: str, message: str) -> dict[str, Any]:
+    """The reply to a request that failed with the error ``code``."""
+    return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}

@@ -1,0 +1,36 @@
+"""Shared fixtures: a fresh database path per test, and a clean model registry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from fastquartdb import AsyncDatabaseManager
+
+# Embedded mode round-trips every request and reply through the wire codec in tests,
+# so nothing passes embedded that the daemon could not carry.
+os.environ["FQDB_WIRE_CHECK"] = "1"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    """A path for a new database file in its own temporary directory."""
+    return str(tmp_path / "data" / "test.db")
+
+
+@pytest.fixture(autouse=True)
+def _model_registry() -> Iterator[None]:
+    # Models defined inside a test must not leak into the next test's init_engine.
+    saved = dict(AsyncDatabaseManager._models)
+    yield
+    AsyncDatabaseManager._models.clear()
+    AsyncDatabaseManager._models.update(saved)
+
+
+@pytest.fixture(autouse=True)
+async def _close_manager() -> AsyncIterator[None]:
+    yield
+    await AsyncDatabaseManager.close()
