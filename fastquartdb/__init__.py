@@ -16,9 +16,11 @@ Example::
     await User.insert({"username": "Alice"})
 """
 
+from ._version import __version__ as __version__
 from .client import AsyncDatabaseManager, Transaction
 from .models import BaseModel, Column
 from .protocol.errors import (
+    AccessDeniedError,
     ConnectionLostError,
     DaemonUnavailableError,
     DatabaseBusyError,
@@ -37,9 +39,8 @@ from .protocol.errors import (
     ValidationError,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "AccessDeniedError",
     "AsyncDatabaseManager",
     "BaseModel",
     "Column",

@@ -17,7 +17,9 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
+from ..protocol import default_socket_path
 from ..protocol.errors import InterfaceError, NotInitializedError, ValidationError
+from .failover import FailoverTransport
 from .transports import EmbeddedTransport, Transport
 
 __all__ = ["AsyncDatabaseManager", "Transaction"]
@@ -153,6 +155,7 @@ class AsyncDatabaseManager:
         socket: str | None = None,
         synchronous: str = "full",
         busy_timeout: float = 5.0,
+        request_timeout: float | None = None,
     ) -> AsyncDatabaseManager:
         """Open ``path`` and make it the process's database.
 
@@ -164,6 +167,8 @@ class AsyncDatabaseManager:
             socket: the daemon's socket, if not the default for ``path``.
             synchronous: embedded mode's ``PRAGMA synchronous`` (``"full"`` or ``"normal"``).
             busy_timeout: seconds to wait for another process's write lock.
+            request_timeout: daemon mode: seconds to wait for a reply before
+                ``RequestTimeoutError`` (default: wait as long as it takes).
 
         Returns:
             The manager, also available as ``AsyncDatabaseManager.get()``.
@@ -197,6 +202,7 @@ class AsyncDatabaseManager:
             socket=socket,
             synchronous=synchronous,
             busy_timeout=busy_timeout,
+            request_timeout=request_timeout,
         )
         manager = cls(fspath, transport, use_filelock=use_filelock)
         cls._instance = manager
@@ -337,11 +343,21 @@ async def _open_transport(
     socket: str | None,
     synchronous: str,
     busy_timeout: float,
+    request_timeout: float | None,
 ) -> Transport:
-    # The daemon transport arrives with fqdb-server; until then every mode runs embedded.
-    del socket
-    if mode == "daemon":
-        raise InterfaceError("daemon mode is not available yet")
-    return await EmbeddedTransport.open(
-        path, use_filelock=use_filelock, synchronous=synchronous, busy_timeout=busy_timeout
+    embedded_options: dict[str, Any] = {
+        "use_filelock": use_filelock,
+        "synchronous": synchronous,
+        "busy_timeout": busy_timeout,
+    }
+    if mode == "embedded" or path == ":memory:":
+        return await EmbeddedTransport.open(path, **embedded_options)
+    return await FailoverTransport.start(
+        path,
+        socket or default_socket_path(path),
+        allow_embedded=mode == "auto",
+        embedded_options=embedded_options,
+        request_timeout=request_timeout,
+        reconnect_window=2.0,
+        probe_interval=1.0,
     )

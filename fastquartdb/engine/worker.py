@@ -192,6 +192,11 @@ class BatchWorker:
             self._space_waiters.append(_waker(waiter))
             await waiter
 
+    def adopt(self, items: list[WorkItem]) -> None:
+        """Queue ``items`` past the size limit (shutdown: requests already received must run)."""
+        self._items.extend(items)
+        self._wake()
+
     def when_space(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once when the queue has room again."""
         self._space_waiters.append(callback)

@@ -8,7 +8,8 @@ that builtin (``ValidationError`` is a ``ValueError``, ``RequestTimeoutError`` a
     FQDBError
     ├── InterfaceError                  the library was used wrongly
     │   ├── NotInitializedError         get() before init_engine()
-    │   └── ProtocolError               a malformed frame, an unknown op or version
+    │   ├── ProtocolError               a malformed frame, an unknown op or version
+    │   └── AccessDeniedError           (also PermissionError) the peer's user may not connect
     └── DatabaseError                   the database refused the request
         ├── IntegrityError              UNIQUE, NOT NULL, CHECK, FOREIGN KEY
         ├── ProgrammingError            the request itself is wrong
@@ -30,6 +31,8 @@ embedded mode raise the same classes. An unknown code becomes ``DatabaseError``.
 from __future__ import annotations
 
 __all__ = [
+    "ERROR_CLASSES",
+    "AccessDeniedError",
     "ConnectionLostError",
     "DaemonUnavailableError",
     "DatabaseBusyError",
@@ -73,6 +76,16 @@ class ProtocolError(InterfaceError):
     """A frame could not be decoded, or named an op or version the peer does not know."""
 
     code = "protocol"
+
+
+class AccessDeniedError(InterfaceError, PermissionError):
+    """The other end of the socket runs as a user that is not allowed.
+
+    The daemon refuses clients of other users (unless ``--allow-gid`` admits
+    their group); clients refuse a socket served by another user.
+    """
+
+    code = "access_denied"
 
 
 class DatabaseError(FQDBError):
@@ -160,6 +173,7 @@ _CLASSES: tuple[type[FQDBError], ...] = (
     InterfaceError,
     NotInitializedError,
     ProtocolError,
+    AccessDeniedError,
     DatabaseError,
     IntegrityError,
     ProgrammingError,

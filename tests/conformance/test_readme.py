@@ -6,6 +6,8 @@ import json
 
 from fastquartdb import AsyncDatabaseManager, BaseModel, Column
 
+from .conftest import serving
+
 
 async def test_readme_flow(tmp_path, monkeypatch, transport: str) -> None:
     class User(BaseModel):
@@ -14,6 +16,11 @@ async def test_readme_flow(tmp_path, monkeypatch, transport: str) -> None:
         age = Column("INTEGER")
 
     monkeypatch.chdir(tmp_path)
+    async with serving(transport, "data/mydb.sqlite"):
+        await _readme_steps(User, transport, tmp_path)
+
+
+async def _readme_steps(User, transport, tmp_path) -> None:  # noqa: N803 - the README's name
     await AsyncDatabaseManager.init_engine("data/mydb.sqlite", use_filelock=True, mode=transport)
     db = AsyncDatabaseManager.get()
     assert db.mode == transport
@@ -30,3 +37,4 @@ async def test_readme_flow(tmp_path, monkeypatch, transport: str) -> None:
     assert rows == [{"id": 1, "username": "Alice", "age": 31}]
     # Rows are plain dicts a Quart route can jsonify as they are.
     assert json.loads(json.dumps(rows)) == rows
+    await AsyncDatabaseManager.close()

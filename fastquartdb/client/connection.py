@@ -1,0 +1,250 @@
+"""The daemon transport: one Unix-socket connection per process, shared by all tasks.
+
+Requests carry ids and are pipelined: any number may be in flight, and the
+one reader callback matches replies to their futures by id. Frames written
+in one loop iteration leave in one ``write``.
+
+Who owns a pending future: :meth:`SocketTransport.request` creates it and
+removes it when it returns, whatever happens; the reader only resolves it.
+When the connection drops every pending future fails with
+:class:`ConnectionLostError`; for reads the error is marked ``retryable``
+(the failover layer resends them), for writes its message says the outcome
+is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+from typing import Any, cast
+
+from .._version import __version__
+from ..protocol import (
+    PROTOCOL_VERSION,
+    READ_OPS,
+    FrameDecoder,
+    FrameError,
+    encode_frame,
+    error_from_code,
+)
+from ..protocol.errors import (
+    AccessDeniedError,
+    ConnectionLostError,
+    DaemonUnavailableError,
+    InterfaceError,
+    RequestTimeoutError,
+)
+from .transports import Transport
+
+__all__ = ["SocketTransport"]
+
+#: Replies may be larger than requests (a big fetch); this bounds what we buffer.
+MAX_REPLY_FRAME = 1 << 30
+_CREDS = struct.Struct("3i")
+
+
+def _server_uid(sock: socket.socket) -> int | None:
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    _pid, uid, _gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _CREDS.size))
+    return int(uid)
+
+
+class _Reader(asyncio.Protocol):
+    def __init__(self, owner: SocketTransport) -> None:
+        self.owner = owner
+
+    def data_received(self, data: bytes) -> None:
+        self.owner._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._on_lost(exc)
+
+
+class SocketTransport(Transport):
+    """Talks to ``fqdb-server`` over its Unix socket."""
+
+    mode = "daemon"
+
+    def __init__(self, socket_path: str, request_timeout: float | None) -> None:
+        self.socket_path = socket_path
+        self.request_timeout = request_timeout
+        self.server: dict[str, Any] = {}
+        self.lost: BaseException | None = None
+        self._transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder(MAX_REPLY_FRAME)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._next_id = 1
+        self._max_frame = MAX_REPLY_FRAME
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+
+    @classmethod
+    async def connect(
+        cls,
+        socket_path: str,
+        db_path: str,
+        *,
+        connect_timeout: float = 5.0,
+        request_timeout: float | None = None,
+    ) -> SocketTransport:
+        """Connect, check who serves the socket, and say hello.
+
+        Raises:
+            DaemonUnavailableError: nothing listens on ``socket_path``.
+            AccessDeniedError: the socket is served by another user.
+            InterfaceError: the daemon there serves a different file.
+        """
+        self = cls(socket_path, request_timeout)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_unix_connection(lambda: _Reader(self), socket_path), connect_timeout
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise DaemonUnavailableError(
+                f"no fqdb-server answers on {socket_path} ({exc}); start one with "
+                f"'fqdb-server {db_path}' or use mode='auto' to run embedded"
+            ) from None
+        # uvloop's transports do not subclass asyncio.Transport, but behave as one.
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        uid = _server_uid(sock) if sock is not None else None
+        if uid is not None and uid not in (os.getuid(), 0):
+            transport.close()
+            raise AccessDeniedError(
+                f"{socket_path} is served by uid {uid}, not by this user ({os.getuid()}) or root: "
+                "refusing to send queries to it"
+            )
+        try:
+            hello = await asyncio.wait_for(
+                self.request(
+                    {
+                        "op": "hello",
+                        "version": PROTOCOL_VERSION,
+                        "client": f"fastquartdb/{__version__}",
+                    }
+                ),
+                connect_timeout,
+            )
+        except BaseException:
+            transport.close()
+            raise
+        if not isinstance(hello, dict):
+            transport.close()
+            raise InterfaceError(f"unexpected hello from {socket_path}: {hello!r}")
+        expected = os.path.realpath(db_path)
+        if hello.get("db") != expected:
+            transport.close()
+            raise InterfaceError(
+                f"the daemon on {socket_path} serves {hello.get('db')!r}, not {expected!r}; "
+                "pass socket= for this file's daemon"
+            )
+        self.server = hello
+        self._max_frame = int(hello.get("max_frame") or self._max_frame)
+        return self
+
+    # ------------------------------------------------------------ requests
+
+    async def request(self, request: dict[str, Any]) -> Any:
+        if self.lost is not None:
+            raise self._lost_error(request, self.lost)
+        request_id = self._next_id
+        self._next_id = request_id + 1
+        request["id"] = request_id
+        frame = encode_frame(request, self._max_frame)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        try:
+            if self.request_timeout is None:
+                return await future
+            return await asyncio.wait_for(future, self.request_timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(
+                f"no reply from the daemon within {self.request_timeout:g} s for "
+                f"{request.get('op')}" + _outcome(request)
+            ) from None
+        except ConnectionLostError as exc:
+            raise self._lost_error(request, exc) from None
+        finally:
+            del self._pending[request_id]
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out or self._transport is None or self.lost is not None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._transport.write(data)
+
+    @staticmethod
+    def _lost_error(request: dict[str, Any], cause: BaseException) -> ConnectionLostError:
+        op = request.get("op")
+        error = ConnectionLostError(
+            f"connection to the daemon lost during {op} ({cause})" + _outcome(request)
+        )
+        error.retryable = op in READ_OPS  # type: ignore[attr-defined]
+        return error
+
+    # ------------------------------------------------------------ reader callbacks
+
+    def _on_data(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except FrameError as exc:
+            self._on_lost(exc)
+            if self._transport is not None:
+                self._transport.close()
+            return
+        pending = self._pending
+        for message in messages:
+            request_id = message.get("id")
+            future = pending.get(request_id) if isinstance(request_id, int) else None
+            if future is None:
+                if request_id is None and message.get("ok") is False:
+                    # A connection-level error (refused, malformed): the daemon closes next.
+                    error = message.get("error") or {}
+                    self._fail_all(error_from_code(error.get("code"), error.get("message")))
+                continue
+            if future.done():
+                continue
+            if message.get("ok") is True:
+                future.set_result(message.get("result"))
+            else:
+                error = message.get("error")
+                if not isinstance(error, dict):
+                    error = {"code": "protocol", "message": f"malformed reply {message!r}"}
+                future.set_exception(error_from_code(error.get("code"), error.get("message")))
+
+    def _fail_all(self, error: BaseException) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        if self.lost is None:
+            self.lost = exc or ConnectionResetError("the daemon closed the connection")
+        self._fail_all(ConnectionLostError(str(self.lost)))
+
+    async def close(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._flush()
+            self._transport.close()
+        if self.lost is None:
+            self.lost = ConnectionAbortedError("closed by this process")
+        self._fail_all(InterfaceError("the database was closed while this request was in flight"))
+        await asyncio.sleep(0)
+
+
+def _outcome(request: dict[str, Any]) -> str:
+    if request.get("op") in READ_OPS:
+        return ""
+    return "; its outcome is unknown: it may or may not have been committed"

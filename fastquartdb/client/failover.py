@@ -1,0 +1,224 @@
+"""Daemon discovery, reconnection and fallback to embedded mode.
+
+Policy (``mode="auto"``; ``mode="daemon"`` is the same without the fallback):
+
+* At ``init_engine``: a daemon serving the file is used if one answers on the
+  socket, else the engine runs embedded.
+* The daemon goes away: requests in flight fail with ``ConnectionLostError``;
+  for writes the message says the outcome is unknown. Reads are sent again
+  once a connection is back. The client tries to reconnect for
+  ``reconnect_window`` seconds; if the daemon stays away it falls back to
+  embedded with a warning (safe: SQLite's own locks guard the file).
+* While embedded it looks for the daemon again at most once per
+  ``probe_interval`` seconds, and returns to it when one answers.
+* An interactive transaction stays on the transport that began it; if that
+  was the lost connection, its next request fails with ``ConnectionLostError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from ..protocol.errors import ConnectionLostError, DaemonUnavailableError
+from .connection import SocketTransport
+from .transports import EmbeddedTransport, Transport
+
+__all__ = ["FailoverTransport"]
+
+log = logging.getLogger("fastquartdb.client")
+
+
+class FailoverTransport(Transport):
+    """A daemon connection that survives daemon restarts, with embedded mode as the fallback."""
+
+    def __init__(
+        self,
+        db_path: str,
+        socket_path: str,
+        *,
+        allow_embedded: bool,
+        embedded_options: dict[str, Any],
+        request_timeout: float | None,
+        reconnect_window: float,
+        probe_interval: float,
+    ) -> None:
+        self.db_path = db_path
+        self.socket_path = socket_path
+        self.allow_embedded = allow_embedded
+        self.reconnect_window = reconnect_window
+        self.probe_interval = probe_interval
+        self.switches = 0
+        self._embedded_options = embedded_options
+        self._request_timeout = request_timeout
+        self._current: Transport | None = None
+        self._embedded: EmbeddedTransport | None = None
+        self._txn_owner: dict[Any, Transport] = {}
+        self._recovering: asyncio.Future[Transport] | None = None
+        self._next_probe = 0.0
+        self._closed = False
+
+    @classmethod
+    async def start(cls, db_path: str, socket_path: str, **options: Any) -> FailoverTransport:
+        """Connect to the daemon, or (when allowed) start embedded.
+
+        Raises:
+            DaemonUnavailableError: no daemon answers and embedded is not allowed.
+        """
+        self = cls(db_path, socket_path, **options)
+        try:
+            self._current = await self._connect()
+        except DaemonUnavailableError:
+            if not self.allow_embedded:
+                raise
+            self._current = await self._open_embedded()
+            self._next_probe = time.monotonic() + self.probe_interval
+        return self
+
+    @property
+    def mode(self) -> str:  # type: ignore[override]
+        assert self._current is not None
+        return self._current.mode
+
+    @property
+    def current(self) -> Transport:
+        """The transport requests go to now."""
+        assert self._current is not None
+        return self._current
+
+    async def _connect(self) -> SocketTransport:
+        return await SocketTransport.connect(
+            self.socket_path, self.db_path, request_timeout=self._request_timeout
+        )
+
+    async def _open_embedded(self) -> EmbeddedTransport:
+        if self._embedded is None:
+            self._embedded = await EmbeddedTransport.open(self.db_path, **self._embedded_options)
+        return self._embedded
+
+    # ------------------------------------------------------------ requests
+
+    async def request(self, request: dict[str, Any]) -> Any:
+        txn = request.get("txn")
+        if txn is not None:
+            return await self._in_transaction(txn, request)
+        transport = self._current
+        assert transport is not None
+        if transport.mode == "embedded" and time.monotonic() >= self._next_probe:
+            transport = await self._probe()
+        try:
+            return await transport.request(request)
+        except ConnectionLostError as exc:
+            if not getattr(exc, "retryable", False) or self._closed:
+                self._recover_in_background(transport)
+                raise
+            transport = await self._recover(transport)
+            return await transport.request(request)
+
+    async def _in_transaction(self, txn: Any, request: dict[str, Any]) -> Any:
+        op = request.get("op")
+        top = request.get("savepoint") is None
+        if op == "begin" and top:
+            owner = self._current
+            assert owner is not None
+            self._txn_owner[txn] = owner
+        else:
+            owner = self._txn_owner.get(txn, self._current)
+            assert owner is not None
+        ends = top and op in ("commit", "rollback")
+        if isinstance(owner, SocketTransport) and owner.lost is not None:
+            self._txn_owner.pop(txn, None)
+            if ends and op == "rollback":
+                return None  # the daemon rolled it back when the connection dropped
+            raise ConnectionLostError(
+                "the connection to the daemon was lost inside this transaction, "
+                "and the daemon rolled it back"
+            )
+        try:
+            result = await owner.request(request)
+        except ConnectionLostError:
+            self._txn_owner.pop(txn, None)
+            self._recover_in_background(owner)
+            raise
+        except BaseException:
+            if op == "begin" and top:
+                self._txn_owner.pop(txn, None)
+            raise
+        if ends:
+            self._txn_owner.pop(txn, None)
+        return result
+
+    # ------------------------------------------------------------ switching
+
+    async def _probe(self) -> Transport:
+        """While embedded: is a daemon back? Cheap when its socket file is absent."""
+        self._next_probe = time.monotonic() + self.probe_interval
+        assert self._current is not None
+        if not os.path.exists(self.socket_path):
+            return self._current
+        try:
+            self._current = await self._connect()
+            self.switches += 1
+        except DaemonUnavailableError:
+            pass
+        return self._current
+
+    def _recover_in_background(self, failed: Transport) -> None:
+        if self._recovering is None and failed is self._current and not self._closed:
+            task = asyncio.ensure_future(self._recover(failed))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _recover(self, failed: Transport) -> Transport:
+        """Get a working transport after ``failed`` broke; concurrent callers share one attempt."""
+        if failed is not self._current and self._current is not None:
+            return self._current
+        if self._recovering is not None:
+            return await asyncio.shield(self._recovering)
+        future: asyncio.Future[Transport] = asyncio.get_running_loop().create_future()
+        self._recovering = future
+        try:
+            transport = await self._reconnect()
+            self._current = transport
+            self.switches += 1
+            future.set_result(transport)
+            return transport
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            self._recovering = None
+
+    async def _reconnect(self) -> Transport:
+        deadline = time.monotonic() + self.reconnect_window
+        delay = 0.02
+        while True:
+            try:
+                return await self._connect()
+            except DaemonUnavailableError:
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        if not self.allow_embedded:
+            raise DaemonUnavailableError(
+                f"the daemon on {self.socket_path} went away and did not come back within "
+                f"{self.reconnect_window:g} s"
+            )
+        log.warning(
+            "fqdb-server on %s is gone; running embedded on %s until it is back",
+            self.socket_path,
+            self.db_path,
+        )
+        self._next_probe = time.monotonic() + self.probe_interval
+        return await self._open_embedded()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._current is not None and self._current is not self._embedded:
+            await self._current.close()
+        if self._embedded is not None:
+            await self._embedded.close()

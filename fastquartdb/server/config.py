@@ -1,0 +1,58 @@
+"""The daemon's settings, as ``fqdb-server`` options and as a dataclass for tests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..protocol import DEFAULT_MAX_FRAME, default_socket_path
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``serve()`` needs.
+
+    Attributes:
+        db: the SQLite file to own (created if missing).
+        socket: the Unix socket to listen on; default from the DB path (see PROTOCOL.md).
+        synchronous: ``"full"`` (survives power loss) or ``"normal"`` (faster; a power
+            cut may lose the last commits, never corrupts).
+        max_batch: most requests in one group commit.
+        max_queue: requests waiting before the daemon stops reading sockets (backpressure).
+        max_frame: largest request frame accepted, in bytes.
+        transaction_timeout: seconds an interactive transaction may stay open (and idle).
+        allow_gids: groups whose members may connect besides the daemon's own user and root.
+        read_only: serve reads only.
+        busy_timeout: seconds to wait for another process's write lock on the file.
+    """
+
+    db: str
+    socket: str | None = None
+    synchronous: str = "full"
+    max_batch: int = 256
+    max_queue: int = 8192
+    max_frame: int = DEFAULT_MAX_FRAME
+    transaction_timeout: float = 30.0
+    allow_gids: list[int] = field(default_factory=list)
+    read_only: bool = False
+    busy_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.db = os.path.realpath(self.db)
+        if self.socket is None:
+            self.socket = default_socket_path(self.db)
+        self.socket = os.path.abspath(self.socket)
+        if self.synchronous.lower() not in ("full", "normal"):
+            raise ValueError(f"synchronous must be 'full' or 'normal', got {self.synchronous!r}")
+        for name in ("max_batch", "max_queue", "max_frame"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.transaction_timeout <= 0:
+            raise ValueError("transaction_timeout must be positive")
+
+    @property
+    def lock_path(self) -> str:
+        """The file whose exclusive lock makes this daemon the file's one owner."""
+        return self.db + ".server.lock"

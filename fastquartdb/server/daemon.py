@@ -1,0 +1,226 @@
+"""The daemon: own the file, listen on the socket, run every request through one worker.
+
+``serve(config)`` is the whole life of a daemon and returns when
+``shutdown_trigger`` fires (the CLI wires SIGTERM/SIGINT to it)::
+
+    take <db>.server.lock ─> open the engine thread ─> start the worker
+    ─> listen on the socket (0600) ─> print the ready line ─> wait
+    ─> stop accepting ─> stop reading ─> run what is queued, answer it
+    ─> roll back an open transaction ─> checkpoint, close ─> remove the socket
+
+A SIGKILL skips all of that and loses nothing acknowledged: replies leave
+only after COMMIT, and the next start replaces the stale socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .._version import __version__
+from ..engine import BatchWorker, EngineThread
+from ..protocol import ALL_OPS, PROTOCOL_VERSION
+from .config import ServerConfig
+from .connection import ClientConnection
+from .ownership import OwnerLock
+
+__all__ = ["Daemon", "serve"]
+
+log = logging.getLogger("fastquartdb.server")
+
+
+class SocketInUseError(RuntimeError):
+    """The socket path answers: some other server listens there."""
+
+
+def _prepare_socket_path(path: str) -> None:
+    """Remove a stale socket left by a killed daemon; refuse one somebody still serves."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise SocketInUseError(f"{path} exists and is not a socket; remove it or choose --socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            os.unlink(path)  # stale: nobody listens
+            return
+        raise
+    else:
+        raise SocketInUseError(
+            f"another server is listening on {path}; stop it or choose another --socket"
+        )
+    finally:
+        probe.close()
+
+
+class Daemon:
+    """A running daemon: its worker, connections and counters."""
+
+    def __init__(self, config: ServerConfig, thread: EngineThread, worker: BatchWorker) -> None:
+        self.config = config
+        self.thread = thread
+        self.worker = worker
+        self.connections: set[ClientConnection] = set()
+        self.started = time.monotonic()
+        self.stopping = False
+        self.stats_refused = 0
+        self.stats_protocol_errors = 0
+        self.clients_total = 0
+        self._uid = os.getuid()
+        self._allowed_gids = frozenset(config.allow_gids)
+
+    def refuse_peer(self, peer: tuple[int, int, int] | None) -> str | None:
+        """Why the peer may not connect, or None: same uid, root, or an allowed group."""
+        self.clients_total += 1
+        if peer is None:
+            return None  # the OS does not tell; the socket's 0600 mode is the guard
+        _pid, uid, gid = peer
+        if uid in (self._uid, 0):
+            return None
+        if self._allowed_gids:
+            if gid in self._allowed_gids:
+                return None
+            with contextlib.suppress(KeyError, ImportError):
+                import grp
+                import pwd
+
+                name = pwd.getpwuid(uid).pw_name
+                if any(name in grp.getgrgid(g).gr_mem for g in self._allowed_gids):
+                    return None
+        return (
+            f"uid {uid} may not use this database (served by uid {self._uid}); "
+            "start fqdb-server with --allow-gid for a shared group"
+        )
+
+    def hello(self) -> dict[str, Any]:
+        """The result of the ``hello`` op."""
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "server": f"fastquartdb/{__version__}",
+            "ops": sorted(ALL_OPS),
+            "db": self.config.db,
+            "pid": os.getpid(),
+            "max_frame": self.config.max_frame,
+            "read_only": self.config.read_only,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """The result of the ``stats`` op."""
+        stats = self.worker.stats
+        return {
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "pid": os.getpid(),
+            "db": self.config.db,
+            "clients": len(self.connections),
+            "clients_total": self.clients_total,
+            "client_pids": sorted({c.peer[0] for c in self.connections if c.peer}),
+            "requests": stats.requests,
+            "batches": stats.batches,
+            "batch_mean": round(stats.requests / stats.batches, 3) if stats.batches else 0.0,
+            "batch_max": stats.batch_max,
+            "queue_depth": self.worker.depth,
+            "errors": stats.errors,
+            "transactions": stats.transactions,
+            "txn_timeouts": stats.txn_timeouts,
+            "holder": self.worker.holder is not None,
+            "refused": self.stats_refused,
+            "protocol_errors": self.stats_protocol_errors,
+        }
+
+    async def drain(self) -> None:
+        """Stop reading, run and answer everything received, then stop the worker."""
+        self.stopping = True
+        for conn in list(self.connections):
+            conn.stop_reading()
+        # Requests received but not yet queued (backpressure) run too.
+        for conn in list(self.connections):
+            self.worker.adopt(conn.take_backlog())
+        await self.worker.stop()
+        await asyncio.sleep(0)  # let the last replies' flush callbacks run
+        for conn in list(self.connections):
+            conn.close()
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    ready: Callable[[Daemon], None] | None = None,
+) -> None:
+    """Run a daemon until ``shutdown_trigger`` returns (forever if None).
+
+    Args:
+        config: what to serve and how.
+        shutdown_trigger: awaited; when it returns the daemon drains and exits.
+        ready: called once the socket accepts connections.
+
+    Raises:
+        AlreadyServedError: another daemon owns the file.
+        SocketInUseError: something else listens on the socket path.
+    """
+    os.makedirs(os.path.dirname(config.db) or ".", exist_ok=True)
+    assert config.socket is not None
+    owner = OwnerLock(config.lock_path)
+    owner.acquire(config.socket)
+    try:
+        _prepare_socket_path(config.socket)
+        thread = await EngineThread.open(
+            config.db,
+            synchronous=config.synchronous,
+            busy_timeout=config.busy_timeout,
+            read_only=config.read_only,
+        )
+        worker = BatchWorker(
+            thread,
+            max_batch=config.max_batch,
+            max_queue=config.max_queue,
+            transaction_timeout=config.transaction_timeout,
+        )
+        worker.start()
+        daemon = Daemon(config, thread, worker)
+        loop = asyncio.get_running_loop()
+        # Created 0600 whatever the umask: no window in which others could connect.
+        old_umask = os.umask(0o177)
+        try:
+            server = await loop.create_unix_server(
+                lambda: ClientConnection(daemon), path=config.socket, backlog=1024
+            )
+        finally:
+            os.umask(old_umask)
+        if config.allow_gids:
+            os.chown(config.socket, -1, config.allow_gids[0])
+            os.chmod(config.socket, 0o660)
+        else:
+            os.chmod(config.socket, 0o600)
+        socket_inode = os.stat(config.socket).st_ino
+        try:
+            if ready is not None:
+                ready(daemon)
+            if shutdown_trigger is None:
+                await asyncio.Event().wait()
+            else:
+                await shutdown_trigger()
+        finally:
+            server.close()
+            try:
+                await daemon.drain()
+            finally:
+                await thread.close()
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(config.socket).st_ino == socket_inode:
+                        os.unlink(config.socket)
+    finally:
+        owner.release()

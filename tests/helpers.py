@@ -1,0 +1,96 @@
+"""Test helpers: daemons in-process (for the conformance suite) and as real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastquartdb.server import Daemon, ServerConfig, serve
+
+
+@contextlib.asynccontextmanager
+async def daemon_in_process(db: str, **options: Any) -> AsyncIterator[Daemon]:
+    """Serve ``db`` from this event loop until the block ends; yields the running daemon."""
+    config = ServerConfig(db=db, **options)
+    stop = asyncio.Event()
+    ready: asyncio.Future[Daemon] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(config, shutdown_trigger=stop.wait, ready=ready.set_result))
+    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises why it could not start
+    try:
+        yield ready.result()
+    finally:
+        stop.set()
+        await task
+
+
+class DaemonProcess:
+    """A real ``fqdb-server`` subprocess, started and stopped by process id."""
+
+    def __init__(self, db: str, *args: str, socket: str | None = None) -> None:
+        self.db = db
+        self.args = list(args)
+        self.socket = socket
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready_line = ""
+
+    def start(self, timeout: float = 15.0) -> DaemonProcess:
+        cmd = [sys.executable, "-m", "fastquartdb.server", self.db, *self.args]
+        if self.socket:
+            cmd += ["--socket", self.socket]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = self.proc.stdout.readline()
+        if not line.startswith("fqdb-server: serving") or time.monotonic() > deadline:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.proc.kill()
+            raise RuntimeError(f"fqdb-server did not start: {line!r} {err}")
+        self.ready_line = line.strip()
+        self.socket = self.ready_line.split(" on ", 1)[1].rsplit(" (pid", 1)[0]
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._close_pipes()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        assert self.proc is not None
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
