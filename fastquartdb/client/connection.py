@@ -18,7 +18,7 @@ import asyncio
 import os
 import socket
 import struct
-from typing import Any, cast
+from typing import Any
 
 from .._version import __version__
 from ..protocol import (
@@ -109,8 +109,7 @@ class SocketTransport(Transport):
                 f"no fqdb-server answers on {socket_path} ({exc}); start one with "
                 f"'fqdb-server {db_path}' or use mode='auto' to run embedded"
             ) from None
-        # uvloop's transports do not subclass asyncio.Transport, but behave as one.
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = transport
         sock = transport.get_extra_info("socket")
         uid = _server_uid(sock) if sock is not None else None
         if uid is not None and uid not in (os.getuid(), 0):

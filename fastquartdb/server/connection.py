@@ -84,16 +84,16 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but behave as one.
-        self._transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
+        self._transport = stream = cast(asyncio.Transport, transport)
+        sock = stream.get_extra_info("socket")
         self.peer = peer_credentials(sock) if sock is not None else None
         refusal = self.daemon.refuse_peer(self.peer)
         if refusal is not None:
             log.warning("refused connection from %s: %s", self.peer, refusal)
             self.daemon.stats_refused += 1
-            transport.write(_frame(error_reply(None, AccessDeniedError.code, refusal)))
+            stream.write(_frame(error_reply(None, AccessDeniedError.code, refusal)))
             self.closed = True
-            transport.close()
+            stream.close()
             return
         self.daemon.connections.add(self)
 

@@ -20,7 +20,7 @@ async def test_readme_flow(tmp_path, monkeypatch, transport: str) -> None:
         await _readme_steps(User, transport, tmp_path)
 
 
-async def _readme_steps(User, transport, tmp_path) -> None:  # noqa: N803 - the README's name
+async def _readme_steps(User, transport, tmp_path) -> None:
     await AsyncDatabaseManager.init_engine("data/mydb.sqlite", use_filelock=True, mode=transport)
     db = AsyncDatabaseManager.get()
     assert db.mode == transport
