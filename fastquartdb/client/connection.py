@@ -166,6 +166,8 @@ class SocketTransport(Transport):
                 return await future
             return await asyncio.wait_for(future, self.request_timeout)
         except asyncio.TimeoutError:
+            if not future.cancelled():
+                raise  # the daemon's own reply was a timeout error (TransactionTimeoutError)
             raise RequestTimeoutError(
                 f"no reply from the daemon within {self.request_timeout:g} s for "
                 f"{request.get('op')}" + _outcome(request)

@@ -358,7 +358,7 @@ class BatchWorker:
             await self._hop(Engine.run_in_transaction, [{"op": "rollback"}])
             if not holder[0].closed:
                 self._dead_txns[holder] = error
-            log.warning("transaction rolled back: %s", error)
+            log.warning("%s", error)
         self._holder = None
         if self.lock is not None:
             self.lock.release()

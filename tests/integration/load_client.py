@@ -1,0 +1,98 @@
+"""A client process for integration tests: ``python -m tests.integration.load_client ...``.
+
+``insert``: ``--tasks`` concurrent tasks insert rows with unique keys
+``<prefix>-<task>-<n>`` until ``--rows`` each (or until ``--seconds``), and
+write a JSON report: acknowledged keys, failures by exception class, mode.
+``hold``: begin a transaction, insert one row, print ``in-transaction`` and
+wait to be killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+from fastquartdb import AsyncDatabaseManager, BaseModel, Column, FQDBError
+
+
+class Event(BaseModel):
+    id = Column("INTEGER", primary_key=True)
+    key = Column("TEXT", nullable=False, unique=True)
+    worker = Column("TEXT")
+
+
+async def insert_load(args: argparse.Namespace) -> dict[str, object]:
+    db = await AsyncDatabaseManager.init_engine(
+        args.db,
+        use_filelock=args.filelock,
+        mode=args.mode,
+        socket=args.socket,
+        request_timeout=args.request_timeout,
+    )
+    acked: list[str] = []
+    failures: dict[str, int] = {}
+    modes: set[str] = set()
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+
+    async def task(t: int) -> None:
+        for n in range(args.rows):
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            key = f"{args.prefix}-{t}-{n}"
+            try:
+                await Event.insert({"key": key, "worker": args.prefix})
+            except FQDBError as exc:
+                name = type(exc).__name__
+                failures[name] = failures.get(name, 0) + 1
+                if args.stop_on_error:
+                    return
+                await asyncio.sleep(0.01)
+            else:
+                acked.append(key)
+                modes.add(db.mode)
+
+    await asyncio.gather(*(task(t) for t in range(args.tasks)))
+    await AsyncDatabaseManager.close()
+    return {"acked": acked, "failures": failures, "modes": sorted(modes)}
+
+
+async def hold(args: argparse.Namespace) -> None:
+    db = await AsyncDatabaseManager.init_engine(args.db, mode=args.mode, socket=args.socket)
+    async with db.transaction():
+        await Event.insert({"key": f"{args.prefix}-held", "worker": args.prefix})
+        print("in-transaction", flush=True)
+        await asyncio.sleep(3600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("action", choices=("insert", "hold"))
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--mode", default="daemon")
+    parser.add_argument("--socket")
+    parser.add_argument("--filelock", action="store_true")
+    parser.add_argument("--tasks", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=0.0)
+    parser.add_argument("--prefix", default="p")
+    parser.add_argument("--request-timeout", type=float)
+    parser.add_argument("--stop-on-error", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.action == "hold":
+        asyncio.run(hold(args))
+        return
+    report = asyncio.run(insert_load(args))
+    text = json.dumps(report)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()
