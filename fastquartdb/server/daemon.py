@@ -188,6 +188,7 @@ async def serve(
             max_batch=config.max_batch,
             max_queue=config.max_queue,
             transaction_timeout=config.transaction_timeout,
+            inline_reads=True,
         )
         worker.start()
         daemon = Daemon(config, thread, worker)
