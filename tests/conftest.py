@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fastquartdb import AsyncDatabaseManager
+from tests.helpers import LoadClient
 
 # Embedded mode round-trips every request and reply through the wire codec in tests,
 # so nothing passes embedded that the daemon could not carry.
@@ -34,3 +36,18 @@ def _model_registry() -> Iterator[None]:
 async def _close_manager() -> AsyncIterator[None]:
     yield
     await AsyncDatabaseManager.close()
+
+
+@pytest.fixture
+def clients(tmp_path: Path) -> Iterator[Any]:
+    """Factory for load clients; every one is reaped at the end of the test."""
+    started: list[LoadClient] = []
+
+    def start(action: str, db: str, *args: str) -> LoadClient:
+        client = LoadClient(action, db, tmp_path / f"report-{len(started)}.json", *args)
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.kill()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastquartdb.server import Daemon, ServerConfig, serve
@@ -94,3 +97,48 @@ class DaemonProcess:
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class LoadClient:
+    """A ``tests.integration.load_client`` process."""
+
+    def __init__(self, action: str, db: str, out: Path | None, *args: str) -> None:
+        cmd = [sys.executable, "-m", "tests.integration.load_client", action, "--db", db, *args]
+        if out is not None:
+            cmd += ["--out", str(out)]
+        self.out = out
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def report(self, timeout: float = 120) -> dict[str, Any]:
+        """Wait for the process and return its JSON report."""
+        _, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, err
+        assert self.out is not None
+        result: dict[str, Any] = json.loads(self.out.read_text())
+        return result
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+def table_keys(db: str) -> list[str]:
+    """Every key in the load table, duplicates included."""
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT key FROM event")]
+
+
+def integrity(db: str) -> str:
+    with sqlite3.connect(db) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])

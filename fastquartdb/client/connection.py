@@ -150,7 +150,7 @@ class SocketTransport(Transport):
 
     async def request(self, request: dict[str, Any]) -> Any:
         if self.lost is not None:
-            raise self._lost_error(request, self.lost)
+            raise self._lost_error(request, self.lost, sent=False)
         request_id = self._next_id
         self._next_id = request_id + 1
         request["id"] = request_id
@@ -187,12 +187,17 @@ class SocketTransport(Transport):
         self._transport.write(data)
 
     @staticmethod
-    def _lost_error(request: dict[str, Any], cause: BaseException) -> ConnectionLostError:
+    def _lost_error(
+        request: dict[str, Any], cause: BaseException, *, sent: bool = True
+    ) -> ConnectionLostError:
         op = request.get("op")
-        error = ConnectionLostError(
-            f"connection to the daemon lost during {op} ({cause})" + _outcome(request)
-        )
-        error.retryable = op in READ_OPS  # type: ignore[attr-defined]
+        if sent:
+            message = f"connection to the daemon lost during {op} ({cause})" + _outcome(request)
+        else:
+            message = f"connection to the daemon lost ({cause}); {op} was not sent"
+        error = ConnectionLostError(message)
+        # Safe to send again elsewhere: a read, or anything that never left this process.
+        error.retryable = not sent or op in READ_OPS  # type: ignore[attr-defined]
         return error
 
     # ------------------------------------------------------------ reader callbacks

@@ -97,9 +97,14 @@ class Engine:
     Not thread-safe: every method must be called on the connection's thread.
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, *, read_only: bool = False, raw_sql: bool = True
+    ) -> None:
         self.conn = conn
         self.read_only = read_only
+        self.raw_sql = raw_sql
+        # query_only refuses BEGIN IMMEDIATE; a read-only engine never writes anyway.
+        self._begin_sql = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         self._tables: dict[str, TableInfo] = {}
         self._schema_version = -1
         self._raw = False
@@ -270,6 +275,10 @@ class Engine:
         return result
 
     def _execute(self, req: dict[str, Any]) -> dict[str, Any]:
+        if not self.raw_sql:
+            raise ProgrammingError(
+                "raw SQL is disabled on this server (fqdb-server --no-raw-sql); use the model API"
+            )
         sql = req.get("sql")
         if not isinstance(sql, str) or not sql.strip():
             raise ValidationError("execute needs 'sql': one SQL statement as a string")
@@ -308,7 +317,7 @@ class Engine:
 
     def _begin(self, req: dict[str, Any]) -> None:
         name = self._savepoint_name(req)
-        self.conn.execute(f"SAVEPOINT {quote(name)}" if name else "BEGIN IMMEDIATE")
+        self.conn.execute(f"SAVEPOINT {quote(name)}" if name else self._begin_sql)
 
     def _commit(self, req: dict[str, Any]) -> None:
         name = self._savepoint_name(req)
@@ -334,7 +343,9 @@ class Engine:
         handler = self._ops.get(op) if isinstance(op, str) else None
         if handler is None:
             raise ValidationError(f"unknown op {op!r} (ops: {', '.join(sorted(self._ops))})")
-        if self.read_only and op in WRITE_OPS:
+        # ensure_table may run: it changes nothing when the table already matches, and
+        # query_only makes SQLite refuse it otherwise.
+        if self.read_only and op in WRITE_OPS and op != "ensure_table":
             raise ReadOnlyError(f"{op} refused: the database is served read-only")
         try:
             return handler(req)
@@ -374,7 +385,7 @@ class Engine:
         if all(req.get("op") in READ_OPS for req in requests):
             return [self._run_one(req, False) for req in requests]
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self._begin_sql)
         except sqlite3.Error as exc:
             error = translate_sqlite_error(exc)
             return [(False, error)] * len(requests)
@@ -389,7 +400,7 @@ class Engine:
                 outcomes = [(False, lost)] * len(outcomes)
                 outcomes.append((False, reason) if not outcome[0] else (False, lost))
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(self._begin_sql)
                 except sqlite3.Error as exc:
                     error = translate_sqlite_error(exc)
                     remaining = len(requests) - len(outcomes)

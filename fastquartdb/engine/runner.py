@@ -46,6 +46,7 @@ class EngineThread:
         synchronous: str = "full",
         busy_timeout: float = 5.0,
         read_only: bool = False,
+        raw_sql: bool = True,
     ) -> EngineThread:
         """Start the thread, open and configure the connection on it."""
 
@@ -57,7 +58,7 @@ class EngineThread:
         aio = aiosqlite.Connection(connector, 64)
         await aio
         try:
-            engine = await aio._execute(lambda: Engine(aio._conn, read_only=read_only))
+            engine = await aio._execute(lambda: Engine(aio._conn, read_only=read_only, raw_sql=raw_sql))
         except BaseException:
             await aio.close()
             raise

@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--read-only", action="store_true", help="serve reads only")
     parser.add_argument(
+        "--no-raw-sql",
+        dest="raw_sql",
+        action="store_false",
+        help="refuse the execute op (raw SQL); only the structured ops are served",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -109,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             transaction_timeout=args.transaction_timeout,
             allow_gids=args.allow_gid,
             read_only=args.read_only,
+            raw_sql=args.raw_sql,
         )
     except ValueError as exc:
         print(f"fqdb-server: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ class ServerConfig:
         transaction_timeout: seconds an interactive transaction may stay open (and idle).
         allow_gids: groups whose members may connect besides the daemon's own user and root.
         read_only: serve reads only.
+        raw_sql: accept the ``execute`` op (raw SQL); ``--no-raw-sql`` turns it off.
         busy_timeout: seconds to wait for another process's write lock on the file.
     """
 
@@ -37,6 +38,7 @@ class ServerConfig:
     transaction_timeout: float = 30.0
     allow_gids: list[int] = field(default_factory=list)
     read_only: bool = False
+    raw_sql: bool = True
     busy_timeout: float = 5.0
 
     def __post_init__(self) -> None:

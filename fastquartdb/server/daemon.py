@@ -115,6 +115,7 @@ class Daemon:
             "pid": os.getpid(),
             "max_frame": self.config.max_frame,
             "read_only": self.config.read_only,
+            "raw_sql": self.config.raw_sql,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -182,6 +183,7 @@ async def serve(
             synchronous=config.synchronous,
             busy_timeout=config.busy_timeout,
             read_only=config.read_only,
+            raw_sql=config.raw_sql,
         )
         worker = BatchWorker(
             thread,

@@ -35,6 +35,7 @@ async def insert_load(args: argparse.Namespace) -> dict[str, object]:
     acked: list[str] = []
     failures: dict[str, int] = {}
     modes: set[str] = set()
+    transitions: list[str] = [db.mode]
     deadline = time.monotonic() + args.seconds if args.seconds else None
 
     async def task(t: int) -> None:
@@ -53,10 +54,17 @@ async def insert_load(args: argparse.Namespace) -> dict[str, object]:
             else:
                 acked.append(key)
                 modes.add(db.mode)
+                if db.mode != transitions[-1]:
+                    transitions.append(db.mode)
 
     await asyncio.gather(*(task(t) for t in range(args.tasks)))
     await AsyncDatabaseManager.close()
-    return {"acked": acked, "failures": failures, "modes": sorted(modes)}
+    return {
+        "acked": acked,
+        "failures": failures,
+        "modes": sorted(modes),
+        "transitions": transitions,
+    }
 
 
 async def hold(args: argparse.Namespace) -> None:

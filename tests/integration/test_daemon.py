@@ -16,8 +16,7 @@ import pytest
 
 from fastquartdb import AsyncDatabaseManager, IntegrityError, TransactionTimeoutError
 from fastquartdb.protocol import default_socket_path
-from tests.helpers import DaemonProcess, daemon_in_process
-from tests.integration.conftest import integrity, table_keys
+from tests.helpers import DaemonProcess, daemon_in_process, integrity, table_keys
 from tests.integration.load_client import Event
 
 
@@ -124,6 +123,7 @@ def test_sigterm_with_requests_in_flight(daemon: DaemonProcess, db_path: str, cl
 
 
 def test_kill9_under_load_then_restart(daemon: DaemonProcess, db_path: str, clients) -> None:
+    """RELIABILITY F1: kill -9 mid-load from 4 processes; restart; clients resume by themselves."""
     procs = [
         clients(
             "insert",
@@ -131,13 +131,13 @@ def test_kill9_under_load_then_restart(daemon: DaemonProcess, db_path: str, clie
             "--tasks",
             "16",
             "--rows",
-            "400",
+            "300",
             "--prefix",
             f"k{i}",
         )
-        for i in range(3)
+        for i in range(4)
     ]
-    _wait_for_clients(daemon, db_path, 3)
+    _wait_for_clients(daemon, db_path, 4)
     _wait_for_rows(db_path, 800)
     daemon.kill()
     assert os.path.exists(daemon.socket)  # left behind: the restart must replace it

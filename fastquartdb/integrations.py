@@ -1,0 +1,382 @@
+"""Wiring FastQuartDB into Quart, FastAPI (or Starlette) and aiohttp apps.
+
+The lines every web app repeats: read where the database is from the
+environment, open it when a worker starts and close it when the worker stops,
+turn request bodies into checked rows, and turn FastQuartDB errors into HTTP
+status codes. Nothing here imports a web framework, so none of them becomes a
+dependency; each helper only calls the hooks its framework documents.
+
+Environment (read when a worker starts, so every worker of a multi-process
+server sees the same settings):
+
+=================  ===============================================  ==============
+variable           meaning                                          default
+=================  ===============================================  ==============
+``FQDB_PATH``      the SQLite file                                  ``data/app.db``
+``FQDB_MODE``      ``auto``, ``daemon`` or ``embedded``             ``auto``
+``FQDB_FILELOCK``  ``1`` runs embedded mode under ``<db>.lock``     ``0``
+``FQDB_SOCKET``    the daemon's socket (default: derived from path)  unset
+=================  ===============================================  ==============
+
+Example (Quart)::
+
+    from fastquartdb.integrations import quart_lifecycle
+
+    app = Quart(__name__)
+    quart_lifecycle(app)          # init_engine before serving, close after
+
+Example (FastAPI)::
+
+    app = FastAPI(lifespan=fastapi_lifespan())
+
+Example (aiohttp)::
+
+    app = web.Application()
+    aiohttp_lifecycle(app)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .client import AsyncDatabaseManager
+from .protocol.errors import (
+    FQDBError,
+    IntegrityError,
+    NotInitializedError,
+    OperationalError,
+    ProgrammingError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    from .models import BaseModel
+
+__all__ = [
+    "HTTP_STATUS",
+    "DatabaseSettings",
+    "aiohttp_lifecycle",
+    "close_database",
+    "database_settings_from_env",
+    "error_body",
+    "fastapi_lifespan",
+    "http_status_for",
+    "open_database",
+    "parse_json_object",
+    "quart_lifecycle",
+    "validate_row",
+]
+
+log = logging.getLogger("fastquartdb.integrations")
+
+AppT = TypeVar("AppT")
+
+_MODES = ("auto", "daemon", "embedded")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+#: Error class -> HTTP status, most specific first; the first ``isinstance`` match wins.
+#: Anything else (a bug, or a FastQuartDB error no client can fix) is a 500.
+HTTP_STATUS: tuple[tuple[type[FQDBError], int], ...] = (
+    (ValidationError, 400),
+    (ProgrammingError, 400),
+    (IntegrityError, 409),
+    (NotInitializedError, 503),
+    (OperationalError, 503),
+)
+
+
+# ---------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where and how a web worker opens its database.
+
+    Attributes:
+        path: the SQLite file, relative to the worker's working directory or absolute.
+        mode: ``"auto"`` (the daemon if one serves ``path``, else embedded),
+            ``"daemon"`` (a missing daemon is an error) or ``"embedded"``.
+        use_filelock: embedded mode runs every batch under a lock on ``<path>.lock``.
+        socket: the daemon's socket; None for the default derived from ``path``.
+    """
+
+    path: str = "data/app.db"
+    mode: str = "auto"
+    use_filelock: bool = False
+    socket: str | None = None
+
+    def engine_options(self) -> dict[str, Any]:
+        """These settings as keyword arguments of ``AsyncDatabaseManager.init_engine``."""
+        return {
+            "path": self.path,
+            "mode": self.mode,
+            "use_filelock": self.use_filelock,
+            "socket": self.socket,
+        }
+
+
+def database_settings_from_env(
+    environ: Mapping[str, str] | None = None, *, default_path: str = "data/app.db"
+) -> DatabaseSettings:
+    """Read ``FQDB_PATH``, ``FQDB_MODE``, ``FQDB_FILELOCK`` and ``FQDB_SOCKET``.
+
+    Args:
+        environ: the variables to read (default: ``os.environ``).
+        default_path: the file when ``FQDB_PATH`` is unset or empty.
+
+    Returns:
+        The settings; unset variables take the defaults in the module docstring.
+
+    Raises:
+        ValidationError: ``FQDB_MODE`` or ``FQDB_FILELOCK`` holds something else
+            than the values listed, so a typo fails at start-up, not later.
+
+    Example::
+
+        >>> database_settings_from_env({"FQDB_PATH": "/srv/app.db", "FQDB_FILELOCK": "1"})
+        DatabaseSettings(path='/srv/app.db', mode='auto', use_filelock=True, socket=None)
+    """
+    env = os.environ if environ is None else environ
+    mode = env.get("FQDB_MODE", "").strip().lower() or "auto"
+    if mode not in _MODES:
+        raise ValidationError(
+            f"FQDB_MODE must be one of {', '.join(_MODES)}, got {env.get('FQDB_MODE')!r}"
+        )
+    raw_lock = env.get("FQDB_FILELOCK", "")
+    lock = raw_lock.strip().lower()
+    if lock not in _TRUE | _FALSE:
+        raise ValidationError(f"FQDB_FILELOCK must be 1 or 0 (or true/false), got {raw_lock!r}")
+    return DatabaseSettings(
+        path=env.get("FQDB_PATH") or default_path,
+        mode=mode,
+        use_filelock=lock in _TRUE,
+        socket=env.get("FQDB_SOCKET") or None,
+    )
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+async def open_database(
+    settings: DatabaseSettings | None = None, **overrides: Any
+) -> AsyncDatabaseManager:
+    """Open the process's database: ``init_engine`` with ``settings`` and ``overrides``.
+
+    Args:
+        settings: where and how (default: :func:`database_settings_from_env`, read now).
+        overrides: ``init_engine`` keyword arguments that win over ``settings``,
+            e.g. ``request_timeout=5.0`` or ``mode="daemon"``.
+
+    Returns:
+        The manager (``db.mode`` says whether the daemon or embedded mode runs).
+
+    Raises:
+        DaemonUnavailableError: ``mode="daemon"`` and no daemon serves the file.
+        ValidationError: bad settings.
+    """
+    if settings is None:
+        settings = database_settings_from_env()
+    options = {**settings.engine_options(), **overrides}
+    path = options.pop("path")
+    db = await AsyncDatabaseManager.init_engine(path, **options)
+    log.info("pid %d: %s mode on %s", os.getpid(), db.mode, db.path)
+    return db
+
+
+async def close_database() -> None:
+    """Close the process's database (``AsyncDatabaseManager.close``); safe to call twice."""
+    await AsyncDatabaseManager.close()
+
+
+def quart_lifecycle(app: AppT, settings: DatabaseSettings | None = None, **overrides: Any) -> AppT:
+    """Open the database in Quart's ``before_serving`` and close it in ``after_serving``.
+
+    Every worker process of a multi-worker server (``hypercorn -w 4``) runs
+    both hooks, so each has its own connection to the daemon.
+
+    Args:
+        app: the ``quart.Quart`` application.
+        settings, overrides: as for :func:`open_database`; the environment is
+            read when the worker starts, not at import.
+
+    Returns:
+        ``app``, so the call can wrap its creation.
+
+    Example::
+
+        app = quart_lifecycle(Quart(__name__))
+    """
+
+    async def open_fastquartdb() -> None:
+        await open_database(settings, **overrides)
+
+    hooks: Any = app
+    hooks.before_serving(open_fastquartdb)
+    hooks.after_serving(close_database)
+    return app
+
+
+def fastapi_lifespan(
+    settings: DatabaseSettings | None = None, **overrides: Any
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """A lifespan for ``FastAPI(lifespan=...)`` (or Starlette) that opens and closes the database.
+
+    Args:
+        settings, overrides: as for :func:`open_database`, applied when the worker starts.
+
+    Returns:
+        A function of the app returning an async context manager, as the
+        ``lifespan`` argument wants.
+
+    Example::
+
+        app = FastAPI(lifespan=fastapi_lifespan())
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await open_database(settings, **overrides)
+        try:
+            yield
+        finally:
+            await close_database()
+
+    return lifespan
+
+
+def aiohttp_lifecycle(app: AppT, settings: DatabaseSettings | None = None, **overrides: Any) -> AppT:
+    """Open the database in aiohttp's ``on_startup`` and close it in ``on_cleanup``.
+
+    Args:
+        app: the ``aiohttp.web.Application`` (before it is frozen by running it).
+        settings, overrides: as for :func:`open_database`, applied when the worker starts.
+
+    Returns:
+        ``app``.
+
+    Example::
+
+        app = aiohttp_lifecycle(web.Application())
+    """
+
+    async def open_fastquartdb(_app: Any) -> None:
+        await open_database(settings, **overrides)
+
+    async def close_fastquartdb(_app: Any) -> None:
+        await close_database()
+
+    signals: Any = app
+    signals.on_startup.append(open_fastquartdb)
+    signals.on_cleanup.append(close_fastquartdb)
+    return app
+
+
+# ---------------------------------------------------------------- requests and errors
+
+
+def http_status_for(exc: BaseException) -> int:
+    """The HTTP status that answers a request which failed with ``exc``.
+
+    ``ValidationError`` and ``ProgrammingError`` → 400 (the request was
+    wrong), ``IntegrityError`` → 409 (it conflicts with stored rows),
+    ``NotInitializedError`` and ``OperationalError`` → 503 (try again later:
+    the daemon is restarting, the file is busy); anything else → 500.
+    The table is :data:`HTTP_STATUS`.
+
+    Example::
+
+        >>> http_status_for(IntegrityError("UNIQUE constraint failed: user.username"))
+        409
+    """
+    for cls, status in HTTP_STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(exc: BaseException) -> dict[str, str]:
+    """The JSON body of an error response: ``{"error": "<the exception's message>"}``."""
+    return {"error": str(exc) or type(exc).__name__}
+
+
+def parse_json_object(raw: bytes | str) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object.
+
+    Raises:
+        ValidationError: the body is not JSON, or is JSON but not an object.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ValidationError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationError(
+            f"the request body must be a JSON object of column to value, got {type(data).__name__}"
+        )
+    return data
+
+
+def _json_type_ok(affinity: str, kind: str, value: Any) -> str | None:
+    """None if a JSON ``value`` suits the column, else what the column takes."""
+    if value is None or kind == "json":
+        return None
+    if kind == "bool":
+        return None if isinstance(value, bool) else "true or false"
+    if kind in ("date", "datetime"):
+        return None if isinstance(value, str) else "an ISO 8601 string"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if affinity == "INTEGER":
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if affinity in ("REAL", "NUMERIC"):
+        return None if number else "a number"
+    if affinity == "TEXT":
+        return None if isinstance(value, str) else "a string"
+    return "binary data, which JSON cannot carry"
+
+
+def validate_row(model: type[BaseModel], data: Any) -> dict[str, Any]:
+    """Check decoded JSON against ``model`` before it becomes an insert or an update.
+
+    Model calls store what they are given, as SQLite does (a string in an
+    INTEGER column stays a string); a web API should refuse it instead. This
+    checks that ``data`` is an object whose keys are columns of ``model`` and
+    whose values suit each column's type (integers for INTEGER, strings for
+    TEXT, numbers for REAL, true/false for BOOLEAN, ISO strings for dates).
+    ``null`` is left to the table: NOT NULL columns refuse it with
+    ``IntegrityError``.
+
+    Returns:
+        ``data`` as a new dict.
+
+    Raises:
+        ValidationError: naming the column and what it takes, e.g.
+            ``column 'age' of table 'user' is INTEGER and takes an integer, got str 'old'``.
+    """
+    if not isinstance(data, Mapping):
+        raise ValidationError(
+            f"{model.__name__} data must be an object of column to value, got {type(data).__name__}"
+        )
+    columns = model.__columns__
+    table = model.__tablename__
+    row: dict[str, Any] = {}
+    for name, value in data.items():
+        column = columns.get(name) if isinstance(name, str) else None
+        if column is None:
+            raise ValidationError(
+                f"unknown column {name!r} in table {table!r} (columns: {', '.join(columns)})"
+            )
+        wanted = _json_type_ok(column.sql_type.affinity, column.kind, value)
+        if wanted is not None:
+            raise ValidationError(
+                f"column {name!r} of table {table!r} is {column.sql_type.declared} and takes "
+                f"{wanted}, got {type(value).__name__} {value!r}"
+            )
+        row[name] = value
+    return row
