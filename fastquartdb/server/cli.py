@@ -47,7 +47,13 @@ def _parser() -> argparse.ArgumentParser:
         "--transaction-timeout",
         type=float,
         default=30.0,
-        help="seconds an interactive transaction may stay open or idle before it is rolled back",
+        help="seconds an interactive transaction may stay open before it is rolled back (default 30)",
+    )
+    parser.add_argument(
+        "--transaction-idle-timeout",
+        type=float,
+        default=None,
+        help="seconds a transaction may wait for its holder's next request (default 10)",
     )
     parser.add_argument(
         "--allow-gid",
@@ -113,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_queue=args.max_queue,
             max_frame=args.max_frame,
             transaction_timeout=args.transaction_timeout,
+            transaction_idle_timeout=args.transaction_idle_timeout,
             allow_gids=args.allow_gid,
             read_only=args.read_only,
             raw_sql=args.raw_sql,

@@ -22,7 +22,9 @@ class ServerConfig:
         max_batch: most requests in one group commit.
         max_queue: requests waiting before the daemon stops reading sockets (backpressure).
         max_frame: largest request frame accepted, in bytes.
-        transaction_timeout: seconds an interactive transaction may stay open (and idle).
+        transaction_timeout: seconds an interactive transaction may stay open in all.
+        transaction_idle_timeout: seconds it may wait for its holder's next request
+            (default: 10 s, or ``transaction_timeout`` if that is shorter).
         allow_gids: groups whose members may connect besides the daemon's own user and root.
         read_only: serve reads only.
         raw_sql: accept the ``execute`` op (raw SQL); ``--no-raw-sql`` turns it off.
@@ -36,6 +38,7 @@ class ServerConfig:
     max_queue: int = 8192
     max_frame: int = DEFAULT_MAX_FRAME
     transaction_timeout: float = 30.0
+    transaction_idle_timeout: float | None = None
     allow_gids: list[int] = field(default_factory=list)
     read_only: bool = False
     raw_sql: bool = True
@@ -53,6 +56,10 @@ class ServerConfig:
                 raise ValueError(f"{name} must be positive")
         if self.transaction_timeout <= 0:
             raise ValueError("transaction_timeout must be positive")
+        if self.transaction_idle_timeout is None:
+            self.transaction_idle_timeout = min(10.0, self.transaction_timeout)
+        if self.transaction_idle_timeout <= 0:
+            raise ValueError("transaction_idle_timeout must be positive")
 
     @property
     def lock_path(self) -> str:

@@ -190,6 +190,7 @@ async def serve(
             max_batch=config.max_batch,
             max_queue=config.max_queue,
             transaction_timeout=config.transaction_timeout,
+            idle_timeout=config.transaction_idle_timeout,
             inline_reads=True,
         )
         worker.start()

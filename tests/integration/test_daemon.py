@@ -271,6 +271,24 @@ async def test_transaction_deadline_rolls_back(db_path: str) -> None:
         await AsyncDatabaseManager.close()
 
 
+async def test_idle_transaction_rolls_back(db_path: str) -> None:
+    async with daemon_in_process(db_path, transaction_timeout=60, transaction_idle_timeout=0.3):
+        db = await AsyncDatabaseManager.init_engine(db_path, mode="daemon")
+        await Event.count()
+        async with db.transaction():
+            await Event.insert({"key": "busy", "worker": "x"})
+            for _ in range(4):  # active: each call within the idle timeout
+                await asyncio.sleep(0.1)
+                await Event.count()
+        with pytest.raises(TransactionTimeoutError, match="idle"):
+            async with db.transaction():
+                await Event.insert({"key": "idle", "worker": "x"})
+                await asyncio.sleep(0.8)
+                await Event.count()
+        assert [r["key"] for r in await Event.fetch()] == ["busy"]
+        await AsyncDatabaseManager.close()
+
+
 def test_client_killed_in_transaction_is_rolled_back(
     daemon: DaemonProcess, db_path: str, clients
 ) -> None:

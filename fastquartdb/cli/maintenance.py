@@ -1,0 +1,163 @@
+"""What runs on the file itself, beside a daemon if one serves it: dump, backup, vacuum.
+
+Why a separate connection is safe while ``fqdb-server`` serves the file: the
+file is in WAL mode, so a reader sees one consistent snapshot (the last
+commit before its read transaction began) and never blocks the daemon's
+writer. ``dump`` and ``backup`` open the file read-only (``mode=ro``) and
+read inside one transaction; ``vacuum`` is a write and waits for the write
+lock like any other writer (SQLite's own locking keeps it safe; the daemon's
+requests wait for it up to their busy timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from typing import TextIO
+
+from .errors import CommandError
+
+__all__ = ["backup", "dump", "open_read_only", "require_file", "vacuum"]
+
+#: How long vacuum waits for the write lock (a daemon's batch, another writer).
+VACUUM_BUSY_TIMEOUT = 30.0
+
+
+def require_file(path: str) -> str:
+    """Return ``path`` if it is an existing regular file; never create it.
+
+    Raises:
+        CommandError: it does not exist or is not a file.
+    """
+    if not os.path.exists(path):
+        raise CommandError(f"no such database file: {path}")
+    if not os.path.isfile(path):
+        raise CommandError(f"not a database file: {path} (a directory or a device?)")
+    return path
+
+
+def open_read_only(path: str, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """A read-only connection to ``path``: it can neither create nor change the file."""
+    uri = pathlib.Path(os.path.abspath(path)).as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+    try:
+        # Fails here, not halfway through, if the file is not a database.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def _snapshot(path: str) -> Iterator[sqlite3.Connection]:
+    conn = open_read_only(path)
+    try:
+        # One read transaction: every statement below sees the same commit.
+        conn.execute("BEGIN")
+        yield conn
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def dump(path: str, out: TextIO) -> int:
+    """Write the whole database as SQL text (schema and rows); returns the statement count."""
+    count = 0
+    with _snapshot(require_file(path)) as conn:
+        for statement in conn.iterdump():
+            out.write(statement)
+            out.write("\n")
+            count += 1
+    return count
+
+
+def backup(path: str, dest: str, *, force: bool = False) -> dict[str, int | str]:
+    """Copy ``path`` to ``dest`` with SQLite's online backup API, as one consistent snapshot.
+
+    The copy is written beside ``dest`` under a temporary name and renamed
+    into place only when complete, so ``dest`` is never a half-written file.
+    It is a self-contained file (rollback journal, no ``-wal`` needed) with
+    the source's permission bits.
+
+    Returns:
+        ``{"source", "dest", "pages", "bytes"}``.
+
+    Raises:
+        CommandError: ``dest`` exists (without ``force``) or is the source itself.
+    """
+    require_file(path)
+    if os.path.exists(dest):
+        if os.path.realpath(dest) == os.path.realpath(path):
+            raise CommandError(f"{dest} is the database itself; choose another destination")
+        if not force:
+            raise CommandError(f"{dest} exists; remove it or pass --force to replace it")
+        if not os.path.isfile(dest):
+            raise CommandError(f"{dest} exists and is not a file")
+    directory = os.path.dirname(os.path.abspath(dest))
+    mode = os.stat(path).st_mode & 0o777
+    # Created 0600: the copy holds the same data as the source, readable by nobody else
+    # until it has the source's own permission bits.
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        source = open_read_only(path)
+        try:
+            target = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                # pages=-1 (the default): the whole copy is one step under one read
+                # transaction, so it is a snapshot of a single commit even while the
+                # daemon keeps writing (WAL readers never block the writer).
+                source.backup(target)
+                target.execute("PRAGMA journal_mode = DELETE")
+                pages = int(target.execute("PRAGMA page_count").fetchone()[0])
+            finally:
+                target.close()
+        finally:
+            source.close()
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+    except BaseException:
+        for leftover in (tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        raise
+    return {"source": path, "dest": dest, "pages": pages, "bytes": os.path.getsize(dest)}
+
+
+def vacuum(path: str) -> dict[str, int | str]:
+    """Rebuild the file without free pages.
+
+    Returns:
+        ``{"database", "bytes_before", "bytes_after"}`` (page count times page size).
+
+    Raises:
+        CommandError: the write lock stayed taken for :data:`VACUUM_BUSY_TIMEOUT`.
+    """
+    require_file(path)
+    conn = sqlite3.connect(path, timeout=VACUUM_BUSY_TIMEOUT, isolation_level=None)
+    try:
+
+        def size() -> int:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            return int(pages) * int(page_size)
+
+        before = size()
+        try:
+            conn.execute("VACUUM")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise CommandError(
+                    f"vacuum of {path}: the database stayed locked for "
+                    f"{VACUUM_BUSY_TIMEOUT:g} s ({exc}); retry when it is less busy"
+                ) from None
+            raise
+        after = size()
+    finally:
+        conn.close()
+    return {"database": path, "bytes_before": before, "bytes_after": after}
