@@ -34,14 +34,25 @@ from ..protocol.errors import (
     ValidationError,
 )
 from ..protocol.messages import READ_OPS, WRITE_OPS
-from .schema import TableInfo, check_identifier, ensure_table, load_table, parse_column_specs, quote
+from .schema import (
+    TableInfo,
+    check_identifier,
+    ensure_table,
+    load_table,
+    parse_column_sets,
+    parse_column_specs,
+    quote,
+)
 from .statements import (
+    build_aggregate,
     build_count,
     build_delete,
     build_insert,
     build_insert_many,
     build_select,
     build_update,
+    build_upsert,
+    build_upsert_many,
     check_value,
 )
 
@@ -51,7 +62,7 @@ __all__ = ["Engine", "Outcome", "translate_sqlite_error"]
 Outcome = tuple[bool, Any]
 
 # Requests made of several statements; they get a SAVEPOINT so a failure undoes all of them.
-_SAVEPOINT_OPS = frozenset({"insert_many", "ensure_table"})
+_SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
 
 # What raw SQL (the ``execute`` op) may not do behind the engine's back.
 _GUARDED_PRAGMAS = frozenset(
@@ -114,6 +125,9 @@ class Engine:
             "count": self._count,
             "insert": self._insert,
             "insert_many": self._insert_many,
+            "upsert": self._upsert,
+            "upsert_many": self._upsert_many,
+            "aggregate": self._aggregate,
             "update": self._update,
             "delete": self._delete,
             "ensure_table": self._ensure_table,
@@ -234,7 +248,7 @@ class Engine:
     # ------------------------------------------------------------------ ops
 
     def _fetch(self, req: dict[str, Any]) -> dict[str, Any]:
-        sql, params = build_select(self.table(req.get("table")), req)
+        sql, params = build_select(self.table(req.get("table")), req, self.table)
         cursor = self.conn.execute(sql, params)
         rows = cursor.fetchall()
         return {"columns": [d[0] for d in cursor.description], "rows": rows}
@@ -247,11 +261,45 @@ class Engine:
         table = self.table(req.get("table"))
         sql, params = build_insert(table, req)
         cursor = self.conn.execute(sql, params)
+        if cursor.rowcount == 0:
+            return None  # on_conflict="ignore" and the row was there already
         if len(table.pk) == 1 and not table.rowid_pk:
             values = req["values"]
             if table.pk[0] in values:
                 return values[table.pk[0]]
         return cursor.lastrowid
+
+    def _upsert(self, req: dict[str, Any]) -> Any:
+        table = self.table(req.get("table"))
+        sql, params = build_upsert(table, req)
+        self.conn.execute(sql, params)
+        # The row's key whether it was inserted, updated or left alone: look it up by
+        # the conflict target (lastrowid is not set when the update branch ran).
+        conflict = req["conflict"] if isinstance(req["conflict"], list) else [req["conflict"]]
+        values = req["values"]
+        key = table.pk if table.pk else ("rowid",)
+        where = " AND ".join(f"{quote(c)} IS ?" for c in conflict)
+        row = self.conn.execute(
+            f"SELECT {', '.join(quote(k) if k != 'rowid' else 'rowid' for k in key)} "
+            f"FROM {quote(table.name)} WHERE {where}",
+            [values[c] for c in conflict],
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0] if len(row) == 1 else list(row)
+
+    def _upsert_many(self, req: dict[str, Any]) -> int:
+        sql, rows = build_upsert_many(self.table(req.get("table")), req)
+        if not rows:
+            return 0
+        self.conn.executemany(sql, rows)
+        return len(rows)
+
+    def _aggregate(self, req: dict[str, Any]) -> dict[str, Any]:
+        sql, params = build_aggregate(self.table(req.get("table")), req, self.table)
+        cursor = self.conn.execute(sql, params)
+        rows = cursor.fetchall()
+        return {"columns": [d[0] for d in cursor.description], "rows": rows}
 
     def _insert_many(self, req: dict[str, Any]) -> int:
         sql, rows = build_insert_many(self.table(req.get("table")), req)
@@ -270,7 +318,15 @@ class Engine:
 
     def _ensure_table(self, req: dict[str, Any]) -> dict[str, Any]:
         name = check_identifier(req.get("table"), "table name")
-        result = ensure_table(self.conn, name, parse_column_specs(req.get("columns")))
+        specs = parse_column_specs(req.get("columns"))
+        names = {spec.name for spec in specs}
+        result = ensure_table(
+            self.conn,
+            name,
+            specs,
+            parse_column_sets(req.get("indexes"), "indexes", names),
+            parse_column_sets(req.get("unique"), "unique", names),
+        )
         self._tables.pop(name, None)
         return result
 

@@ -58,7 +58,9 @@ class EngineThread:
         aio = aiosqlite.Connection(connector, 64)
         await aio
         try:
-            engine = await aio._execute(lambda: Engine(aio._conn, read_only=read_only, raw_sql=raw_sql))
+            engine = await aio._execute(
+                lambda: Engine(aio._conn, read_only=read_only, raw_sql=raw_sql)
+            )
         except BaseException:
             await aio.close()
             raise

@@ -9,6 +9,7 @@ or primary key changed) is a :class:`SchemaError` naming the column.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from collections.abc import Mapping
@@ -21,9 +22,11 @@ from .sqltypes import SqlType, affinity_of, parse_type
 __all__ = [
     "ColumnSpec",
     "TableInfo",
+    "check_expression",
     "check_identifier",
     "ensure_table",
     "load_table",
+    "parse_column_sets",
     "parse_column_specs",
     "quote",
 ]
@@ -67,14 +70,33 @@ class ColumnSpec:
     unique: bool = False
     index: bool = False
     default: Any = None
+    references: tuple[str, str] | None = None
+    on_delete: str | None = None
+    check: str | None = None
 
 
 class TableInfo:
     """The live shape of one table: its columns in order and its primary key."""
 
-    __slots__ = ("column_set", "columns", "declared", "name", "pk", "quoted_columns", "rowid_pk")
+    __slots__ = (
+        "column_set",
+        "columns",
+        "declared",
+        "foreign_keys",
+        "name",
+        "pk",
+        "quoted_columns",
+        "rowid_pk",
+        "unique_sets",
+    )
 
-    def __init__(self, name: str, rows: list[tuple[Any, ...]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        rows: list[tuple[Any, ...]],
+        foreign_keys: list[tuple[str, str, str]] | None = None,
+        unique_sets: list[frozenset[str]] | None = None,
+    ) -> None:
         self.name = name
         self.columns: tuple[str, ...] = tuple(row[1] for row in rows)
         self.column_set = frozenset(self.columns)
@@ -84,6 +106,16 @@ class TableInfo:
         # Only a lone column declared exactly INTEGER is an alias of the rowid.
         self.rowid_pk = len(self.pk) == 1 and self.declared[self.pk[0]].upper() == "INTEGER"
         self.quoted_columns = ", ".join(quote(c) for c in self.columns)
+        #: (column, referenced table, referenced column) for each single-column foreign key.
+        self.foreign_keys = foreign_keys or []
+        #: Column sets that are unique: the primary key and every unique index.
+        self.unique_sets = unique_sets or []
+
+    def resolve(self, name: object) -> str:
+        """The quoted SQL reference for column ``name`` (checked)."""
+        return quote(self.check_column(name))
+
+    select_item = resolve
 
     def check_column(self, name: object) -> str:
         """Return ``name`` if this table has it.
@@ -102,7 +134,22 @@ class TableInfo:
 def load_table(conn: sqlite3.Connection, name: str) -> TableInfo | None:
     """Read a table's shape from the file, or None if there is no such table."""
     rows = conn.execute(f"PRAGMA table_info({quote(name)})").fetchall()
-    return TableInfo(name, rows) if rows else None
+    if not rows:
+        return None
+    fks = [
+        (row[3], row[2], row[4])
+        for row in conn.execute(f"PRAGMA foreign_key_list({quote(name)})")
+        if row[4] is not None
+    ]
+    unique_sets = []
+    pk = frozenset(row[1] for row in rows if row[5])
+    if pk:
+        unique_sets.append(pk)
+    for index in conn.execute(f"PRAGMA index_list({quote(name)})").fetchall():
+        if index[2]:  # unique
+            cols = conn.execute(f"PRAGMA index_info({quote(index[1])})").fetchall()
+            unique_sets.append(frozenset(c[2] for c in cols))
+    return TableInfo(name, rows, fks, unique_sets)
 
 
 def _flag(spec: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -130,6 +177,15 @@ def parse_column_specs(raw: object) -> list[ColumnSpec]:
             raise ValidationError(
                 f"default of column {name!r} must be a plain value, got {default!r}"
             )
+        references = item.get("references")
+        if references is not None:
+            references = parse_reference(references)
+        on_delete = item.get("on_delete")
+        if on_delete is not None:
+            on_delete = parse_on_delete(on_delete)
+        check = item.get("check")
+        if check is not None:
+            check = check_expression(check, name)
         specs.append(
             ColumnSpec(
                 name=name,
@@ -139,9 +195,126 @@ def parse_column_specs(raw: object) -> list[ColumnSpec]:
                 unique=_flag(item, "unique", False),
                 index=_flag(item, "index", False),
                 default=default,
+                references=references,
+                on_delete=on_delete,
+                check=check,
             )
         )
     return specs
+
+
+_ON_DELETE = {
+    "cascade": "CASCADE",
+    "set null": "SET NULL",
+    "restrict": "RESTRICT",
+    "no action": "NO ACTION",
+    "set default": "SET DEFAULT",
+}
+
+
+def parse_reference(value: object) -> tuple[str, str]:
+    """``"user.id"`` -> ``("user", "id")``, both checked identifiers."""
+    if not isinstance(value, str) or value.count(".") != 1:
+        raise ValidationError(f"references must look like 'table.column', got {value!r}")
+    table, column = value.split(".")
+    return check_identifier(table, "referenced table"), check_identifier(
+        column, "referenced column"
+    )
+
+
+def parse_on_delete(value: object) -> str:
+    """The SQL of an ``on_delete`` action: cascade, set null, restrict, no action, set default."""
+    action = _ON_DELETE.get(" ".join(value.lower().split())) if isinstance(value, str) else None
+    if action is None:
+        raise ValidationError(f"on_delete must be one of {', '.join(_ON_DELETE)}, got {value!r}")
+    return action
+
+
+_CHECK_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
+      | (?P<string>'(?:[^']|'')*')
+      | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+      | (?P<op><=|>=|<>|!=|==|\|\||[=<>+\-*/%(),])
+    )""",
+    re.VERBOSE,
+)
+_CHECK_KEYWORDS = frozenset(
+    {"AND", "OR", "NOT", "IN", "BETWEEN", "LIKE", "GLOB", "IS", "NULL", "TRUE", "FALSE"}
+)
+_CHECK_FUNCTIONS = frozenset({"length", "lower", "upper", "abs", "trim", "typeof", "round"})
+
+
+def check_expression(expr: object, column: str) -> str:
+    """Check a ``CHECK`` expression: only ``column``, literals, operators and a few functions.
+
+    Returns the expression with the column quoted, ready for DDL.
+
+    Raises:
+        ValidationError: anything else (another column, a subquery, a ``;``...).
+    """
+    if not isinstance(expr, str) or not expr.strip():
+        raise ValidationError(f"check of column {column!r} must be an expression string")
+    out: list[str] = []
+    pos = 0
+    depth = 0
+    while pos < len(expr):
+        if expr[pos:].strip() == "":
+            break
+        match = _CHECK_TOKEN.match(expr, pos)
+        if match is None:
+            raise ValidationError(
+                f"check of column {column!r}: cannot read {expr[pos : pos + 20]!r}; use the column, "
+                "numbers, 'strings', comparison and arithmetic operators, AND/OR/NOT, IN, "
+                f"BETWEEN, LIKE, IS NULL and {', '.join(sorted(_CHECK_FUNCTIONS))}()"
+            )
+        pos = match.end()
+        word = match.group("word")
+        op = match.group("op")
+        if word is not None:
+            if word == column:
+                out.append(quote(column))
+            elif word.upper() in _CHECK_KEYWORDS:
+                out.append(word.upper())
+            elif word.lower() in _CHECK_FUNCTIONS and expr[pos:].lstrip().startswith("("):
+                out.append(word.lower())
+            else:
+                raise ValidationError(
+                    f"check of column {column!r} may only use that column; {word!r} is not allowed"
+                )
+        elif op is not None:
+            depth += op == "("
+            depth -= op == ")"
+            if depth < 0:
+                raise ValidationError(f"check of column {column!r} has unbalanced parentheses")
+            out.append(op)
+        else:
+            out.append(match.group("number") or match.group("string"))
+    if depth != 0:
+        raise ValidationError(f"check of column {column!r} has unbalanced parentheses")
+    if quote(column) not in out:
+        raise ValidationError(f"check of column {column!r} must mention the column")
+    return " ".join(out)
+
+
+def parse_column_sets(raw: object, what: str, columns: set[str]) -> list[tuple[str, ...]]:
+    """Check ``indexes`` / ``unique`` of an ensure_table request: lists of column names."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ValidationError(f"'{what}' must be a list of column lists, got {raw!r}")
+    sets = []
+    for item in raw:
+        if not isinstance(item, list) or not item:
+            raise ValidationError(f"each entry of '{what}' must be a list of column names")
+        for name in item:
+            if name not in columns:
+                check_identifier(name, "column name")
+                raise ValidationError(
+                    f"'{what}' names {name!r}, which is not a column of the model"
+                )
+        sets.append(tuple(item))
+    return sets
 
 
 def _literal(value: Any) -> str:
@@ -165,6 +338,13 @@ def _column_sql(spec: ColumnSpec, inline_pk: bool) -> str:
         parts.append("UNIQUE")
     if spec.default is not None:
         parts.append(f"DEFAULT {_literal(spec.default)}")
+    if spec.check is not None:
+        parts.append(f"CHECK ({spec.check})")
+    if spec.references is not None:
+        ref_table, ref_column = spec.references
+        parts.append(f"REFERENCES {quote(ref_table)} ({quote(ref_column)})")
+        if spec.on_delete is not None:
+            parts.append(f"ON DELETE {spec.on_delete}")
     return " ".join(parts)
 
 
@@ -182,7 +362,29 @@ def _index_sql(table: str, column: str) -> str:
     )
 
 
-def ensure_table(conn: sqlite3.Connection, table: str, specs: list[ColumnSpec]) -> dict[str, Any]:
+def _create_indexes(
+    conn: sqlite3.Connection,
+    table: str,
+    indexes: list[tuple[str, ...]],
+    unique: list[tuple[str, ...]],
+) -> None:
+    for prefix, sets in (("ix", indexes), ("ux", unique)):
+        kind = "UNIQUE INDEX" if prefix == "ux" else "INDEX"
+        for cols in sets:
+            name = quote(f"{prefix}_{table}_{'_'.join(cols)}")
+            conn.execute(
+                f"CREATE {kind} IF NOT EXISTS {name} ON {quote(table)} "
+                f"({', '.join(quote(c) for c in cols)})"
+            )
+
+
+def ensure_table(
+    conn: sqlite3.Connection,
+    table: str,
+    specs: list[ColumnSpec],
+    indexes: list[tuple[str, ...]] | None = None,
+    unique: list[tuple[str, ...]] | None = None,
+) -> dict[str, Any]:
     """Create ``table`` or bring it up to ``specs`` without dropping anything.
 
     Runs inside the caller's transaction. Returns ``{"created": bool, "added": [names]}``.
@@ -202,6 +404,7 @@ def ensure_table(conn: sqlite3.Connection, table: str, specs: list[ColumnSpec]) 
         for spec in specs:
             if spec.index and not spec.primary_key:
                 conn.execute(_index_sql(table, spec.name))
+        _create_indexes(conn, table, indexes or [], unique or [])
         return {"created": True, "added": [s.name for s in specs]}
 
     live_lower = {c.lower(): c for c in live.columns}
@@ -233,7 +436,7 @@ def ensure_table(conn: sqlite3.Connection, table: str, specs: list[ColumnSpec]) 
                     f"cannot add NOT NULL column {spec.name!r} to existing table {table!r} without "
                     "a default: give it default=... or make it nullable"
                 )
-            plain = ColumnSpec(spec.name, spec.type, nullable=spec.nullable, default=spec.default)
+            plain = dataclasses.replace(spec, unique=False, index=False)
             conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {_column_sql(plain, False)}")
             if spec.unique:
                 conn.execute(
@@ -243,4 +446,5 @@ def ensure_table(conn: sqlite3.Connection, table: str, specs: list[ColumnSpec]) 
             added.append(spec.name)
         if spec.index and not spec.primary_key:
             conn.execute(_index_sql(table, spec.name))
+    _create_indexes(conn, table, indexes or [], unique or [])
     return {"created": False, "added": added}

@@ -11,19 +11,25 @@ each group a list of ``[column, operator, value]`` conditions ANDed.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..protocol.errors import ValidationError
-from .schema import TableInfo, quote
+from .schema import TableInfo, check_identifier, quote
 
 __all__ = [
+    "AGGREGATES",
     "OPERATORS",
+    "JoinScope",
+    "build_aggregate",
     "build_count",
     "build_delete",
     "build_insert",
     "build_insert_many",
     "build_select",
     "build_update",
+    "build_upsert",
+    "build_upsert_many",
     "check_value",
 ]
 
@@ -77,10 +83,17 @@ def _normalize_operator(op: object) -> str:
     raise ValidationError(f"unknown operator {op!r} (allowed: {_OPERATOR_LIST})")
 
 
-def _condition(table: TableInfo, cond: object, params: list[Any]) -> str:
+class Scope(Protocol):
+    """What names in a request can refer to: one table, or a join of several."""
+
+    def resolve(self, name: object) -> str:
+        """The quoted SQL for ``name``, or ValidationError."""
+
+
+def _condition(table: Scope, cond: object, params: list[Any]) -> str:
     if not isinstance(cond, (list, tuple)) or len(cond) != 3:
         raise ValidationError(f"a condition must be [column, operator, value], got {cond!r}")
-    column = quote(table.check_column(cond[0]))
+    column = table.resolve(cond[0])
     op = _normalize_operator(cond[1])
     value = cond[2]
     where = f"column {cond[0]!r} {op}"
@@ -113,7 +126,7 @@ def _condition(table: TableInfo, cond: object, params: list[Any]) -> str:
     return f"{column} {op} ?"
 
 
-def build_where(table: TableInfo, where: object, params: list[Any]) -> str:
+def build_where(table: Scope, where: object, params: list[Any], keyword: str = "WHERE") -> str:
     """Return ``" WHERE ..."`` (or ``""`` for no filter), appending parameters to ``params``."""
     if where is None:
         return ""
@@ -135,20 +148,99 @@ def build_where(table: TableInfo, where: object, params: list[Any]) -> str:
     if match_all or not groups:
         return ""
     params.extend(local)
-    return " WHERE " + (groups[0] if len(groups) == 1 else " OR ".join(groups))
+    return f" {keyword} " + (groups[0] if len(groups) == 1 else " OR ".join(groups))
 
 
-def _columns(table: TableInfo, columns: object) -> str:
+def _columns(table: TableInfo | JoinScope, columns: object) -> str:
     if columns is None:
         return table.quoted_columns
     if not isinstance(columns, list) or not columns:
         raise ValidationError(
             f"'columns' must be a non-empty list of column names, got {columns!r}"
         )
-    return ", ".join(quote(table.check_column(c)) for c in columns)
+    return ", ".join(table.select_item(c) for c in columns)
 
 
-def _order_by(table: TableInfo, order_by: object) -> str:
+class JoinScope:
+    """A base table joined along declared foreign keys; names may be ``table.column``.
+
+    Unqualified names are the base table's. Joined columns come back named
+    ``table.column``. Each join follows the one foreign key between the new
+    table and a table already in the join, in either direction.
+    """
+
+    def __init__(
+        self, base: TableInfo, joins: object, lookup: Callable[[object], TableInfo]
+    ) -> None:
+        if not isinstance(joins, list) or not joins:
+            raise ValidationError("'join' must be a non-empty list of {table, kind} maps")
+        self.base = base
+        self.tables: dict[str, TableInfo] = {base.name: base}
+        clauses = []
+        for spec in joins:
+            if not isinstance(spec, dict):
+                raise ValidationError(f"each join must be a map {{table, kind}}, got {spec!r}")
+            kind = spec.get("kind", "inner")
+            if kind not in ("inner", "left"):
+                raise ValidationError(f"join kind must be 'inner' or 'left', got {kind!r}")
+            info = lookup(spec.get("table"))
+            if info.name in self.tables:
+                raise ValidationError(f"table {info.name!r} is joined twice")
+            on = self._on(info)
+            self.tables[info.name] = info
+            clauses.append(f" {'LEFT ' if kind == 'left' else ''}JOIN {quote(info.name)} ON {on}")
+        self.from_sql = quote(base.name) + "".join(clauses)
+        items = [self.select_item(c) for c in base.columns]
+        for info in list(self.tables.values())[1:]:
+            items.extend(self.select_item(f"{info.name}.{c}") for c in info.columns)
+        self.quoted_columns = ", ".join(items)
+
+    def _on(self, new: TableInfo) -> str:
+        links = []
+        for name, info in self.tables.items():
+            links += [
+                f"{quote(name)}.{quote(col)} = {quote(new.name)}.{quote(ref_col)}"
+                for col, ref_table, ref_col in info.foreign_keys
+                if ref_table == new.name
+            ]
+            links += [
+                f"{quote(new.name)}.{quote(col)} = {quote(name)}.{quote(ref_col)}"
+                for col, ref_table, ref_col in new.foreign_keys
+                if ref_table == name
+            ]
+        if len(links) != 1:
+            joined = ", ".join(self.tables)
+            problem = "no foreign key" if not links else "more than one foreign key"
+            raise ValidationError(
+                f"cannot join table {new.name!r}: {problem} links it to {joined}; declare "
+                "one with Column(references='table.column'), or use raw SQL for this query"
+            )
+        return links[0]
+
+    def _split(self, name: object) -> tuple[TableInfo, str]:
+        if isinstance(name, str) and "." in name:
+            table_name, column = name.split(".", 1)
+            info = self.tables.get(table_name)
+            if info is None:
+                raise ValidationError(
+                    f"unknown table {table_name!r} in {name!r} (tables in this query: "
+                    f"{', '.join(self.tables)})"
+                )
+            return info, info.check_column(column)
+        return self.base, self.base.check_column(name)
+
+    def resolve(self, name: object) -> str:
+        info, column = self._split(name)
+        return f"{quote(info.name)}.{quote(column)}"
+
+    def select_item(self, name: object) -> str:
+        # The result column is named as asked: "title" or "post.title", "user.username".
+        info, column = self._split(name)
+        alias = column if isinstance(name, str) and "." not in name else f"{info.name}.{column}"
+        return f"{quote(info.name)}.{quote(column)} AS {quote(alias)}"
+
+
+def _order_by(table: Scope, order_by: object) -> str:
     if order_by is None:
         return ""
     if isinstance(order_by, str):
@@ -165,7 +257,7 @@ def _order_by(table: TableInfo, order_by: object) -> str:
             )
         desc = item.startswith("-")
         name = item[1:] if item[0] in "+-" else item
-        parts.append(quote(table.check_column(name)) + (" DESC" if desc else ""))
+        parts.append(table.resolve(name) + (" DESC" if desc else ""))
     return " ORDER BY " + ", ".join(parts)
 
 
@@ -177,20 +269,33 @@ def _count_arg(value: object, name: str) -> int | None:
     return value
 
 
-def build_select(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SELECT for a ``fetch`` request (columns, where, order_by, limit, offset)."""
-    params: list[Any] = []
-    sql = f"SELECT {_columns(table, req.get('columns'))} FROM {quote(table.name)}"
-    sql += build_where(table, req.get("where"), params)
-    sql += _order_by(table, req.get("order_by"))
+def _limit(req: dict[str, Any], params: list[Any]) -> str:
     limit = _count_arg(req.get("limit"), "limit")
     offset = _count_arg(req.get("offset"), "offset")
-    if limit is not None or offset is not None:
-        sql += " LIMIT ?"
-        params.append(-1 if limit is None else limit)
-        if offset is not None:
-            sql += " OFFSET ?"
-            params.append(offset)
+    if limit is None and offset is None:
+        return ""
+    params.append(-1 if limit is None else limit)
+    if offset is None:
+        return " LIMIT ?"
+    params.append(offset)
+    return " LIMIT ? OFFSET ?"
+
+
+def build_select(
+    table: TableInfo, req: dict[str, Any], lookup: Callable[[object], TableInfo]
+) -> tuple[str, list[Any]]:
+    """SELECT for a ``fetch`` request (columns, where, order_by, limit, offset, join, distinct)."""
+    params: list[Any] = []
+    joins = req.get("join")
+    scope: TableInfo | JoinScope = table if joins is None else JoinScope(table, joins, lookup)
+    distinct = req.get("distinct", False)
+    if not isinstance(distinct, bool):
+        raise ValidationError(f"'distinct' must be true or false, got {distinct!r}")
+    source = quote(table.name) if isinstance(scope, TableInfo) else scope.from_sql
+    sql = f"SELECT {'DISTINCT ' if distinct else ''}{_columns(scope, req.get('columns'))} FROM {source}"
+    sql += build_where(scope, req.get("where"), params)
+    sql += _order_by(scope, req.get("order_by"))
+    sql += _limit(req, params)
     return sql, params
 
 
@@ -212,11 +317,15 @@ def _values(table: TableInfo, values: object, op: str) -> tuple[list[str], list[
 def build_insert(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[Any]]:
     """INSERT for an ``insert`` request (one row as a map)."""
     names, params = _values(table, req.get("values"), "insert")
+    on_conflict = req.get("on_conflict")
+    if on_conflict not in (None, "ignore"):
+        raise ValidationError(f"on_conflict must be 'ignore' or absent, got {on_conflict!r}")
+    verb = "INSERT OR IGNORE" if on_conflict == "ignore" else "INSERT"
     if not names:
-        return f"INSERT INTO {quote(table.name)} DEFAULT VALUES", params
+        return f"{verb} INTO {quote(table.name)} DEFAULT VALUES", params
     cols = ", ".join(quote(n) for n in names)
     return (
-        f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({', '.join('?' * len(names))})",
+        f"{verb} INTO {quote(table.name)} ({cols}) VALUES ({', '.join('?' * len(names))})",
         params,
     )
 
@@ -271,3 +380,135 @@ def build_delete(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[Any]]
     where = build_where(table, req.get("where"), params)
     _guard_all_rows(req, where, "delete")
     return f"DELETE FROM {quote(table.name)}{where}", params
+
+
+def _name_list(value: object, what: str) -> list[Any]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ValidationError(f"'{what}' must be a non-empty list of column names, got {value!r}")
+    return value
+
+
+def _conflict_target(table: TableInfo, conflict: object) -> list[str]:
+    names = [table.check_column(c) for c in _name_list(conflict, "conflict")]
+    if frozenset(names) not in table.unique_sets:
+        raise ValidationError(
+            f"conflict target ({', '.join(names)}) is not the primary key or a unique index of "
+            f"table {table.name!r}: declare Column(unique=True) on it, or "
+            f"__unique_together__ = [{tuple(names)!r}] for several columns"
+        )
+    return names
+
+
+def _upsert_tail(table: TableInfo, req: dict[str, Any], names: list[str]) -> str:
+    conflict = _conflict_target(table, req.get("conflict"))
+    absent = [c for c in conflict if c not in names]
+    if absent:
+        raise ValidationError(
+            f"upsert needs a value for its conflict column(s) {', '.join(absent)}"
+        )
+    update = req.get("update")
+    if update is None:
+        targets = [n for n in names if n not in conflict]
+    else:
+        targets = [table.check_column(c) for c in _name_list(update, "update")]
+        missing = [c for c in targets if c not in names]
+        if missing:
+            raise ValidationError(
+                f"upsert 'update' names {', '.join(missing)}, which the row does not give a value"
+            )
+    target_sql = ", ".join(quote(c) for c in conflict)
+    if not targets:
+        return f" ON CONFLICT ({target_sql}) DO NOTHING"
+    sets = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in targets)
+    return f" ON CONFLICT ({target_sql}) DO UPDATE SET {sets}"
+
+
+def build_upsert(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[Any]]:
+    """INSERT ... ON CONFLICT (...) DO UPDATE for an ``upsert`` request (one row)."""
+    names, params = _values(table, req.get("values"), "upsert")
+    if not names:
+        raise ValidationError("upsert needs at least one column value")
+    cols = ", ".join(quote(n) for n in names)
+    sql = f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({', '.join('?' * len(names))})"
+    return sql + _upsert_tail(table, req, names), params
+
+
+def build_upsert_many(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[list[Any]]]:
+    """One upsert statement for many rows (``columns`` + ``rows`` as for insert_many)."""
+    sql, rows = build_insert_many(table, req)
+    return sql + _upsert_tail(table, req, list(req["columns"])), rows
+
+
+#: Aggregate functions by the names requests use.
+AGGREGATES = {
+    "count": "count",
+    "sum": "sum",
+    "avg": "avg",
+    "min": "min",
+    "max": "max",
+    "group_concat": "group_concat",
+}
+
+
+class _AggregateScope:
+    """Names in HAVING and ORDER BY: an aggregate's alias, or a column."""
+
+    def __init__(self, inner: TableInfo | JoinScope, aliases: set[str]) -> None:
+        self.inner = inner
+        self.aliases = aliases
+
+    def resolve(self, name: object) -> str:
+        if isinstance(name, str) and name in self.aliases:
+            return quote(name)
+        return self.inner.resolve(name)
+
+
+def build_aggregate(
+    table: TableInfo, req: dict[str, Any], lookup: Callable[[object], TableInfo]
+) -> tuple[str, list[Any]]:
+    """SELECT group columns and aggregates for an ``aggregate`` request."""
+    joins = req.get("join")
+    scope: TableInfo | JoinScope = table if joins is None else JoinScope(table, joins, lookup)
+    aggregates = req.get("aggregates")
+    if not isinstance(aggregates, dict) or not aggregates:
+        raise ValidationError(
+            "aggregate needs 'aggregates': a map like {'n': ('count', '*'), 'avg_age': ('avg', 'age')}"
+        )
+    group_by = [] if req.get("group_by") is None else _name_list(req.get("group_by"), "group_by")
+    items = []
+    for name in group_by:
+        items.append(f"{scope.resolve(name)} AS {quote(str(name))}")
+    aliases: set[str] = set()
+    for alias, spec in aggregates.items():
+        check_identifier(alias, "aggregate name")
+        if alias in aliases or alias in group_by:
+            raise ValidationError(f"aggregate name {alias!r} is used twice")
+        aliases.add(alias)
+        if not isinstance(spec, (list, tuple)) or len(spec) != 2:
+            raise ValidationError(f"aggregate {alias!r} must be (function, column), got {spec!r}")
+        func = AGGREGATES.get(spec[0].lower()) if isinstance(spec[0], str) else None
+        if func is None:
+            raise ValidationError(
+                f"unknown aggregate function {spec[0]!r} for {alias!r} "
+                f"(allowed: {', '.join(AGGREGATES)})"
+            )
+        if spec[1] == "*":
+            if func != "count":
+                raise ValidationError(f"only count takes '*', not {func} (aggregate {alias!r})")
+            argument = "*"
+        else:
+            argument = scope.resolve(spec[1])
+        items.append(f"{func}({argument}) AS {quote(alias)}")
+    source = quote(table.name) if isinstance(scope, TableInfo) else scope.from_sql
+    params: list[Any] = []
+    sql = f"SELECT {', '.join(items)} FROM {source}"
+    sql += build_where(scope, req.get("where"), params)
+    if group_by:
+        sql += " GROUP BY " + ", ".join(scope.resolve(n) for n in group_by)
+    having_scope = _AggregateScope(scope, aliases)
+    sql += build_where(having_scope, req.get("having"), params, keyword="HAVING")
+    sql += _order_by(having_scope, req.get("order_by"))
+    sql += _limit(req, params)
+    return sql, params

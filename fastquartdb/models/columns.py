@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import check_value, parse_type
+from ..engine.schema import parse_on_delete, parse_reference
 from ..protocol.errors import ValidationError
 
 __all__ = ["Column"]
@@ -32,6 +33,11 @@ class Column:
             (called for each insert that leaves the column out).
         unique: adds a UNIQUE constraint.
         index: creates an index on the column.
+        references: ``"table.column"``: a foreign key (enforced); ``fetch(join=...)``
+            joins along it.
+        on_delete: what deleting the referenced row does: ``"cascade"``, ``"set null"``,
+            ``"restrict"``, ``"no action"`` or ``"set default"``.
+        check: a CHECK expression on this column only, e.g. ``"age >= 0"``.
 
     Raises:
         ValidationError: an unknown type, or a default the type cannot hold,
@@ -46,13 +52,16 @@ class Column:
     """
 
     __slots__ = (
+        "check",
         "default",
         "from_db",
         "index",
         "kind",
         "name",
         "nullable",
+        "on_delete",
         "primary_key",
+        "references",
         "sql_type",
         "table",
         "to_db",
@@ -67,8 +76,20 @@ class Column:
         default: Any = None,
         unique: bool = False,
         index: bool = False,
+        references: str | None = None,
+        on_delete: str | None = None,
+        check: str | None = None,
     ) -> None:
         self.sql_type = parse_type(type)
+        self.references = references
+        if references is not None:
+            parse_reference(references)
+        self.on_delete = on_delete
+        if on_delete is not None:
+            if references is None:
+                raise ValidationError("on_delete needs references='table.column'")
+            parse_on_delete(on_delete)
+        self.check = check
         self.kind = self.sql_type.kind
         self.primary_key = bool(primary_key)
         self.nullable = bool(nullable)
@@ -82,6 +103,15 @@ class Column:
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+
+    # A data descriptor: on the class it is the Column, on an instance the value.
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return instance.__dict__.get(self.name)
+
+    def __set__(self, instance: object, value: Any) -> None:
+        instance.__dict__[self.name] = value
 
     def __repr__(self) -> str:
         flags = [f for f in ("primary_key", "unique", "index") if getattr(self, f)]
@@ -107,6 +137,9 @@ class Column:
             "unique": self.unique,
             "index": self.index,
             "default": self.static_default,
+            "references": self.references,
+            "on_delete": self.on_delete,
+            "check": self.check,
         }
 
     def _where(self) -> str:

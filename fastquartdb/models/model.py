@@ -8,12 +8,18 @@ manager's transport; they never build SQL themselves.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import decimal
+import functools
 import itertools
-from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
 
 from ..client import AsyncDatabaseManager
 from ..engine import check_identifier
+from ..engine.schema import check_expression
 from ..protocol.errors import ValidationError
 from .columns import Column
 from .filters import normalize_filters
@@ -21,6 +27,19 @@ from .filters import normalize_filters
 __all__ = ["BaseModel"]
 
 Row = dict[str, Any]
+T = TypeVar("T")
+M = TypeVar("M", bound="BaseModel")
+
+
+class _instance_or_class(Generic[T]):
+    """A method bound to the instance when called on one, to the class otherwise."""
+
+    def __init__(self, func: Callable[..., T]) -> None:
+        self.func = func
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def __get__(self, instance: object, owner: type) -> Callable[..., T]:
+        return functools.partial(self.func, owner if instance is None else instance)
 
 
 class BaseModel:
@@ -41,6 +60,12 @@ class BaseModel:
     __tablename__: ClassVar[str]
     #: The model's columns by name, in definition order.
     __columns__: ClassVar[dict[str, Column]] = {}
+    #: Composite indexes: ``[("last_name", "first_name"), ...]``.
+    __indexes__: ClassVar[list[tuple[str, ...]]] = []
+    #: Composite unique constraints: ``[("team", "number"), ...]``.
+    __unique_together__: ClassVar[list[tuple[str, ...]]] = []
+    #: Names of the primary-key columns.
+    __pk__: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -57,6 +82,18 @@ class BaseModel:
         for name, column in columns.items():
             check_identifier(name, f"column name in model {cls.__name__}")
             column.table = table
+            if column.check is not None:
+                check_expression(column.check, name)
+        for attr in ("__indexes__", "__unique_together__"):
+            for group in getattr(cls, attr):
+                if not isinstance(group, (tuple, list)) or not group:
+                    raise ValidationError(
+                        f"{cls.__name__}.{attr} entries are tuples of column names"
+                    )
+                for name in group:
+                    cls._column(name)
+        pk = [name for name, column in columns.items() if column.primary_key]
+        cls.__pk__ = tuple(pk)
         AsyncDatabaseManager._models[table] = cls
 
     # ------------------------------------------------------------ helpers
@@ -69,6 +106,8 @@ class BaseModel:
             "op": "ensure_table",
             "table": cls.__tablename__,
             "columns": [column.spec() for column in cls.__columns__.values()],
+            "indexes": [list(group) for group in cls.__indexes__],
+            "unique": [list(group) for group in cls.__unique_together__],
         }
 
     @classmethod
@@ -106,12 +145,15 @@ class BaseModel:
         return normalize_filters(cls.__columns__, cls.__tablename__, filters)
 
     @classmethod
-    def _rows(cls, result: Mapping[str, Any]) -> list[Row]:
+    def _rows(
+        cls, result: Mapping[str, Any], scope: Mapping[str, Column] | None = None
+    ) -> list[Row]:
         names: list[str] = result["columns"]
         rows = result["rows"]
+        columns = cls.__columns__ if scope is None else scope
         converters = []
         for name in names:
-            column = cls.__columns__.get(name)
+            column = columns.get(name)
             if column is not None and column.from_db is not None:
                 converters.append((name, column.from_db))
         if not converters:
@@ -125,6 +167,55 @@ class BaseModel:
         return out
 
     @classmethod
+    def _scope(cls, join: Iterable[Any] | None) -> tuple[dict[str, Column], list[dict[str, Any]]]:
+        """Names a query may use: this model's columns, and ``table.column`` of joined models."""
+        if not join:
+            return cls.__columns__, []
+        scope = dict(cls.__columns__)
+        scope.update({f"{cls.__tablename__}.{n}": c for n, c in cls.__columns__.items()})
+        specs = []
+        for entry in join:
+            model, kind = entry if isinstance(entry, tuple) else (entry, "inner")
+            if not (isinstance(model, type) and issubclass(model, BaseModel) and model.__columns__):
+                raise ValidationError(
+                    f"join takes model classes, or (Model, 'left') pairs; got {entry!r}"
+                )
+            if kind not in ("inner", "left"):
+                raise ValidationError(f"join kind must be 'inner' or 'left', got {kind!r}")
+            scope.update({f"{model.__tablename__}.{n}": c for n, c in model.__columns__.items()})
+            specs.append({"table": model.__tablename__, "kind": kind})
+        return scope, specs
+
+    @classmethod
+    def _names(cls, scope: Mapping[str, Column], names: Any) -> list[str]:
+        if isinstance(names, str):
+            names = [names]
+        out = []
+        for name in names:
+            if not isinstance(name, str) or name not in scope:
+                raise ValidationError(
+                    f"unknown column {name!r} in table {cls.__tablename__!r} "
+                    f"(columns: {', '.join(scope)})"
+                )
+            out.append(name)
+        return out
+
+    @classmethod
+    def _order(
+        cls, scope: Mapping[str, Column], order_by: Any, extra: Iterable[str] = ()
+    ) -> list[str]:
+        if isinstance(order_by, str):
+            order_by = [order_by]
+        order = list(order_by)
+        for item in order:
+            if not isinstance(item, str) or not item:
+                raise ValidationError(f"order_by takes column names like '-age', got {item!r}")
+            name = item[1:] if item[0] in "+-" else item
+            if name not in scope and name not in extra:
+                cls._names(scope, [name])
+        return order
+
+    @classmethod
     def _select(
         cls,
         filters: Any,
@@ -132,30 +223,25 @@ class BaseModel:
         order_by: Iterable[str] | str | None,
         limit: int | None,
         offset: int | None,
-    ) -> dict[str, Any]:
+        join: Iterable[Any] | None = None,
+    ) -> tuple[dict[str, Any], Mapping[str, Column]]:
+        scope, joins = cls._scope(join)
         request: dict[str, Any] = {"op": "fetch", "table": cls.__tablename__}
-        where = cls._where(filters)
+        if joins:
+            request["join"] = joins
+        where = normalize_filters(scope, cls.__tablename__, filters)
         if where is not None:
             request["where"] = where
         if columns is not None:
-            if isinstance(columns, str):
-                columns = [columns]
-            request["columns"] = [cls._column(c).name for c in columns]
+            request["columns"] = cls._names(scope, columns)
         if order_by is not None:
-            if isinstance(order_by, str):
-                order_by = [order_by]
-            order = list(order_by)
-            for item in order:
-                if not isinstance(item, str) or not item:
-                    raise ValidationError(f"order_by takes column names like '-age', got {item!r}")
-                cls._column(item[1:] if item[0] in "+-" else item)
-            request["order_by"] = order
+            request["order_by"] = cls._order(scope, order_by)
         for key, value in (("limit", limit), ("offset", offset)):
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ValidationError(f"{key} must be a non-negative integer, got {value!r}")
                 request[key] = value
-        return request
+        return request, scope
 
     @classmethod
     def _guard(cls, where: Any, all_rows: bool, op: str) -> None:
@@ -167,16 +253,84 @@ class BaseModel:
     # ------------------------------------------------------------ CRUD
 
     @classmethod
-    async def insert(cls, data: Mapping[str, Any]) -> Any:
+    async def insert(cls, data: Mapping[str, Any], on_conflict: str | None = None) -> Any:
         """Insert one row and return its primary key (the rowid for an INTEGER key).
+
+        Args:
+            data: column -> value.
+            on_conflict: ``"ignore"`` skips a row that violates a unique constraint
+                (``INSERT OR IGNORE``) and returns None for it.
 
         Raises:
             ValidationError: unknown column or a value the column cannot hold.
             IntegrityError: a constraint refused the row.
         """
         values = cls._values(data, insert=True)
+        request: dict[str, Any] = {"op": "insert", "table": cls.__tablename__, "values": values}
+        if on_conflict is not None:
+            if on_conflict != "ignore":
+                raise ValidationError(f"on_conflict must be 'ignore' or None, got {on_conflict!r}")
+            request["on_conflict"] = on_conflict
         db = await cls._db()
-        return await db.request({"op": "insert", "table": cls.__tablename__, "values": values})
+        return await db.request(request)
+
+    @classmethod
+    async def upsert(
+        cls,
+        data: Mapping[str, Any],
+        conflict: Iterable[str] | str,
+        update: Iterable[str] | None = None,
+    ) -> Any:
+        """Insert a row, or update the row it collides with; return that row's primary key.
+
+        Uses SQLite's ``INSERT ... ON CONFLICT (conflict) DO UPDATE``: one statement,
+        never delete-and-insert.
+
+        Args:
+            data: column -> value; must include the ``conflict`` columns.
+            conflict: the columns of the primary key or of a unique index.
+            update: the columns to change on conflict (default: all given but ``conflict``).
+
+        Raises:
+            ValidationError: ``conflict`` is not the primary key or a unique index.
+
+        Example::
+
+            await User.upsert({"username": "alice", "age": 31}, conflict=["username"])
+        """
+        values = cls._values(data, insert=True)
+        request = cls._upsert_request("upsert", conflict, update)
+        request["values"] = values
+        db = await cls._db()
+        return await db.request(request)
+
+    @classmethod
+    async def upsert_many(
+        cls,
+        rows: Iterable[Mapping[str, Any]],
+        conflict: Iterable[str] | str,
+        update: Iterable[str] | None = None,
+        chunk_size: int = 1000,
+    ) -> int:
+        """:meth:`upsert` for many rows, ``chunk_size`` per statement; returns rows processed."""
+        base = cls._upsert_request("upsert_many", conflict, update)
+        requests = cls._chunked(rows, chunk_size, base)
+        return await cls._run_chunks(requests)
+
+    @classmethod
+    def _upsert_request(
+        cls, op: str, conflict: Iterable[str] | str, update: Iterable[str] | None
+    ) -> dict[str, Any]:
+        conflict_cols = [conflict] if isinstance(conflict, str) else list(conflict)
+        for name in conflict_cols:
+            cls._column(name)
+        request: dict[str, Any] = {"op": op, "table": cls.__tablename__, "conflict": conflict_cols}
+        if update is not None:
+            update_cols = [update] if isinstance(update, str) else list(update)
+            for name in update_cols:
+                cls._column(name)
+            request["update"] = update_cols
+        return request
 
     @classmethod
     async def insert_many(cls, rows: Iterable[Mapping[str, Any]], chunk_size: int = 1000) -> int:
@@ -185,6 +339,12 @@ class BaseModel:
         All-or-nothing: when the rows take more than one request they run in
         one transaction. Returns the number of rows inserted.
         """
+        return await cls._run_chunks(cls._chunked(rows, chunk_size, {"op": "insert_many"}))
+
+    @classmethod
+    def _chunked(
+        cls, rows: Iterable[Mapping[str, Any]], chunk_size: int, base: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValidationError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         order = list(cls.__columns__)
@@ -199,14 +359,15 @@ class BaseModel:
                 names = (order[0],)
                 group_rows = [[None] for _ in group_rows]
             for start in range(0, len(group_rows), chunk_size):
-                requests.append(
-                    {
-                        "op": "insert_many",
-                        "table": cls.__tablename__,
-                        "columns": list(names),
-                        "rows": group_rows[start : start + chunk_size],
-                    }
-                )
+                request = dict(base)
+                request["table"] = cls.__tablename__
+                request["columns"] = list(names)
+                request["rows"] = group_rows[start : start + chunk_size]
+                requests.append(request)
+        return requests
+
+    @classmethod
+    async def _run_chunks(cls, requests: list[dict[str, Any]]) -> int:
         if not requests:
             return 0
         db = await cls._db()
@@ -226,6 +387,7 @@ class BaseModel:
         order_by: Iterable[str] | str | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        join: Iterable[Any] | None = None,
     ) -> list[Row]:
         """Return matching rows as plain dicts (JSON-ready apart from bytes/dates).
 
@@ -235,10 +397,18 @@ class BaseModel:
             columns: names to return (default: all, in table order).
             order_by: names, ``"-age"`` for descending.
             limit, offset: paging.
+            join: models to join along declared foreign keys: ``[User]`` (inner) or
+                ``[(User, "left")]``. Their columns are named ``"user.username"`` in
+                ``columns``, ``filters``, ``order_by`` and in the result.
+
+        Example::
+
+            await Post.fetch(join=[User], columns=["post.title", "user.username"],
+                             filters={"user.age": [(">", 20)]})
         """
-        request = cls._select(filters, columns, order_by, limit, offset)
+        request, scope = cls._select(filters, columns, order_by, limit, offset, join)
         db = await cls._db()
-        return cls._rows(await db.request(request))
+        return cls._rows(await db.request(request), scope)
 
     @classmethod
     async def fetch_one(
@@ -247,9 +417,10 @@ class BaseModel:
         columns: Iterable[str] | None = None,
         order_by: Iterable[str] | str | None = None,
         offset: int | None = None,
+        join: Iterable[Any] | None = None,
     ) -> Row | None:
         """The first matching row, or None."""
-        rows = await cls.fetch(filters, columns, order_by, 1, offset)
+        rows = await cls.fetch(filters, columns, order_by, 1, offset, join)
         return rows[0] if rows else None
 
     @classmethod
@@ -296,3 +467,294 @@ class BaseModel:
             request["all_rows"] = True
         db = await cls._db()
         return int(await db.request(request))
+
+    # ------------------------------------------------------------ beyond CRUD
+
+    @classmethod
+    async def exists(cls, filters: Any = None) -> bool:
+        """Whether any row matches."""
+        first = next(iter(cls.__columns__))
+        return await cls.fetch_one(filters, columns=[first]) is not None
+
+    @classmethod
+    async def distinct(cls, column: str, filters: Any = None) -> list[Any]:
+        """The distinct values of ``column`` among matching rows, in ascending order."""
+        request, scope = cls._select(filters, [column], [column], None, None)
+        request["distinct"] = True
+        db = await cls._db()
+        return [row[column] for row in cls._rows(await db.request(request), scope)]
+
+    @classmethod
+    async def aggregate(
+        cls,
+        aggregates: Mapping[str, tuple[str, str]],
+        filters: Any = None,
+        group_by: Iterable[str] | str | None = None,
+        having: Any = None,
+        order_by: Iterable[str] | str | None = None,
+        limit: int | None = None,
+        join: Iterable[Any] | None = None,
+    ) -> list[Row]:
+        """Aggregate matching rows, optionally per group.
+
+        Args:
+            aggregates: result name -> (function, column): count, sum, avg, min, max,
+                group_concat; ``("count", "*")`` counts rows.
+            group_by: columns to group by (they come first in each result row).
+            having: filters on result names, in the ``filters`` form.
+            order_by: result names or columns, ``"-n"`` for descending.
+
+        Example::
+
+            await User.aggregate({"n": ("count", "*"), "avg_age": ("avg", "age")},
+                                 group_by=["team"], having={"n": [(">", 1)]}, order_by=["-n"])
+        """
+        scope, joins = cls._scope(join)
+        if not isinstance(aggregates, Mapping) or not aggregates:
+            raise ValidationError("aggregate needs a map like {'n': ('count', '*')}")
+        request: dict[str, Any] = {"op": "aggregate", "table": cls.__tablename__}
+        specs: dict[str, list[Any]] = {}
+        for alias, spec in aggregates.items():
+            if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+                raise ValidationError(
+                    f"aggregate {alias!r} must be (function, column), got {spec!r}"
+                )
+            if spec[1] != "*":
+                cls._names(scope, [spec[1]])
+            specs[alias] = [spec[0], spec[1]]
+        request["aggregates"] = specs
+        if joins:
+            request["join"] = joins
+        where = normalize_filters(scope, cls.__tablename__, filters)
+        if where is not None:
+            request["where"] = where
+        groups = [] if group_by is None else cls._names(scope, group_by)
+        if groups:
+            request["group_by"] = groups
+        if having is not None:
+            result_columns = {name: scope[name] for name in groups}
+            result_columns.update({alias: Column("NUMERIC") for alias in specs})
+            request["having"] = normalize_filters(result_columns, cls.__tablename__, having)
+        if order_by is not None:
+            request["order_by"] = cls._order(scope, order_by, extra=specs)
+        if limit is not None:
+            request["limit"] = limit
+        db = await cls._db()
+        return cls._rows(await db.request(request), scope)
+
+    @classmethod
+    def _key(cls) -> str:
+        if len(cls.__pk__) != 1:
+            raise ValidationError(
+                f"{cls.__name__} needs a single-column primary key for this "
+                f"(it has {', '.join(cls.__pk__) or 'none'})"
+            )
+        return cls.__pk__[0]
+
+    @classmethod
+    async def iterate(
+        cls, filters: Any = None, batch_size: int = 500, columns: Iterable[str] | None = None
+    ) -> AsyncIterator[Row]:
+        """Yield matching rows in primary-key order, ``batch_size`` at a time.
+
+        Each batch is its own short read (keyset pagination on the primary key),
+        so a large table streams without being held in memory, and in daemon
+        mode no transaction or writer is held between batches.
+
+        Example::
+
+            async for user in User.iterate(filters={"age": [(">", 20)]}, batch_size=500):
+                ...
+        """
+        key = cls._key()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
+        wanted = None if columns is None else cls._names(cls.__columns__, columns)
+        fetched = None if wanted is None else ([*wanted, key] if key not in wanted else wanted)
+        base = cls._where(filters) or [[]]
+        last: Any = None
+        while True:
+            request, scope = cls._select(None, fetched, [key], batch_size, None)
+            if last is not None:
+                request["where"] = [[*group, [key, ">", last]] for group in base]
+            elif base != [[]]:
+                request["where"] = base
+            db = await cls._db()
+            rows = cls._rows(await db.request(request), scope)
+            if not rows:
+                return
+            last = cls.__columns__[key].to_db(rows[-1][key])
+            for row in rows:
+                if wanted is not None and key not in wanted:
+                    del row[key]
+                yield row
+            if len(rows) < batch_size:
+                return
+
+    @classmethod
+    async def fetch_page(
+        cls,
+        after: str | None = None,
+        order_by: str | None = None,
+        size: int = 50,
+        filters: Any = None,
+        columns: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """Keyset pagination: ``{"rows": [...], "next": cursor or None}``.
+
+        Pass the ``next`` of one page as ``after`` to get the following page.
+        Unlike ``offset``, a page never skips or repeats rows when rows are
+        inserted before it, and its cost does not grow with the page number.
+
+        Args:
+            after: the cursor from the previous page (None for the first page).
+            order_by: one column, ``"-created"`` for descending (default: the primary key);
+                ties are broken by the primary key.
+            size: rows per page.
+        """
+        key = cls._key()
+        order = order_by or key
+        desc = order.startswith("-")
+        column = order.lstrip("+-")
+        cls._column(column)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValidationError(f"size must be a positive integer, got {size!r}")
+        sort = [order] if column == key else [order, ("-" if desc else "") + key]
+        wanted = None if columns is None else cls._names(cls.__columns__, columns)
+        fetched = None if wanted is None else list(dict.fromkeys([*wanted, column, key]))
+        request, scope = cls._select(filters, fetched, sort, size + 1, None)
+        if after is not None:
+            value, last_key = _decode_cursor(after)
+            cmp = "<" if desc else ">"
+            if column == key:
+                keyset = [[[key, cmp, last_key]]]
+            else:
+                keyset = [[[column, cmp, value]], [[column, "=", value], [key, cmp, last_key]]]
+            base = request.get("where") or [[]]
+            request["where"] = [[*group, *extra] for group in base for extra in keyset]
+        db = await cls._db()
+        rows = cls._rows(await db.request(request), scope)
+        more = len(rows) > size
+        rows = rows[:size]
+        cursor = None
+        if more and rows:
+            last = rows[-1]
+            cursor = _encode_cursor(
+                cls.__columns__[column].to_db(last[column]), cls.__columns__[key].to_db(last[key])
+            )
+        if wanted is not None:
+            for row in rows:
+                for extra_name in (column, key):
+                    if extra_name not in wanted:
+                        row.pop(extra_name, None)
+        return {"rows": rows, "next": cursor}
+
+    # ------------------------------------------------------------ instances
+
+    def __init__(self, **values: Any) -> None:
+        """A row as an object: ``User(username="alice", age=30)``; unknown names are an error."""
+        for name, value in values.items():
+            self._column(name)
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__columns__)
+        return f"{type(self).__name__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def from_row(cls: type[M], row: Mapping[str, Any]) -> M:
+        """A model instance from a row dict (as ``fetch`` returns); unknown keys are an error."""
+        return cls(**row)
+
+    @classmethod
+    async def get(cls: type[M], pk: Any) -> M | None:
+        """The row with primary key ``pk`` as an instance, or None."""
+        if len(cls.__pk__) > 1:
+            if not isinstance(pk, (tuple, list)) or len(pk) != len(cls.__pk__):
+                raise ValidationError(
+                    f"{cls.__name__}.get takes a tuple of {', '.join(cls.__pk__)}"
+                )
+            filters = dict(zip(cls.__pk__, pk))
+        else:
+            filters = {cls._key(): pk}
+        row = await cls.fetch_one(filters)
+        return None if row is None else cls.from_row(row)
+
+    def to_dict(self) -> Row:
+        """The instance's column values (Python types: dates stay dates)."""
+        return {name: getattr(self, name) for name in self.__columns__}
+
+    @_instance_or_class
+    def json(target: Any, rows: Iterable[Any] | None = None, **kwargs: Any) -> str:
+        """JSON text: ``user.json()`` for one instance, ``User.json(rows)`` for rows or instances.
+
+        Dates and datetimes become ISO 8601 strings, bytes base64, JSON columns stay structured.
+        """
+        if isinstance(target, type):
+            if rows is None:
+                raise ValidationError(f"{target.__name__}.json(rows) needs the rows to serialize")
+            data: Any = [r.to_dict() if isinstance(r, BaseModel) else dict(r) for r in rows]
+        else:
+            data = target.to_dict()
+        return json.dumps(data, default=_json_default, **kwargs)
+
+    def _pk_filters(self) -> dict[str, Any]:
+        if not self.__pk__:
+            raise ValidationError(f"{type(self).__name__} has no primary key to find this row by")
+        values = {name: getattr(self, name) for name in self.__pk__}
+        if any(v is None for v in values.values()):
+            raise ValidationError(f"this {type(self).__name__} has no primary key value yet")
+        return values
+
+    async def save(self) -> Any:
+        """Insert the instance, or update its row if its primary key is set; returns the key."""
+        values = {n: getattr(self, n) for n in self.__columns__ if n in self.__dict__}
+        pk = self.__pk__
+        if not pk or any(values.get(name) is None for name in pk):
+            for name in pk:
+                values.pop(name, None)
+            key = await type(self).insert(values)
+            if len(pk) == 1:
+                setattr(self, pk[0], key)
+            return key
+        if set(values) == set(pk):
+            return pk[0] if len(pk) == 1 else [values[n] for n in pk]
+        return await type(self).upsert(values, conflict=list(pk))
+
+    async def delete_instance(self) -> int:
+        """Delete this instance's row (by primary key); returns rows deleted (0 or 1)."""
+        return await type(self).delete(self._pk_filters())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _encode_cursor(value: Any, key: Any) -> str:
+    if isinstance(value, bytes):
+        value = {"$b": base64.b64encode(value).decode("ascii")}
+    raw = json.dumps([value, key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _decode_cursor(cursor: Any) -> tuple[Any, Any]:
+    try:
+        value, key = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, TypeError, AttributeError, UnicodeError):
+        raise ValidationError(
+            f"invalid page cursor {cursor!r}: pass the 'next' of a page"
+        ) from None
+    if isinstance(value, dict) and "$b" in value:
+        value = base64.b64decode(value["$b"])
+    return value, key

@@ -29,7 +29,16 @@ PROTOCOL_VERSION: Final = 1
 READ_OPS: Final = frozenset({"fetch", "count", "aggregate", "ping", "schema"})
 #: Ops that may change the database (they run inside the batch's write transaction).
 WRITE_OPS: Final = frozenset(
-    {"insert", "insert_many", "update", "delete", "upsert", "ensure_table", "execute"}
+    {
+        "insert",
+        "insert_many",
+        "update",
+        "delete",
+        "upsert",
+        "upsert_many",
+        "ensure_table",
+        "execute",
+    }
 )
 #: Interactive transaction control.
 TRANSACTION_OPS: Final = frozenset({"begin", "commit", "rollback"})
