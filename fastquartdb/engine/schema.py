@@ -294,7 +294,16 @@ def check_expression(expr: object, column: str) -> str:
         raise ValidationError(f"check of column {column!r} has unbalanced parentheses")
     if quote(column) not in out:
         raise ValidationError(f"check of column {column!r} must mention the column")
-    return " ".join(out)
+    checked = " ".join(out)
+    # The tokens are safe; let SQLite itself say whether they make an expression.
+    probe = sqlite3.connect(":memory:")
+    try:
+        probe.execute(f"CREATE TABLE probe ({quote(column)} CHECK ({checked}))")
+    except sqlite3.Error as exc:
+        raise ValidationError(f"check of column {column!r} is not a valid expression: {exc}") from None
+    finally:
+        probe.close()
+    return checked
 
 
 def parse_column_sets(raw: object, what: str, columns: set[str]) -> list[tuple[str, ...]]:
