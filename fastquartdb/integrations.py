@@ -9,14 +9,14 @@ dependency; each helper only calls the hooks its framework documents.
 Environment (read when a worker starts, so every worker of a multi-process
 server sees the same settings):
 
-=================  ===============================================  ==============
-variable           meaning                                          default
-=================  ===============================================  ==============
-``FQDB_PATH``      the SQLite file                                  ``data/app.db``
-``FQDB_MODE``      ``auto``, ``daemon`` or ``embedded``             ``auto``
-``FQDB_FILELOCK``  ``1`` runs embedded mode under ``<db>.lock``     ``0``
-``FQDB_SOCKET``    the daemon's socket (default: derived from path)  unset
-=================  ===============================================  ==============
+=================  ==================================================  ===============
+variable           meaning                                             default
+=================  ==================================================  ===============
+``FQDB_PATH``      the SQLite file                                     ``data/app.db``
+``FQDB_MODE``      ``auto``, ``daemon`` or ``embedded``                ``auto``
+``FQDB_FILELOCK``  ``1`` runs embedded mode under ``<db>.lock``        ``0``
+``FQDB_SOCKET``    the daemon's socket (default: derived from path)    unset
+=================  ==================================================  ===============
 
 Example (Quart)::
 
@@ -251,7 +251,9 @@ def fastapi_lifespan(
     return lifespan
 
 
-def aiohttp_lifecycle(app: AppT, settings: DatabaseSettings | None = None, **overrides: Any) -> AppT:
+def aiohttp_lifecycle(
+    app: AppT, settings: DatabaseSettings | None = None, **overrides: Any
+) -> AppT:
     """Open the database in aiohttp's ``on_startup`` and close it in ``on_cleanup``.
 
     Args:

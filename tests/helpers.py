@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -57,9 +57,9 @@ class DaemonProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = self.proc.stdout.readline()
-        if not line.startswith("fqdb-server: serving") or time.monotonic() > deadline:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("fqdb-server: serving"):
             err = self.proc.stderr.read() if self.proc.stderr else ""
             self.proc.kill()
             raise RuntimeError(f"fqdb-server did not start: {line!r} {err}")

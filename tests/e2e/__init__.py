@@ -1,0 +1,1 @@
+"""End-to-end tests: the example apps under real multi-worker servers and ``make run``."""
