@@ -24,7 +24,7 @@ from typing import Any
 
 from ..engine import OPERATORS
 
-__all__ = ["WhereSyntaxError", "parse_where", "parse_value"]
+__all__ = ["WhereSyntaxError", "parse_value", "parse_where"]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
@@ -52,7 +52,7 @@ class WhereSyntaxError(ValueError):
 
 @dataclass(frozen=True)
 class _Token:
-    kind: str  # number, string, word, symbol
+    kind: str  # number, string, word, symbol; "bad": text holds why it is not a token
     text: str
     pos: int
 
@@ -63,9 +63,13 @@ def _tokens(text: str) -> list[_Token]:
     while pos < len(text):
         match = _TOKEN_RE.match(text, pos)
         if match is None:
+            # Reported only when the parser gets here, so that an earlier mistake is named first.
             if text[pos] in "'\"":
-                raise WhereSyntaxError(f"unterminated quoted string at position {pos + 1}")
-            raise WhereSyntaxError(f"unexpected {text[pos]!r} at position {pos + 1}")
+                message = f"unterminated quoted string at position {pos + 1}"
+            else:
+                message = f"unexpected {text[pos]!r} at position {pos + 1}"
+            tokens.append(_Token("bad", message, pos))
+            break
         kind = match.lastgroup
         assert kind is not None
         if kind != "space":
@@ -99,7 +103,10 @@ class _Parser:
         self.index = 0
 
     def peek(self) -> _Token | None:
-        return self.tokens[self.index] if self.index < len(self.tokens) else None
+        token = self.tokens[self.index] if self.index < len(self.tokens) else None
+        if token is not None and token.kind == "bad":
+            raise WhereSyntaxError(token.text)
+        return token
 
     def take(self) -> _Token | None:
         token = self.peek()
@@ -129,7 +136,7 @@ class _Parser:
         if token is None or token.kind != "word":
             raise WhereSyntaxError(
                 f"expected a column name first, got {self.describe(token)}; "
-                "write conditions as: column operator value, e.g. \"age > 20\""
+                'write conditions as: column operator value, e.g. "age > 20"'
             )
         return token.text
 
@@ -229,10 +236,7 @@ def parse_value(text: str) -> Any:
         >>> parse_value("42"), parse_value("NULL"), parse_value("'007'"), parse_value("alice")
         (42, None, '007', 'alice')
     """
-    try:
-        tokens = _tokens(text)
-    except WhereSyntaxError:
-        return text
+    tokens = _tokens(text)
     if len(tokens) == 1:
         token = tokens[0]
         if token.kind in ("number", "string") and token.text == text.strip():

@@ -1,5 +1,10 @@
 """Result sets on stdout: an aligned table, JSON, JSON lines or CSV.
 
+A result set (rows of a table or query) is an array of objects in
+``--json``; a single record (``stats``, ``ping``, ``count``, the summary of a
+statement that returns no rows) is one object, and in the table format a
+list of ``name  value`` lines.
+
 The format is chosen by a flag and never by whether stdout is a terminal, so
 ``fqdb rows app.db user | less`` shows what the terminal shows. Scripts ask
 for ``--json`` (one array of objects), ``--nl`` (one object per line) or
@@ -18,7 +23,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-__all__ = ["FORMATS", "ResultSet", "display_width", "write_result"]
+__all__ = ["FORMATS", "ResultSet", "display_width", "write_record", "write_result"]
 
 #: Output formats: the default aligned table, then the script-friendly ones.
 FORMATS = ("table", "json", "nl", "csv")
@@ -53,6 +58,8 @@ def _plain(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
     if value is None:
         return "NULL"
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -116,5 +123,34 @@ def write_result(result: ResultSet, fmt: str, out: TextIO) -> None:
         writer.writerow(result.columns)
         for raw in result.rows:
             writer.writerow(["" if v is None else _plain(v) for v in raw])
+    else:
+        raise ValueError(f"unknown output format {fmt!r} (formats: {', '.join(FORMATS)})")
+
+
+def write_record(values: dict[str, Any], fmt: str, out: TextIO, *, none: str = "NULL") -> None:
+    """Write one record: ``name  value`` lines in the table format, else one object or row.
+
+    ``none`` is how the table format shows a None value (``n/a`` for a figure
+    the daemon does not report).
+    """
+    plain = {
+        k: [_plain(i) for i in v] if isinstance(v, list) else _plain(v) for k, v in values.items()
+    }
+    if fmt == "table":
+        width = max((display_width(k) for k in values), default=0)
+        for key, value in values.items():
+            text = none if value is None else _cell(value)
+            out.write(f"{_pad(key, width, False)}  {text}".rstrip() + "\n")
+    elif fmt == "json":
+        json.dump(plain, out, ensure_ascii=False, indent=2)
+        out.write("\n")
+    elif fmt == "nl":
+        out.write(json.dumps(plain, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(list(values))
+        writer.writerow(
+            ["" if v is None else _cell(v) if isinstance(v, list) else v for v in plain.values()]
+        )
     else:
         raise ValueError(f"unknown output format {fmt!r} (formats: {', '.join(FORMATS)})")

@@ -23,7 +23,7 @@ import os
 import time
 from typing import Any
 
-from ..protocol.errors import ConnectionLostError, DaemonUnavailableError
+from ..protocol.errors import ConnectionLostError, DaemonUnavailableError, InterfaceError
 from .connection import SocketTransport
 from .transports import EmbeddedTransport, Transport
 
@@ -102,6 +102,8 @@ class FailoverTransport(Transport):
     # ------------------------------------------------------------ requests
 
     async def request(self, request: dict[str, Any]) -> Any:
+        if self._closed:
+            raise InterfaceError("the database is closed; call init_engine() again")
         txn = request.get("txn")
         if txn is not None:
             return await self._in_transaction(txn, request)

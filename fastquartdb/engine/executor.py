@@ -33,7 +33,7 @@ from ..protocol.errors import (
     ReadOnlyError,
     ValidationError,
 )
-from ..protocol.messages import READ_OPS, WRITE_OPS
+from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from .schema import (
     TableInfo,
     check_identifier,
@@ -60,6 +60,10 @@ __all__ = ["Engine", "Outcome", "translate_sqlite_error"]
 
 #: (True, result) or (False, exception) for one request.
 Outcome = tuple[bool, Any]
+
+_NO_TXN_ERROR = ValidationError(
+    "begin/commit/rollback need 'txn': the id of the interactive transaction they belong to"
+)
 
 # Requests made of several statements; they get a SAVEPOINT so a failure undoes all of them.
 _SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
@@ -349,6 +353,10 @@ class Engine:
             raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
         self._raw = True
         self._denied = None
+        # SQLite asks the authorizer only when it prepares a statement, and the engine's
+        # own "COMMIT" may already sit prepared in the cache: setting the authorizer again
+        # expires every cached statement, so this raw SQL is checked for certain.
+        self.conn.set_authorizer(self._authorize)
         try:
             cursor = self.conn.execute(sql, params)
             rows = cursor.fetchall()
@@ -440,6 +448,8 @@ class Engine:
             return [(False, error)] * len(requests)
         if all(req.get("op") in READ_OPS for req in requests):
             return [self._run_one(req, False) for req in requests]
+        if all(req.get("op") in TRANSACTION_OPS for req in requests):
+            return [(False, _NO_TXN_ERROR)] * len(requests)
         try:
             conn.execute(self._begin_sql)
         except sqlite3.Error as exc:
@@ -447,6 +457,10 @@ class Engine:
             return [(False, error)] * len(requests)
         outcomes: list[Outcome] = []
         for req in requests:
+            if req.get("op") in TRANSACTION_OPS:
+                # Outside an interactive transaction these would end the shared batch.
+                outcomes.append((False, _NO_TXN_ERROR))
+                continue
             outcome = self._run_one(req, True)
             if not conn.in_transaction:
                 # SQLite rolled the whole transaction back (SQLITE_FULL, IOERR, ...):

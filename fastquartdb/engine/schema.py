@@ -153,7 +153,9 @@ def load_table(conn: sqlite3.Connection, name: str) -> TableInfo | None:
 
 
 def _flag(spec: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = spec.get(key, default)
+    value = spec.get(key)
+    if value is None:
+        return default
     if not isinstance(value, bool):
         raise ValidationError(f"column field {key!r} must be true or false, got {value!r}")
     return value
@@ -232,12 +234,12 @@ def parse_on_delete(value: object) -> str:
 
 _CHECK_TOKEN = re.compile(
     r"""\s*(?:
-        (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
+        (?P<number>[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)
       | (?P<string>'(?:[^']|'')*')
       | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<op><=|>=|<>|!=|==|\|\||[=<>+\-*/%(),])
     )""",
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,
 )
 _CHECK_KEYWORDS = frozenset(
     {"AND", "OR", "NOT", "IN", "BETWEEN", "LIKE", "GLOB", "IS", "NULL", "TRUE", "FALSE"}
@@ -300,7 +302,9 @@ def check_expression(expr: object, column: str) -> str:
     try:
         probe.execute(f"CREATE TABLE probe ({quote(column)} CHECK ({checked}))")
     except sqlite3.Error as exc:
-        raise ValidationError(f"check of column {column!r} is not a valid expression: {exc}") from None
+        raise ValidationError(
+            f"check of column {column!r} is not a valid expression: {exc}"
+        ) from None
     finally:
         probe.close()
     return checked

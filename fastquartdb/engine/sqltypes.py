@@ -46,10 +46,12 @@ _BASES: dict[str, str] = {
     "DATETIME": "datetime",
     "TIMESTAMP": "datetime",
     "JSON": "json",
+    "JSON TEXT": "json",
 }
 
 _TYPE_RE = re.compile(
-    r"^\s*([A-Za-z]+(?:\s+[A-Za-z]+)?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$"
+    r"^\s*([A-Za-z]+(?:\s+[A-Za-z]+)?)\s*(?:\(\s*([0-9]+)\s*(?:,\s*([0-9]+)\s*)?\))?\s*$",
+    re.ASCII,
 )
 
 
@@ -89,6 +91,10 @@ def parse_type(text: object) -> SqlType:
             f"unknown column type {text!r} (known: {known}; sizes like VARCHAR(80))"
         )
     kind = _BASES[base]
+    if kind == "json":
+        # Declared "JSON TEXT", not "JSON": a bare JSON type has NUMERIC affinity, which
+        # would turn the text 1.0 into the integer 1 and round integers beyond 64 bits.
+        base = "JSON TEXT"
     size, scale = match.group(2), match.group(3)
     declared = base
     if size is not None:

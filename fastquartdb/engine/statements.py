@@ -63,7 +63,11 @@ def check_value(value: Any, where: str) -> Any:
     Raises:
         ValidationError: naming ``where`` the value was found.
     """
-    if value is None or isinstance(value, (str, float, bytes)):
+    if value is None or isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, float):
+        if value != value:  # SQLite would store NaN as NULL
+            raise ValidationError(f"value nan for {where} cannot be stored; use None for no value")
         return value
     if isinstance(value, int):
         if _INT_MIN <= value <= _INT_MAX:
@@ -111,6 +115,10 @@ def _condition(table: Scope, cond: object, params: list[Any]) -> str:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ValidationError(
                 f"BETWEEN needs [low, high] for column {cond[0]!r}, got {value!r}"
+            )
+        if value[0] is None or value[1] is None:
+            raise ValidationError(
+                f"BETWEEN cannot use None as a bound for column {cond[0]!r}: nothing compares to NULL"
             )
         params.append(check_value(value[0], where))
         params.append(check_value(value[1], where))
@@ -354,7 +362,9 @@ def build_insert_many(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[
 
 
 def _guard_all_rows(req: dict[str, Any], where: str, op: str) -> None:
-    all_rows = req.get("all_rows", False)
+    all_rows = req.get("all_rows")
+    if all_rows is None:
+        all_rows = False
     if not isinstance(all_rows, bool):
         raise ValidationError(f"'all_rows' must be true or false, got {all_rows!r}")
     if not where and not all_rows:

@@ -27,6 +27,7 @@ from .filters import normalize_filters
 __all__ = ["BaseModel"]
 
 Row = dict[str, Any]
+_INT_MAX = 2**63 - 1
 T = TypeVar("T")
 M = TypeVar("M", bound="BaseModel")
 
@@ -84,6 +85,8 @@ class BaseModel:
             column.table = table
             if column.check is not None:
                 check_expression(column.check, name)
+            if column.default is not None and not callable(column.default):
+                column.to_db(column.default)  # a default the column cannot hold fails now
         for attr in ("__indexes__", "__unique_together__"):
             for group in getattr(cls, attr):
                 if not isinstance(group, (tuple, list)) or not group:
@@ -206,6 +209,10 @@ class BaseModel:
     ) -> list[str]:
         if isinstance(order_by, str):
             order_by = [order_by]
+        if not isinstance(order_by, (list, tuple)):
+            raise ValidationError(
+                f"order_by takes a column name or a list like ['-age', 'username'], got {order_by!r}"
+            )
         order = list(order_by)
         for item in order:
             if not isinstance(item, str) or not item:
@@ -238,13 +245,19 @@ class BaseModel:
             request["order_by"] = cls._order(scope, order_by)
         for key, value in (("limit", limit), ("offset", offset)):
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int)
+                    or not 0 <= value <= _INT_MAX
+                ):
                     raise ValidationError(f"{key} must be a non-negative integer, got {value!r}")
                 request[key] = value
         return request, scope
 
     @classmethod
     def _guard(cls, where: Any, all_rows: bool, op: str) -> None:
+        if not isinstance(all_rows, bool):
+            raise ValidationError(f"all_rows must be True or False, got {all_rows!r}")
         if where is None and not all_rows:
             raise ValidationError(
                 f"{op} without filters would touch every row; pass filters, or all_rows=True to mean it"

@@ -54,6 +54,10 @@ def encode_body(message: dict[str, Any]) -> bytes:
         ) from None
 
 
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not part of the protocol")
+
+
 def decode_body(body: bytes | bytearray | memoryview) -> dict[str, Any]:
     """Unpack one frame body, which must be a msgpack map with string keys.
 
@@ -61,7 +65,7 @@ def decode_body(body: bytes | bytearray | memoryview) -> dict[str, Any]:
         FrameError: the body is not valid msgpack, not a map, or has invalid UTF-8.
     """
     try:
-        message = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        message = msgpack.unpackb(body, raw=False, strict_map_key=True, ext_hook=_no_ext)
     except Exception as exc:  # msgpack raises many unrelated classes for bad input
         raise FrameError(f"malformed frame body: {type(exc).__name__}: {exc}") from None
     if not isinstance(message, dict):
@@ -138,7 +142,9 @@ class FrameDecoder:
                 offset = start + length
         except FrameError:
             self._broken = True
-            buffer.clear()
+            # A new buffer, not clear(): the failed decode's memoryview may still be
+            # referenced from the traceback, and a bytearray with exports cannot resize.
+            self._buffer = bytearray()
             raise
         if offset:
             del buffer[:offset]

@@ -26,7 +26,7 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 
 #: Ops that never change the database.
-READ_OPS: Final = frozenset({"fetch", "count", "aggregate", "ping", "schema"})
+READ_OPS: Final = frozenset({"fetch", "count", "aggregate", "ping"})
 #: Ops that may change the database (they run inside the batch's write transaction).
 WRITE_OPS: Final = frozenset(
     {

@@ -174,22 +174,12 @@ async def test_bad_fetch_arguments(
     check(info, *parts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: engine/statements.py _condition accepts None as a BETWEEN bound "
-    "(always false) while '<' with None is refused",
-)
 async def test_between_with_none_bound_is_refused(seeded: AsyncDatabaseManager) -> None:
     with pytest.raises(ValidationError) as info:
         await User.fetch({"age": ("BETWEEN", (None, 40))})
     check(info, "BETWEEN", "'age'", "None")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: models/model.py _select checks limit/offset >= 0 but not the 64-bit upper "
-    "bound, so the error comes from the codec and does not name the argument",
-)
 @pytest.mark.parametrize("arg", ["limit", "offset"])
 async def test_huge_limit_names_the_argument(seeded: AsyncDatabaseManager, arg: str) -> None:
     with pytest.raises(ValidationError) as info:
@@ -197,10 +187,6 @@ async def test_huge_limit_names_the_argument(seeded: AsyncDatabaseManager, arg: 
     check(info, f"{arg} must be a non-negative integer")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: models/model.py _select iterates a dict order_by, so {'age': 'desc'} sorts ascending",
-)
 async def test_order_by_mapping_is_refused(seeded: AsyncDatabaseManager) -> None:
     with pytest.raises(ValidationError) as info:
         await User.fetch(order_by={"age": "desc"})
@@ -241,10 +227,6 @@ async def test_bad_values(seeded: AsyncDatabaseManager, data: Any, parts: list[s
     check(info, *parts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: engine/statements.py check_value lets float('nan') through; SQLite stores it as NULL",
-)
 async def test_nan_is_refused(db: AsyncDatabaseManager) -> None:
     # SQLite turns NaN into NULL: storing it would silently lose the value.
     with pytest.raises(ValidationError) as info:
@@ -318,10 +300,6 @@ async def test_bad_calls(seeded: AsyncDatabaseManager, call: Any, parts: list[st
     check(info, *parts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: models/model.py update/delete treat any truthy all_rows (e.g. 'false') as True",
-)
 @pytest.mark.parametrize("all_rows", ["false", "no", 1, [0]])
 async def test_all_rows_must_be_true_itself(db: AsyncDatabaseManager, all_rows: Any) -> None:
     await User.insert_many(ROWS)
@@ -662,11 +640,6 @@ def test_wrong_column_type_fails_at_definition(type_: Any, parts: list[str]) -> 
     assert "bad" not in AsyncDatabaseManager._models
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: models/columns.py Column.__init__ does not check a static default "
-    "(documented to raise at class definition); it fails later, in ensure_table",
-)
 @pytest.mark.parametrize(
     ("type_", "default"),
     [("BOOLEAN", "yes"), ("INTEGER", object()), ("INTEGER", 2**70), ("DATE", "not a date")],
@@ -741,17 +714,7 @@ async def test_get_before_init_engine(db: AsyncDatabaseManager) -> None:
     await AsyncDatabaseManager.close()  # twice is harmless
 
 
-async def test_handle_used_after_close(
-    db: AsyncDatabaseManager, request: pytest.FixtureRequest
-) -> None:
-    if db.mode == "daemon":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: client/connection.py + failover.py: a request on a closed "
-                "manager raises ConnectionLostError instead of embedded's InterfaceError",
-            )
-        )
+async def test_handle_used_after_close(db: AsyncDatabaseManager) -> None:
     await AsyncDatabaseManager.close()
     with pytest.raises(InterfaceError, match="closed"):
         await db.fetch_all("SELECT 1")

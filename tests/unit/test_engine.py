@@ -296,11 +296,6 @@ def test_golden_hello_lists_exactly_the_supported_ops(engine: Engine) -> None:
     assert hello["result"]["ops"] == sorted(_supported(engine) | SERVER_OPS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: protocol.messages.ALL_OPS (sent as hello's 'ops' by server/daemon.py) includes "
-    "'schema', which the engine answers with 'unknown op'",
-)
 def test_every_advertised_op_is_implemented(engine: Engine) -> None:
     assert sorted(_supported(engine) | SERVER_OPS) == sorted(ALL_OPS)
 
@@ -497,11 +492,6 @@ def test_ensure_table_validation(engine: Engine, columns: Any, message: str) -> 
     assert message in str(failed(outcome, ValidationError))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: schema._flag treats an explicit null flag (primary_key/nullable/unique/index) "
-    "as an error instead of as absent (PROTOCOL.md 5.1: nil means absent)",
-)
 def test_ensure_table_null_flags_mean_absent() -> None:
     (spec,) = parse_column_specs(
         [{"name": "a", "type": "TEXT", "primary_key": None, "nullable": None, "unique": None}]
@@ -588,13 +578,6 @@ def test_a_refused_statement_does_not_sink_its_batch(
 
 
 @pytest.mark.parametrize("sql", ["COMMIT", "ROLLBACK", "BEGIN IMMEDIATE"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the authorizer runs only when SQLite prepares a statement; sqlite3's "
-    "statement cache reuses the engine's own prepared COMMIT/ROLLBACK/BEGIN IMMEDIATE, so raw "
-    "SQL with the same text skips the check and ends the group-commit transaction mid-batch "
-    "(executor.py Engine._execute)",
-)
 def test_raw_transaction_control_is_refused_even_after_the_engine_used_it(
     users: Engine, other: sqlite3.Connection, sql: str
 ) -> None:
@@ -721,12 +704,6 @@ def test_savepoint_names_are_checked(users: Engine, name: str) -> None:
 
 
 @pytest.mark.parametrize("op", ["commit", "rollback"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: begin/commit/rollback without 'txn' are run inside the group-commit batch "
-    "(executor.py Engine.run_batch / worker.py _serve_batch): COMMIT commits the neighbours "
-    "and they are then reported failed; ROLLBACK undoes them",
-)
 def test_transaction_ops_without_txn_are_refused_in_a_batch(
     users: Engine, other: sqlite3.Connection, op: str
 ) -> None:

@@ -496,11 +496,6 @@ def test_all_rows_must_be_a_bool(table: TableInfo, all_rows: Any) -> None:
         build_delete(table, {"all_rows": all_rows, "where": [[["id", "=", 1]]]})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: statements._guard_all_rows treats an explicit 'all_rows': null as an error "
-    "instead of as absent (PROTOCOL.md 5.1: nil means absent)",
-)
 def test_all_rows_null_means_absent(table: TableInfo) -> None:
     request = {"where": [[["id", "=", 1]]], "all_rows": None}
     assert build_delete(table, request) == ('DELETE FROM "user" WHERE "id" = ?', [1])

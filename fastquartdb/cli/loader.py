@@ -1,0 +1,244 @@
+"""``fqdb insert``: records into a table in batches, or upserted on a unique key.
+
+Plain inserts go as ``insert_many`` requests of up to :data:`BATCH_ROWS`
+consecutive records that name the same columns (so a column a record leaves
+out gets its default). Upserts go as raw ``INSERT ... ON CONFLICT (key) DO
+UPDATE`` statements with bound values, pipelined a batch at a time inside a
+transaction. Either way one batch is one atomic unit on the daemon, which
+group-commits it with everybody else's requests instead of holding the
+writer for the whole file.
+
+When a batch fails, the loader finds the record that broke it, commits the
+records before it (unless the whole load is one transaction, ``--atomic``),
+and reports that record's line: after an error, everything before the named
+line is in the table and nothing from it on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
+
+from ..client import AsyncDatabaseManager
+from ..engine import check_identifier, quote
+from ..protocol.errors import FQDBError
+from .errors import CommandError
+from .records import Record
+
+__all__ = ["BATCH_ROWS", "Loader", "upsert_key"]
+
+#: Most records per request batch.
+BATCH_ROWS = 500
+#: Rough bound on one batch's size, well below the daemon's frame limit.
+BATCH_BYTES = 4 << 20
+
+
+def upsert_key(
+    text: str, table: str, columns: Sequence[str], unique_keys: Collection[frozenset[str]]
+) -> tuple[str, ...]:
+    """Check ``--upsert KEY`` (one column, or several comma-separated) against the table.
+
+    Raises:
+        CommandError: a column is unknown, or no PRIMARY KEY / UNIQUE index covers exactly them.
+    """
+    key = tuple(part.strip() for part in text.split(","))
+    for name in key:
+        if name not in columns:
+            raise CommandError(
+                f"--upsert: unknown column {name!r} in table {table!r} "
+                f"(columns: {', '.join(columns)})"
+            )
+    if frozenset(key) not in unique_keys:
+        known = "; ".join(", ".join(sorted(k)) for k in unique_keys) or "none"
+        raise CommandError(
+            f"--upsert {text}: table {table!r} has no PRIMARY KEY or UNIQUE index on exactly "
+            f"({', '.join(key)}), so ON CONFLICT cannot match rows by it (unique keys: {known})"
+        )
+    return key
+
+
+def _size(values: Iterable[Any]) -> int:
+    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in values)
+
+
+class Loader:
+    """Writes records to one table; counts what is committed (or pending in ``--atomic``)."""
+
+    def __init__(
+        self,
+        db: AsyncDatabaseManager,
+        table: str,
+        *,
+        source: str,
+        columns: Sequence[str],
+        key: tuple[str, ...] | None = None,
+        atomic: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.table = table
+        self.source = source
+        self.columns = columns
+        self.key = key
+        self.atomic = atomic
+        self.rows = 0
+        self._progress = progress
+        self._statements: dict[tuple[str, ...], str] = {}
+
+    async def load(self, records: Iterable[Record]) -> int:
+        """Write every record; returns how many were written.
+
+        Raises:
+            CommandError: a record was refused, naming its line and what was written before it.
+        """
+        if self.atomic:
+            async with self.db.transaction():
+                await self._load(records)
+        else:
+            await self._load(records)
+        return self.rows
+
+    async def _load(self, records: Iterable[Record]) -> None:
+        batch: list[Record] = []
+        names: tuple[str, ...] = ()
+        size = 0
+        for record in records:
+            record_names = tuple(record.values)
+            if batch and (
+                (self.key is None and record_names != names)
+                or len(batch) >= BATCH_ROWS
+                or size >= BATCH_BYTES
+            ):
+                await self._write(batch)
+                batch, size = [], 0
+            if self.key is not None:
+                self._check_upsert(record)
+            batch.append(record)
+            names = record_names
+            size += _size(record.values.values())
+        if batch:
+            await self._write(batch)
+
+    async def _write(self, batch: list[Record]) -> None:
+        try:
+            if self.key is None:
+                await self._insert(batch)
+            else:
+                await self._upsert(batch)
+        except _Failed as failed:
+            done = self.rows + failed.index
+            if not self.atomic and failed.index:
+                # Keep the promise: everything before the failing record is written.
+                await self._write(batch[: failed.index])
+            record = batch[failed.index]
+            if self.atomic:
+                outcome = "nothing was written (--atomic)"
+            elif done == 0:
+                outcome = "nothing was written"
+            else:
+                outcome = (
+                    "the row before it was written"
+                    if done == 1
+                    else f"the {done} rows before it were written"
+                )
+            raise CommandError(f"{self.source} {record.where}: {failed.error}; {outcome}") from None
+        self.rows += len(batch)
+        if self._progress is not None:
+            self._progress(batch[-1].done, self.rows)
+
+    async def _insert(self, batch: list[Record]) -> None:
+        columns = list(batch[0].values)
+        request = {
+            "op": "insert_many",
+            "table": self.table,
+            "columns": columns,
+            "rows": [list(r.values.values()) for r in batch],
+        }
+        try:
+            await self.db.request(request)
+        except FQDBError as exc:
+            if len(batch) == 1:
+                raise _Failed(0, exc) from None
+            # The batch was undone as a whole: find the record that broke it. Each probe is
+            # undone too (inside a savepoint), so nothing is written twice.
+            for index, record in enumerate(batch):
+                try:
+                    async with self.db.transaction():
+                        await self.db.request(
+                            {
+                                "op": "insert_many",
+                                "table": self.table,
+                                "columns": columns,
+                                "rows": [list(record.values.values())],
+                            }
+                        )
+                        raise _Probe
+                except _Probe:
+                    continue
+                except FQDBError as probe_error:
+                    raise _Failed(index, probe_error) from None
+            raise _Failed(0, exc) from None  # only the whole batch fails (e.g. it is too large)
+
+    def _check_upsert(self, record: Record) -> None:
+        assert self.key is not None
+        for name in self.key:
+            if name not in record.values:
+                raise CommandError(
+                    f"{self.source} {record.where}: no value for the --upsert key column {name!r}"
+                )
+        for name in record.values:
+            if name not in self.columns:
+                raise CommandError(
+                    f"{self.source} {record.where}: unknown column {name!r} in table "
+                    f"{self.table!r} (columns: {', '.join(self.columns)})"
+                )
+
+    def _upsert_sql(self, names: tuple[str, ...]) -> str:
+        sql = self._statements.get(names)
+        if sql is None:
+            assert self.key is not None
+            quoted = [quote(check_identifier(n, "column name")) for n in names]
+            target = ", ".join(quote(check_identifier(k, "column name")) for k in self.key)
+            updates = [f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in self.key]
+            action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
+            sql = (
+                f"INSERT INTO {quote(check_identifier(self.table, 'table name'))} "
+                f"({', '.join(quoted)}) VALUES ({', '.join('?' * len(names))}) "
+                f"ON CONFLICT ({target}) {action}"
+            )
+            self._statements[names] = sql
+        return sql
+
+    async def _upsert(self, batch: list[Record]) -> None:
+        try:
+            async with self.db.transaction():
+                # Pipelined: every statement is on the wire before the first reply arrives;
+                # the daemon runs one connection's requests in the order sent.
+                results = await asyncio.gather(
+                    *(
+                        self.db.execute(self._upsert_sql(tuple(r.values)), list(r.values.values()))
+                        for r in batch
+                    ),
+                    return_exceptions=True,
+                )
+                for index, result in enumerate(results):
+                    if isinstance(result, FQDBError):
+                        raise _Failed(index, result)
+                    if isinstance(result, BaseException):
+                        raise result
+        except FQDBError as exc:
+            raise _Failed(0, exc) from None
+
+
+class _Failed(Exception):
+    """Record ``index`` of the batch failed with ``error``; the batch was undone."""
+
+    def __init__(self, index: int, error: FQDBError) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
+class _Probe(Exception):
+    """Raised inside a probe's transaction to undo it after it succeeded."""
