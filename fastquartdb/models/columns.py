@@ -154,8 +154,16 @@ class Column:
     # to_db per kind: the value as stored; None stays None.
 
     def _plain_to_db(self, value: Any) -> Any:
+        if value is None:
+            return None
         if isinstance(value, (bytearray, memoryview)):
             value = bytes(value)
+        accepted = _ACCEPTED[self.sql_type.affinity]
+        if not isinstance(value, accepted[0]):
+            raise ValidationError(
+                f"{self._where()} is {self.sql_type.declared} and takes {accepted[1]}; "
+                f"value {value!r} has type {type(value).__name__}"
+            )
         return check_value(value, self._where())
 
     def _bool_to_db(self, value: Any) -> Any:
@@ -223,6 +231,16 @@ def _json_from_db(value: Any) -> Any:
     except ValueError:  # written by another tool: hand it back as it is
         return value
 
+
+# What a plain column takes, by affinity: SQLite would store anything anywhere, but a
+# string in an INTEGER column is a bug in the caller, and the error should say so.
+_ACCEPTED: dict[str, tuple[tuple[type, ...], str]] = {
+    "INTEGER": ((int,), "an integer"),
+    "REAL": ((int, float), "a number"),
+    "TEXT": ((str,), "a string"),
+    "BLOB": ((bytes,), "bytes"),
+    "NUMERIC": ((int, float, str), "a number (or a numeric string)"),
+}
 
 _TO_DB: dict[str, Any] = {
     "plain": Column._plain_to_db,

@@ -63,6 +63,11 @@ def _group(
     columns: Mapping[str, Column], table: str, filters: Mapping[Any, Any]
 ) -> list[list[Any]]:
     group: list[list[Any]] = []
+    for name in filters:  # every column first, then values: an unknown name is the clearer error
+        if not isinstance(name, str) or name not in columns:
+            raise ValidationError(
+                f"unknown column {name!r} in table {table!r} (columns: {', '.join(columns)})"
+            )
     for name, spec in filters.items():
         column = columns.get(name) if isinstance(name, str) else None
         if column is None:

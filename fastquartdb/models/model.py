@@ -136,7 +136,8 @@ class BaseModel:
             raise ValidationError(
                 f"{cls.__name__} data must be a dict of column to value, got {type(data).__name__}"
             )
-        values = {name: cls._column(name).to_db(value) for name, value in data.items()}
+        columns = [cls._column(name) for name in data]  # every name first, then values
+        values = {c.name: c.to_db(value) for c, value in zip(columns, data.values())}
         if insert:
             for name, column in cls.__columns__.items():
                 if name not in values and callable(column.default):

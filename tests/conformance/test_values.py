@@ -323,3 +323,28 @@ async def test_callable_defaults_called_per_insert(db: AsyncDatabaseManager) -> 
     assert [r["serial"] for r in rows] == [1, 100, 2, 3]
     assert all(r["created"] == stamp and r["created"].tzinfo is not None for r in rows)
     assert all(r["meta"] == {} for r in rows)
+
+
+async def test_plain_columns_take_values_of_their_type(db: AsyncDatabaseManager) -> None:
+    class Typed(BaseModel):
+        id = Column("INTEGER", primary_key=True)
+        n = Column("INTEGER")
+        r = Column("REAL")
+        t = Column("TEXT")
+        b = Column("BLOB")
+        d = Column("DECIMAL(10,2)")
+
+    for bad, wanted in [
+        ({"n": "30"}, "INTEGER and takes an integer"),
+        ({"n": 1.5}, "INTEGER and takes an integer"),
+        ({"r": "1.5"}, "REAL and takes a number"),
+        ({"t": 5}, "TEXT and takes a string"),
+        ({"b": "bytes?"}, "BLOB and takes bytes"),
+        ({"d": b"\x01"}, r"DECIMAL\(10,2\) and takes a number"),
+    ]:
+        with pytest.raises(ValidationError, match=wanted):
+            await Typed.insert(bad)
+    pk = await Typed.insert({"n": True, "r": 2, "t": "x", "b": bytearray(b"\x00"), "d": "12.50"})
+    row = await Typed.fetch_one({"id": pk})
+    assert row == {"id": pk, "n": 1, "r": 2.0, "t": "x", "b": b"\x00", "d": 12.5}
+    assert await Typed.count() == 1
