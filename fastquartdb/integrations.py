@@ -325,60 +325,20 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
     return data
 
 
-def _json_type_ok(affinity: str, kind: str, value: Any) -> str | None:
-    """None if a JSON ``value`` suits the column, else what the column takes."""
-    if value is None or kind == "json":
-        return None
-    if kind == "bool":
-        return None if isinstance(value, bool) else "true or false"
-    if kind in ("date", "datetime"):
-        return None if isinstance(value, str) else "an ISO 8601 string"
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if affinity == "INTEGER":
-        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-    if affinity in ("REAL", "NUMERIC"):
-        return None if number else "a number"
-    if affinity == "TEXT":
-        return None if isinstance(value, str) else "a string"
-    return "binary data, which JSON cannot carry"
-
-
 def validate_row(model: type[BaseModel], data: Any) -> dict[str, Any]:
     """Check decoded JSON against ``model`` before it becomes an insert or an update.
 
-    Model calls store what they are given, as SQLite does (a string in an
-    INTEGER column stays a string); a web API should refuse it instead. This
-    checks that ``data`` is an object whose keys are columns of ``model`` and
-    whose values suit each column's type (integers for INTEGER, strings for
-    TEXT, numbers for REAL, true/false for BOOLEAN, ISO strings for dates).
-    ``null`` is left to the table: NOT NULL columns refuse it with
-    ``IntegrityError``.
+    The same checks every model call makes (``data`` is an object, its keys are
+    columns, each value suits its column's type), done before any request so an
+    API can answer 400 early. ``null`` is left to the table: NOT NULL columns
+    refuse it with ``IntegrityError``.
 
     Returns:
         ``data`` as a new dict.
 
     Raises:
         ValidationError: naming the column and what it takes, e.g.
-            ``column 'age' of table 'user' is INTEGER and takes an integer, got str 'old'``.
+            ``column 'age' of table 'user' is INTEGER and takes an integer; ...``.
     """
-    if not isinstance(data, Mapping):
-        raise ValidationError(
-            f"{model.__name__} data must be an object of column to value, got {type(data).__name__}"
-        )
-    columns = model.__columns__
-    table = model.__tablename__
-    row: dict[str, Any] = {}
-    for name, value in data.items():
-        column = columns.get(name) if isinstance(name, str) else None
-        if column is None:
-            raise ValidationError(
-                f"unknown column {name!r} in table {table!r} (columns: {', '.join(columns)})"
-            )
-        wanted = _json_type_ok(column.sql_type.affinity, column.kind, value)
-        if wanted is not None:
-            raise ValidationError(
-                f"column {name!r} of table {table!r} is {column.sql_type.declared} and takes "
-                f"{wanted}, got {type(value).__name__} {value!r}"
-            )
-        row[name] = value
-    return row
+    model._values(data, insert=False)
+    return dict(data)

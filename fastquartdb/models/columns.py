@@ -158,13 +158,12 @@ class Column:
             return None
         if isinstance(value, (bytearray, memoryview)):
             value = bytes(value)
-        accepted = _ACCEPTED[self.sql_type.affinity]
-        if not isinstance(value, accepted[0]):
-            raise ValidationError(
-                f"{self._where()} is {self.sql_type.declared} and takes {accepted[1]}; "
-                f"value {value!r} has type {type(value).__name__}"
-            )
-        return check_value(value, self._where())
+        value = check_value(value, self._where())  # no SQL value at all: "has type ..."
+        accepted, wanted = _ACCEPTED[self.sql_type.affinity]
+        # bool is an int to Python, but true in a number column is a caller's mistake.
+        if not isinstance(value, accepted) or (isinstance(value, bool) and accepted is not _BLOBS):
+            raise self._bad(value, wanted)
+        return value
 
     def _bool_to_db(self, value: Any) -> Any:
         if value is None:
@@ -234,11 +233,12 @@ def _json_from_db(value: Any) -> Any:
 
 # What a plain column takes, by affinity: SQLite would store anything anywhere, but a
 # string in an INTEGER column is a bug in the caller, and the error should say so.
+_BLOBS = (bytes,)
 _ACCEPTED: dict[str, tuple[tuple[type, ...], str]] = {
     "INTEGER": ((int,), "an integer"),
     "REAL": ((int, float), "a number"),
     "TEXT": ((str,), "a string"),
-    "BLOB": ((bytes,), "bytes"),
+    "BLOB": (_BLOBS, "bytes"),
     "NUMERIC": ((int, float, str), "a number (or a numeric string)"),
 }
 

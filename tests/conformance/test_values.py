@@ -83,8 +83,13 @@ async def test_bytearray_and_memoryview_are_stored_as_bytes(db: AsyncDatabaseMan
     assert await roundtrip(Plain, "b", memoryview(b"xyz")) == b"xyz"
 
 
-async def test_bool_in_plain_integer_column_is_stored_as_int(db: AsyncDatabaseManager) -> None:
-    assert await roundtrip(Plain, "i", True) == 1
+async def test_bool_in_plain_number_column_is_refused(db: AsyncDatabaseManager) -> None:
+    # True is an int to Python, but in an INTEGER or REAL column it is a caller's mistake:
+    # BOOLEAN columns are for booleans.
+    for column in ("i", "f", "n"):
+        with pytest.raises(ValidationError, match="got bool True"):
+            await Plain.insert({column: True})
+    assert await Plain.count() == 0
 
 
 async def test_whole_row_round_trip(db: AsyncDatabaseManager) -> None:
@@ -336,6 +341,7 @@ async def test_plain_columns_take_values_of_their_type(db: AsyncDatabaseManager)
 
     for bad, wanted in [
         ({"n": "30"}, "INTEGER and takes an integer"),
+        ({"n": True}, "INTEGER and takes an integer, got bool True"),
         ({"n": 1.5}, "INTEGER and takes an integer"),
         ({"r": "1.5"}, "REAL and takes a number"),
         ({"t": 5}, "TEXT and takes a string"),
@@ -344,7 +350,7 @@ async def test_plain_columns_take_values_of_their_type(db: AsyncDatabaseManager)
     ]:
         with pytest.raises(ValidationError, match=wanted):
             await Typed.insert(bad)
-    pk = await Typed.insert({"n": True, "r": 2, "t": "x", "b": bytearray(b"\x00"), "d": "12.50"})
+    pk = await Typed.insert({"n": 1, "r": 2, "t": "x", "b": bytearray(b"\x00"), "d": "12.50"})
     row = await Typed.fetch_one({"id": pk})
     assert row == {"id": pk, "n": 1, "r": 2.0, "t": "x", "b": b"\x00", "d": 12.5}
     assert await Typed.count() == 1
