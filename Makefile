@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv run test lint fmt typecheck pytest clean bench bench-quick
+.PHONY: all venv run test lint fmt typecheck pytest clean bench bench-quick fuzz
 
 all: test
 
@@ -32,6 +32,14 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+## bench: the benchmark suite (all scenarios, 3 interleaved repeats, ~5 min)
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## bench-quick: the same code on tiny sizes (< 1 min); results in a git-ignored folder
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick --out bench/results/quick
 
 fmt: $(STAMP)
 	$(BIN)/ruff format fastquartdb tests examples bench

@@ -160,25 +160,34 @@ class Loader:
         except FQDBError as exc:
             if len(batch) == 1:
                 raise _Failed(0, exc) from None
-            # The batch was undone as a whole: find the record that broke it. Each probe is
-            # undone too (inside a savepoint), so nothing is written twice.
-            for index, record in enumerate(batch):
-                try:
-                    async with self.db.transaction():
-                        await self.db.request(
-                            {
-                                "op": "insert_many",
-                                "table": self.table,
-                                "columns": columns,
-                                "rows": [list(record.values.values())],
-                            }
-                        )
-                        raise _Probe
-                except _Probe:
-                    continue
-                except FQDBError as probe_error:
-                    raise _Failed(index, probe_error) from None
-            raise _Failed(0, exc) from None  # only the whole batch fails (e.g. it is too large)
+            await self._find_failure(batch, columns, exc)
+
+    async def _find_failure(
+        self, batch: list[Record], columns: list[str], error: FQDBError
+    ) -> None:
+        """Raise :class:`_Failed` for the record that broke ``batch`` (which was undone).
+
+        Replays the batch a record at a time inside a transaction (a savepoint under
+        ``--atomic``) that is always rolled back, so a record clashing with an earlier one
+        of the same batch is found too, and nothing is written twice.
+        """
+        try:
+            async with self.db.transaction():
+                for index, record in enumerate(batch):
+                    request = {
+                        "op": "insert_many",
+                        "table": self.table,
+                        "columns": columns,
+                        "rows": [list(record.values.values())],
+                    }
+                    try:
+                        await self.db.request(request)
+                    except FQDBError as probe_error:
+                        raise _Failed(index, probe_error) from None
+                raise _Probe
+        except _Probe:
+            # Every record went in on its own: only the batch as a whole failed.
+            raise _Failed(0, error) from None
 
     def _check_upsert(self, record: Record) -> None:
         assert self.key is not None

@@ -64,13 +64,15 @@ def _connection_options() -> argparse.ArgumentParser:
 
 def _output_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("output (default: an aligned table)")
-    formats = group.add_mutually_exclusive_group()
-    formats.add_argument(
-        "--json", dest="format", action="store_const", const="json", help="a JSON array/object"
-    )
-    formats.add_argument("--nl", dest="format", action="store_const", const="nl", help="JSON lines")
-    formats.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV")
+    formats = parent.add_mutually_exclusive_group()
+    for flag, what in (
+        ("json", "output JSON: an array of row objects (one object for a single record)"),
+        ("nl", "output JSON lines: one object per line"),
+        ("csv", "output CSV with a header row"),
+    ):
+        formats.add_argument(
+            f"--{flag}", dest="format", action="store_const", const=flag, help=what
+        )
     parent.set_defaults(format="table")
     return parent
 

@@ -6,7 +6,9 @@ opens it (``init_engine`` would create a missing one).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,6 +20,8 @@ from .errors import CommandError
 from .maintenance import require_file
 
 __all__ = ["Session", "no_daemon", "open_session"]
+
+_OPEN_ATTEMPTS = 4
 
 
 @dataclass
@@ -37,6 +41,22 @@ def no_daemon(path: str, socket: str | None, why: str) -> CommandError:
     )
 
 
+async def _init_engine(path: str, *, mode: str, socket: str | None) -> AsyncDatabaseManager:
+    # Workaround (reported upstream): two processes opening a file that is not in WAL mode
+    # yet can deadlock on the switch to WAL, and SQLite then answers one of them "database
+    # is locked" at once, without waiting for busy_timeout. The other one finishes the switch,
+    # so trying again shortly succeeds. The sleep also lets aiosqlite's thread hand back the
+    # result of closing the failed connection while this event loop still runs.
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return await AsyncDatabaseManager.init_engine(path, mode=mode, socket=socket)
+        except sqlite3.OperationalError as exc:
+            await asyncio.sleep(0.05 * (attempt + 1))
+            if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @contextlib.asynccontextmanager
 async def open_session(path: str, *, mode: str, socket: str | None) -> AsyncIterator[Session]:
     """Open ``path`` (which must exist) in ``mode`` and close it when the block ends.
@@ -46,7 +66,7 @@ async def open_session(path: str, *, mode: str, socket: str | None) -> AsyncIter
     """
     require_file(path)
     try:
-        db = await AsyncDatabaseManager.init_engine(path, mode=mode, socket=socket)
+        db = await _init_engine(path, mode=mode, socket=socket)
     except DaemonUnavailableError:
         raise no_daemon(path, socket, "--mode daemon needs one") from None
     catalog = Catalog(db)

@@ -115,7 +115,12 @@ class EmbeddedTransport(Transport):
         if self._wire_check:
             request = decode_body(encode_body(request))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._worker.put(WorkItem(request, self, request.get("txn"), future))
+        item = WorkItem(request, self, request.get("txn"), future)
+        worker = self._worker
+        if worker.can_run_now(item):
+            await worker.run_now(item)
+        else:
+            await worker.put(item)
         # If this task is cancelled here the request still runs; the manager's
         # transaction context rolls back what a cancelled transaction began.
         return await future

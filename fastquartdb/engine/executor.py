@@ -20,6 +20,7 @@ changes are gone.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,23 @@ Outcome = tuple[bool, Any]
 
 _NO_TXN_ERROR = ValidationError(
     "begin/commit/rollback need 'txn': the id of the interactive transaction they belong to"
+)
+
+#: Seconds between checks that no other process changed the schema.
+SCHEMA_CHECK_INTERVAL = 0.05
+# Ops that change nothing when they fail on validation, so a retry is safe.
+_SCHEMA_SAFE_RETRY = frozenset(
+    {
+        "fetch",
+        "count",
+        "aggregate",
+        "insert",
+        "insert_many",
+        "update",
+        "delete",
+        "upsert",
+        "upsert_many",
+    }
 )
 
 # Requests made of several statements; they get a SAVEPOINT so a failure undoes all of them.
@@ -122,6 +140,9 @@ class Engine:
         self._begin_sql = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         self._tables: dict[str, TableInfo] = {}
         self._schema_version = -1
+        self._schema_checked = -SCHEMA_CHECK_INTERVAL
+        # (table, column names, on_conflict) -> INSERT text: built once per shape.
+        self._insert_sql: dict[tuple[Any, ...], str] = {}
         self._raw = False
         self._denied: str | None = None
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -217,12 +238,28 @@ class Engine:
 
     # ------------------------------------------------------------------ schema
 
-    def _refresh_schema(self) -> None:
-        # Another process (or raw SQL) may have changed the schema since we cached it.
+    def _refresh_schema(self, force: bool = False) -> bool:
+        """Drop cached table shapes if the schema changed; True if it did.
+
+        Another process may change the schema behind our back (our own changes
+        clear the cache directly). Asking SQLite costs a statement, so batches
+        ask at most every ``SCHEMA_CHECK_INTERVAL`` seconds; a request that
+        fails on an unknown table or column asks at once and is retried.
+        """
+        now = time.monotonic()
+        if not force and now < self._schema_checked + SCHEMA_CHECK_INTERVAL:
+            return False
+        self._schema_checked = now
         version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
-        if version != self._schema_version:
-            self._tables.clear()
-            self._schema_version = version
+        if version == self._schema_version:
+            return False
+        self._forget_schema()
+        self._schema_version = version
+        return True
+
+    def _forget_schema(self) -> None:
+        self._tables.clear()
+        self._insert_sql.clear()
 
     def table(self, name: object) -> TableInfo:
         """The live shape of table ``name``.
@@ -263,7 +300,27 @@ class Engine:
 
     def _insert(self, req: dict[str, Any]) -> Any:
         table = self.table(req.get("table"))
-        sql, params = build_insert(table, req)
+        values = req.get("values")
+        key = (
+            (table.name, tuple(values), req.get("on_conflict"))
+            if isinstance(values, dict)
+            else None
+        )
+        sql = self._insert_sql.get(key) if key is not None else None
+        if sql is not None:
+            # Same table, columns and conflict mode as a request already checked and
+            # built: only the values are new, and they are checked here.
+            assert isinstance(values, dict)
+            params = list(values.values())
+            for name, value in zip(values, params):
+                if type(value) is not str and value is not None:
+                    check_value(value, f"column {name!r}")
+        else:
+            sql, params = build_insert(table, req)
+            if key is not None:
+                if len(self._insert_sql) > 1024:
+                    self._insert_sql.clear()
+                self._insert_sql[key] = sql
         cursor = self.conn.execute(sql, params)
         if cursor.rowcount == 0:
             return None  # on_conflict="ignore" and the row was there already
@@ -331,7 +388,7 @@ class Engine:
             parse_column_sets(req.get("indexes"), "indexes", names),
             parse_column_sets(req.get("unique"), "unique", names),
         )
-        self._tables.pop(name, None)
+        self._forget_schema()
         return result
 
     def _execute(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -366,6 +423,7 @@ class Engine:
             raise translate_sqlite_error(exc) from None
         finally:
             self._raw = False
+            self._forget_schema()  # raw SQL may have changed any table
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return {
             "columns": columns,
@@ -412,7 +470,14 @@ class Engine:
         if self.read_only and op in WRITE_OPS and op != "ensure_table":
             raise ReadOnlyError(f"{op} refused: the database is served read-only")
         try:
-            return handler(req)
+            try:
+                return handler(req)
+            except (ValidationError, sqlite3.OperationalError):
+                # Perhaps a table or column another process added (or changed) since
+                # we cached the schema: look again, and retry once if it changed.
+                if op in _SCHEMA_SAFE_RETRY and self._refresh_schema(force=True):
+                    return handler(req)
+                raise
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc) from None
 

@@ -1,0 +1,270 @@
+"""What each contender does inside a worker process: open, one request, close.
+
+Every contender answers the same few calls (``insert``, ``read``, ``update``,
+``bulk``) on the same table, so a scenario is written once and run against
+each. Each method is one user-visible request: what a web handler would
+await. Latency is measured by the caller around that await.
+
+Contenders (names used on the command line, in JSON and in charts):
+
+``daemon``            fastquartdb models talking to a real ``fqdb-server``.
+``embedded``          fastquartdb models, engine in-process (``mode="embedded"``).
+``embedded_filelock`` the same with ``use_filelock=True`` (the README's multi-process advice).
+``aiosqlite``         one plain aiosqlite connection per process: WAL, ``busy_timeout``,
+                      autocommit, one statement (one thread hop) per request.
+``sqlalchemy``        SQLAlchemy 2 async Core over aiosqlite, default pool, one
+                      ``engine.begin()`` transaction per insert.
+``sqlite3``           plain synchronous sqlite3 on the event loop's thread: the floor.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from fastquartdb import AsyncDatabaseManager, BaseModel, Column
+
+__all__ = [
+    "BUSY_TIMEOUT",
+    "CONTENDERS",
+    "USER_DDL",
+    "Client",
+    "User",
+    "make_client",
+]
+
+#: Seconds any contender waits for another process's write lock (fastquartdb's default too).
+BUSY_TIMEOUT = 5.0
+
+#: The table every scenario uses; the same DDL fastquartdb's ``ensure_table`` writes for ``User``.
+USER_DDL = 'CREATE TABLE "user" ("id" INTEGER PRIMARY KEY, "username" TEXT NOT NULL, "age" INTEGER)'
+
+_INSERT = 'INSERT INTO "user" ("username", "age") VALUES (?, ?)'
+_SELECT = 'SELECT "id", "username", "age" FROM "user" WHERE "id" = ?'
+_UPDATE = 'UPDATE "user" SET "age" = ? WHERE "id" = ?'
+
+
+class User(BaseModel):
+    id = Column("INTEGER", primary_key=True)
+    username = Column("TEXT", nullable=False)
+    age = Column("INTEGER")
+
+
+class Client:
+    """One contender's connection inside one worker process."""
+
+    def __init__(self, db: str, synchronous: str, socket: str | None) -> None:
+        self.db = db
+        self.synchronous = synchronous
+        self.socket = socket
+
+    async def open(self) -> None:
+        """Connect and configure; the table already exists."""
+
+    async def close(self) -> None:
+        """Release everything (threads, sockets)."""
+
+    async def insert(self, username: str, age: int) -> Any:
+        """Insert one row; returns once it is committed."""
+        raise NotImplementedError(f"{type(self).__name__} does not take part in insert scenarios")
+
+    async def read(self, pk: int) -> Any:
+        """Read one row by primary key."""
+        raise NotImplementedError(f"{type(self).__name__} does not take part in read scenarios")
+
+    async def update(self, pk: int, age: int) -> Any:
+        """Change one row by primary key; returns once it is committed."""
+        raise NotImplementedError(f"{type(self).__name__} does not take part in write scenarios")
+
+    def prepare_bulk(self, rows: list[tuple[str, int]]) -> Any:
+        """The rows in the form this contender's user already holds (not timed)."""
+        return rows
+
+    async def bulk(self, payload: Any) -> int:
+        """Insert all rows of ``payload`` at once (all or nothing); returns the count."""
+        raise NotImplementedError(f"{type(self).__name__} does not take part in bulk scenarios")
+
+
+class FastQuartDBClient(Client):
+    """fastquartdb's model API, over the daemon or embedded."""
+
+    def __init__(self, *args: Any, mode: str, use_filelock: bool = False) -> None:
+        super().__init__(*args)
+        self.mode = mode
+        self.use_filelock = use_filelock
+
+    async def open(self) -> None:
+        db = await AsyncDatabaseManager.init_engine(
+            self.db,
+            use_filelock=self.use_filelock,
+            mode=self.mode,
+            socket=self.socket,
+            synchronous=self.synchronous,
+            busy_timeout=BUSY_TIMEOUT,
+        )
+        if db.mode != self.mode:
+            raise RuntimeError(f"wanted mode {self.mode!r}, got {db.mode!r}")
+
+    async def close(self) -> None:
+        await AsyncDatabaseManager.close()
+
+    async def insert(self, username: str, age: int) -> Any:
+        return await User.insert({"username": username, "age": age})
+
+    async def read(self, pk: int) -> Any:
+        return await User.fetch(filters={"id": pk})
+
+    async def update(self, pk: int, age: int) -> Any:
+        return await User.update({"age": age}, filters={"id": pk})
+
+    def prepare_bulk(self, rows: list[tuple[str, int]]) -> Any:
+        return [{"username": name, "age": age} for name, age in rows]
+
+    async def bulk(self, payload: Any) -> int:
+        return await User.insert_many(payload)
+
+
+class AiosqliteClient(Client):
+    """One aiosqlite connection per process, shared by its tasks: what a careful user writes.
+
+    Autocommit (``isolation_level=None``): every single-row write is one
+    statement, one thread hop, its own transaction. Multi-statement work
+    (``bulk``) uses ``BEGIN IMMEDIATE`` so it never fails on a lock upgrade.
+    """
+
+    async def open(self) -> None:
+        import aiosqlite
+
+        self.conn = await aiosqlite.connect(self.db, isolation_level=None, timeout=BUSY_TIMEOUT)
+        await self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        await self.conn.execute("PRAGMA journal_mode = WAL")
+        await self.conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def insert(self, username: str, age: int) -> Any:
+        cursor = await self.conn.execute(_INSERT, (username, age))
+        return cursor.lastrowid
+
+    async def read(self, pk: int) -> Any:
+        return await self.conn.execute_fetchall(_SELECT, (pk,))
+
+    async def update(self, pk: int, age: int) -> Any:
+        cursor = await self.conn.execute(_UPDATE, (age, pk))
+        return cursor.rowcount
+
+    async def bulk(self, payload: Any) -> int:
+        conn = self.conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.executemany(_INSERT, payload)
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+        return len(payload)
+
+
+class SQLAlchemyClient(Client):
+    """SQLAlchemy 2 async Core over aiosqlite, as its documentation sets SQLite up.
+
+    Default pool (``AsyncAdaptedQueuePool``: 5 connections + 10 overflow per
+    process), pragmas on connect, one ``engine.begin()`` block per insert.
+    """
+
+    async def open(self) -> None:
+        from sqlalchemy import Column as SAColumn
+        from sqlalchemy import Integer, MetaData, Table, Text, event, insert
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        self.engine = create_async_engine(
+            f"sqlite+aiosqlite:///{self.db}", connect_args={"timeout": BUSY_TIMEOUT}
+        )
+        synchronous = self.synchronous.upper()
+
+        @event.listens_for(self.engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            cursor.close()
+
+        table = Table(
+            "user",
+            MetaData(),
+            SAColumn("id", Integer, primary_key=True),
+            SAColumn("username", Text, nullable=False),
+            SAColumn("age", Integer),
+        )
+        self.insert_stmt = insert(table)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def insert(self, username: str, age: int) -> Any:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(self.insert_stmt, {"username": username, "age": age})
+            return result.inserted_primary_key[0]
+
+
+class Sqlite3Client(Client):
+    """Plain synchronous sqlite3 on the loop's own thread: no hop at all, the floor."""
+
+    async def open(self) -> None:
+        self.conn = sqlite3.connect(self.db, isolation_level=None, timeout=BUSY_TIMEOUT)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+
+    async def close(self) -> None:
+        self.conn.close()
+
+    async def insert(self, username: str, age: int) -> Any:
+        return self.conn.execute(_INSERT, (username, age)).lastrowid
+
+    async def read(self, pk: int) -> Any:
+        return self.conn.execute(_SELECT, (pk,)).fetchall()
+
+    async def update(self, pk: int, age: int) -> Any:
+        return self.conn.execute(_UPDATE, (age, pk)).rowcount
+
+    async def bulk(self, payload: Any) -> int:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT, payload)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return len(payload)
+
+
+#: contender name -> (label for tables and charts, needs a daemon)
+CONTENDERS: dict[str, tuple[str, bool]] = {
+    "daemon": ("fastquartdb daemon", True),
+    "embedded": ("fastquartdb embedded", False),
+    "embedded_filelock": ("fastquartdb embedded + filelock", False),
+    "aiosqlite": ("aiosqlite per process", False),
+    "sqlalchemy": ("SQLAlchemy async Core", False),
+    "sqlite3": ("sqlite3 (floor)", False),
+}
+
+
+def make_client(contender: str, db: str, synchronous: str, socket: str | None) -> Client:
+    """The client for ``contender``."""
+    args = (db, synchronous, socket)
+    if contender == "daemon":
+        return FastQuartDBClient(*args, mode="daemon")
+    if contender == "embedded":
+        return FastQuartDBClient(*args, mode="embedded")
+    if contender == "embedded_filelock":
+        return FastQuartDBClient(*args, mode="embedded", use_filelock=True)
+    if contender == "aiosqlite":
+        return AiosqliteClient(*args)
+    if contender == "sqlalchemy":
+        return SQLAlchemyClient(*args)
+    if contender == "sqlite3":
+        return Sqlite3Client(*args)
+    raise ValueError(f"unknown contender {contender!r} (known: {', '.join(CONTENDERS)})")

@@ -1,0 +1,87 @@
+"""The benchmark harness still runs: ``python -m bench --quick`` end to end.
+
+Benchmarks are not tests: this checks that every scenario ran every contender
+and produced numbers, never what the numbers are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EXPECTED = {
+    "S1": {"daemon", "embedded", "embedded_filelock", "aiosqlite", "sqlalchemy"},
+    "S2": {"daemon", "embedded", "aiosqlite", "sqlite3"},
+    "S3": {"daemon", "embedded", "aiosqlite"},
+    "S4": {"daemon", "embedded", "sqlite3"},
+    "S5": {"daemon", "embedded", "aiosqlite"},
+}
+TARGETS = {"T1", "T2", "T3", "T4", "T5a", "T5b", "T6", "T7", "T8"}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if k not in ("FQDB_WIRE_CHECK", "FQDB_SOCKET")}
+    env["MPLBACKEND"] = "Agg"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--tmp", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "Targets" in proc.stdout
+
+    data = json.loads((out / "latest.json").read_text())
+    assert set(data["scenarios"]) == {"S1", "S2", "S3", "S4", "S5", "S6"}
+    for sid, contenders in EXPECTED.items():
+        cases = data["scenarios"][sid]["cases"]
+        assert {c["contender"] for c in cases.values()} == contenders, sid
+        settings = {"full", "normal"} if sid == "S1" else {"full"}
+        assert {c["synchronous"] for c in cases.values()} == settings, sid
+        for key, case in cases.items():
+            assert case["runs"], key
+            for run in case["runs"]:
+                assert "error" not in run, (key, run.get("error"))
+                for metric in ("throughput", "p50_ms", "p99_ms", "max_ms"):
+                    assert _number(run[metric]), (key, metric, run[metric])
+                assert run["ok"] > 0, key
+            for metric in ("throughput", "p50_ms", "p99_ms", "max_ms"):
+                assert _number(case["summary"][metric]["median"]), (key, metric)
+
+    cost = data["scenarios"]["S6"]["cases"]
+    assert {c["contender"] for c in cost.values()} == EXPECTED["S1"]
+    for key, case in cost.items():
+        assert _number(case["summary"]["total_cpu_s_per_10k"]["median"]), key
+        if case["contender"] == "daemon":
+            assert _number(case["summary"]["peak_rss_mib"]["median"]), key
+            assert _number(case["summary"]["daemon_cpu_s_per_10k"]["median"]), key
+
+    verdicts = {t["id"]: t for t in data["targets"]}
+    assert set(verdicts) == TARGETS
+    for tid, target in verdicts.items():
+        assert _number(target["value"]), tid
+        assert target["verdict"] in ("met", "missed"), tid
+
+    machine = data["machine"]
+    assert machine["nproc"] >= 1 and machine["sqlite"] and machine["python"]
+    markdown = (out / "latest.md").read_text()
+    assert "## Targets" in markdown and "## S6" in markdown
+    for name in ("S1", "S2", "S3", "S4", "S5", "S6", "summary"):
+        assert (out / f"{name}.png").stat().st_size > 0, name
