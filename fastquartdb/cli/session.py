@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -42,19 +44,34 @@ def no_daemon(path: str, socket: str | None, why: str) -> CommandError:
 
 
 async def _init_engine(path: str, *, mode: str, socket: str | None) -> AsyncDatabaseManager:
-    # Workaround (reported upstream): two processes opening a file that is not in WAL mode
-    # yet can deadlock on the switch to WAL, and SQLite then answers one of them "database
-    # is locked" at once, without waiting for busy_timeout. The other one finishes the switch,
-    # so trying again shortly succeeds. The sleep also lets aiosqlite's thread hand back the
-    # result of closing the failed connection while this event loop still runs.
     for attempt in range(_OPEN_ATTEMPTS):
         try:
             return await AsyncDatabaseManager.init_engine(path, mode=mode, socket=socket)
-        except sqlite3.OperationalError as exc:
-            await asyncio.sleep(0.05 * (attempt + 1))
-            if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+        except Exception as exc:
+            await _threads_finished()
+            # Two processes opening a file that is not in WAL mode yet can deadlock on the
+            # switch to WAL; SQLite then answers one of them "database is locked" at once,
+            # without waiting for busy_timeout. The other finishes the switch, so a retry works.
+            locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+            if not locked or attempt == _OPEN_ATTEMPTS - 1:
                 raise
+            await asyncio.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+async def _threads_finished(timeout: float = 2.0) -> None:
+    """Keep the event loop running until the engine's threads have ended.
+
+    When opening fails, aiosqlite's connection thread still hands the result of
+    closing back to this loop; if ``asyncio.run`` has closed the loop by then,
+    that thread dies with a traceback on stderr.
+    """
+    main = threading.main_thread()
+    workers = [t for t in threading.enumerate() if t is not main and not t.daemon]
+    deadline = time.monotonic() + timeout
+    for thread in workers:
+        # Joined from another thread so that this loop keeps serving callbacks meanwhile.
+        await asyncio.to_thread(thread.join, max(deadline - time.monotonic(), 0.0))
 
 
 @contextlib.asynccontextmanager

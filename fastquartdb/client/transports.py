@@ -13,13 +13,11 @@ import asyncio
 import os
 from typing import Any
 
-import filelock
-
 from ..engine import BatchWorker, EngineThread, WorkItem
 from ..protocol import decode_body, encode_body, error_code, error_from_code
 from ..protocol.errors import InterfaceError
 
-__all__ = ["EmbeddedTransport", "FileLockAdapter", "Transport"]
+__all__ = ["EmbeddedTransport", "Transport"]
 
 
 class Transport(abc.ABC):
@@ -41,37 +39,12 @@ class Transport(abc.ABC):
         """Release every resource; pending requests fail. Safe to call twice."""
 
 
-class FileLockAdapter:
-    """An async wrapper around :class:`filelock.FileLock` for ``use_filelock=True``.
-
-    Acquiring tries the lock without blocking and, while another process
-    holds it, sleeps with a short exponential back-off (0.2 ms up to 5 ms)
-    instead of filelock's fixed 50 ms poll or a thread hop per attempt.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = filelock.FileLock(path, thread_local=False)
-
-    async def acquire(self) -> None:
-        delay = 0.0002
-        while True:
-            try:
-                self._lock.acquire(timeout=0)
-                return
-            except filelock.Timeout:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.005)
-
-    def release(self) -> None:
-        self._lock.release()
-
-
 class EmbeddedTransport(Transport):
     """The engine in this process: one sqlite connection, one worker, group commit.
 
     With ``use_filelock`` every batch (and every interactive transaction) runs
-    under an exclusive file lock on ``<db>.lock``. With ``wire_check`` every
+    under an exclusive file lock on ``<db>.lock``, taken on the sqlite thread
+    (:mod:`fastquartdb.engine.locking`). With ``wire_check`` every
     request and reply is round-tripped through the protocol codec, so nothing
     works embedded that the daemon could not carry (the test suite sets it).
     """
@@ -96,9 +69,13 @@ class EmbeddedTransport(Transport):
         wire_check: bool | None = None,
     ) -> EmbeddedTransport:
         """Open the database file and start the worker."""
-        thread = await EngineThread.open(path, synchronous=synchronous, busy_timeout=busy_timeout)
-        lock = FileLockAdapter(path + ".lock") if use_filelock else None
-        worker = BatchWorker(thread, lock=lock, transaction_timeout=transaction_timeout)
+        thread = await EngineThread.open(
+            path,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            lock_path=path + ".lock" if use_filelock else None,
+        )
+        worker = BatchWorker(thread, transaction_timeout=transaction_timeout)
         worker.start()
         if wire_check is None:
             wire_check = os.environ.get("FQDB_WIRE_CHECK") == "1"

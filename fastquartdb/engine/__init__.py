@@ -5,11 +5,10 @@ from .runner import EngineThread
 from .schema import TableInfo, check_identifier, quote
 from .sqltypes import SqlType, parse_type
 from .statements import OPERATORS, check_value
-from .worker import AsyncLock, BatchWorker, Session, WorkItem
+from .worker import BatchWorker, Session, WorkItem
 
 __all__ = [
     "OPERATORS",
-    "AsyncLock",
     "BatchWorker",
     "Engine",
     "EngineThread",

@@ -35,6 +35,7 @@ from ..protocol.errors import (
     ValidationError,
 )
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
+from .locking import ProcessLock
 from .schema import (
     TableInfo,
     check_identifier,
@@ -131,9 +132,17 @@ class Engine:
     """
 
     def __init__(
-        self, conn: sqlite3.Connection, *, read_only: bool = False, raw_sql: bool = True
+        self,
+        conn: sqlite3.Connection,
+        *,
+        read_only: bool = False,
+        raw_sql: bool = True,
+        lock_path: str | None = None,
+        lock_timeout: float = 5.0,
     ) -> None:
         self.conn = conn
+        #: With ``use_filelock``: held around every batch and interactive transaction.
+        self.lock = ProcessLock(lock_path, lock_timeout) if lock_path else None
         self.read_only = read_only
         self.raw_sql = raw_sql
         # query_only refuses BEGIN IMMEDIATE; a read-only engine never writes anyway.
@@ -211,6 +220,8 @@ class Engine:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass
+        if self.lock is not None:
+            self.lock.close()
 
     @property
     def in_transaction(self) -> bool:
@@ -499,6 +510,20 @@ class Engine:
             return False, exc
 
     def run_batch(self, requests: list[dict[str, Any]]) -> list[Outcome]:
+        """Run ``requests`` as one group commit (see :meth:`_run_batch`), under the file lock if any."""
+        lock = self.lock
+        if lock is None:
+            return self._run_batch(requests)
+        try:
+            lock.acquire()
+        except FQDBError as exc:
+            return [(False, exc)] * len(requests)
+        try:
+            return self._run_batch(requests)
+        finally:
+            lock.release()
+
+    def _run_batch(self, requests: list[dict[str, Any]]) -> list[Outcome]:
         """Run ``requests`` as one group commit and return one outcome per request, in order.
 
         A batch of reads only runs without a transaction. Otherwise
@@ -560,4 +585,17 @@ class Engine:
             self._refresh_schema()
         except sqlite3.Error as exc:
             return [(False, translate_sqlite_error(exc))] * len(requests)
-        return [self._run_one(req, self.conn.in_transaction) for req in requests]
+        lock = self.lock
+        outcomes: list[Outcome] = []
+        for req in requests:
+            if lock is not None and not lock.held and not self.conn.in_transaction:
+                # An interactive transaction holds the file lock from its BEGIN to its end.
+                try:
+                    lock.acquire()
+                except FQDBError as exc:
+                    outcomes.append((False, exc))
+                    continue
+            outcomes.append(self._run_one(req, self.conn.in_transaction))
+        if lock is not None and lock.held and not self.conn.in_transaction:
+            lock.release()
+        return outcomes

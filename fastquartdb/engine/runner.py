@@ -47,6 +47,7 @@ class EngineThread:
         busy_timeout: float = 5.0,
         read_only: bool = False,
         raw_sql: bool = True,
+        lock_path: str | None = None,
     ) -> EngineThread:
         """Start the thread, open and configure the connection on it."""
 
@@ -59,7 +60,13 @@ class EngineThread:
         await aio
         try:
             engine = await aio._execute(
-                lambda: Engine(aio._conn, read_only=read_only, raw_sql=raw_sql)
+                lambda: Engine(
+                    aio._conn,
+                    read_only=read_only,
+                    raw_sql=raw_sql,
+                    lock_path=lock_path,
+                    lock_timeout=busy_timeout,
+                )
             )
         except BaseException:
             await aio.close()

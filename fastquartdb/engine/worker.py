@@ -40,7 +40,7 @@ from ..protocol.messages import READ_OPS
 from .executor import Engine, Outcome
 from .runner import EngineThread
 
-__all__ = ["AsyncLock", "BatchWorker", "Session", "WorkItem"]
+__all__ = ["BatchWorker", "Session", "WorkItem"]
 
 log = logging.getLogger("fastquartdb.worker")
 
@@ -56,14 +56,6 @@ class Session(Protocol):
 
     def deliver(self, item: WorkItem, ok: bool, value: Any) -> None:
         """Hand back the outcome of ``item``: its result, or the exception it failed with."""
-
-
-class AsyncLock(Protocol):
-    """A lock held around every batch and for a whole interactive transaction (file lock)."""
-
-    async def acquire(self) -> None: ...
-
-    def release(self) -> None: ...
 
 
 class WorkItem:
@@ -126,7 +118,6 @@ class BatchWorker:
         max_queue: int = 4096,
         transaction_timeout: float = 30.0,
         idle_timeout: float | None = None,
-        lock: AsyncLock | None = None,
         inline_reads: bool = False,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
@@ -136,8 +127,7 @@ class BatchWorker:
         self.max_queue = max_queue
         self.transaction_timeout = transaction_timeout
         self.idle_timeout = idle_timeout if idle_timeout is not None else transaction_timeout
-        self.lock = lock
-        self.inline_reads = inline_reads and lock is None
+        self.inline_reads = inline_reads
         # True while a batch is being run (by the worker task, or by a caller in run_now):
         # nothing may then overtake it, and the sqlite thread is not free.
         self._busy = False
@@ -238,14 +228,7 @@ class BatchWorker:
             stats = self.stats
             stats.batches += 1
             stats.requests += 1
-            lock = self.lock
-            if lock is not None:
-                await lock.acquire()
-            try:
-                ((ok, value),) = await self._hop(Engine.run_batch, [item.request])
-            finally:
-                if lock is not None:
-                    lock.release()
+            ((ok, value),) = await self._hop(Engine.run_batch, [item.request])
         finally:
             self._busy = False
             self._wake()
@@ -390,15 +373,8 @@ class BatchWorker:
         if len(batch) > stats.batch_max:
             stats.batch_max = len(batch)
         requests = [item.request for item in batch]
-        lock = self.lock if self._holder is None else None
         try:
-            if lock is not None:
-                await lock.acquire()
-            try:
-                outcomes = await self._hop(fn, requests)
-            finally:
-                if lock is not None:
-                    lock.release()
+            outcomes = await self._hop(fn, requests)
         except asyncio.CancelledError:
             for item in batch:
                 item.session.deliver(item, False, OperationalError("request cancelled by shutdown"))
@@ -411,8 +387,6 @@ class BatchWorker:
         if item.session.closed:
             item.session.deliver(item, False, OperationalError("session closed"))
             return
-        if self.lock is not None:
-            await self.lock.acquire()
         self.stats.requests += 1
         ((ok, value),) = await self._hop(Engine.run_in_transaction, [item.request])
         if ok and self.thread.engine.in_transaction:
@@ -421,8 +395,6 @@ class BatchWorker:
             now = time.monotonic()
             self._holder_deadline = now + self.transaction_timeout
             self._holder_active = now
-        elif self.lock is not None:
-            self.lock.release()
         self._deliver(item, ok, value)
 
     async def _end_holder(self, error: FQDBError | None) -> None:
@@ -435,8 +407,6 @@ class BatchWorker:
                 self._dead_txns[holder] = error
             log.warning("%s", error)
         self._holder = None
-        if self.lock is not None:
-            self.lock.release()
 
     async def _serve_holder(self) -> None:
         holder = self._holder
