@@ -81,6 +81,7 @@ class SocketTransport(Transport):
         self._max_frame = MAX_REPLY_FRAME
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
 
     @classmethod
     async def connect(
@@ -155,12 +156,16 @@ class SocketTransport(Transport):
         self._next_id = request_id + 1
         request["id"] = request_id
         frame = encode_frame(request, self._max_frame)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[request_id] = future
-        self._out.append(frame)
-        if not self._flush_scheduled:
+        if self._flush_scheduled:
+            self._out.append(frame)
+        elif self._transport is not None:
+            # The first request of this loop iteration leaves at once; any others that
+            # tasks make in the same iteration are joined into one write just after.
+            self._transport.write(frame)
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         try:
             if self.request_timeout is None:
                 return await future

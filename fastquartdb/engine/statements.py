@@ -350,11 +350,22 @@ def build_insert_many(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[
         raise ValidationError("insert_many needs 'rows': a list of rows, each a list of values")
     width = len(names)
     for index, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != width:
+        if type(row) is not list or len(row) != width:
             raise ValidationError(
                 f"row {index} of insert_many must be a list of {width} values, got {row!r}"
             )
+        # The common types are checked inline; anything else (or an int out of range,
+        # a NaN) goes to check_value, which says what is wrong. Hot: one pass per value.
         for value in row:
+            kind = type(value)
+            if kind is str or value is None or kind is bytes:
+                continue
+            if (kind is int and _INT_MIN <= value <= _INT_MAX) or (
+                kind is float and value == value
+            ):
+                continue
+            if kind is bool:
+                continue
             check_value(value, f"row {index} of insert_many")
     cols = ", ".join(quote(n) for n in names)
     sql = f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({', '.join('?' * width)})"

@@ -98,7 +98,8 @@ class Column:
         self.default = default
         self.name = ""
         self.table = ""
-        self.to_db: Callable[[Any], Any] = _TO_DB[self.kind].__get__(self)
+        to_db = _PLAIN_TO_DB[self.sql_type.affinity] if self.kind == "plain" else _TO_DB[self.kind]
+        self.to_db: Callable[[Any], Any] = to_db.__get__(self)
         self.from_db: Callable[[Any], Any] | None = _FROM_DB[self.kind]
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -152,6 +153,24 @@ class Column:
         )
 
     # to_db per kind: the value as stored; None stays None.
+
+    # Fast paths for the usual value of each affinity; anything else takes _plain_to_db.
+
+    def _integer_to_db(self, value: Any) -> Any:
+        if (type(value) is int and _INT_MIN <= value <= _INT_MAX) or value is None:
+            return value
+        return self._plain_to_db(value)
+
+    def _real_to_db(self, value: Any) -> Any:
+        kind = type(value)
+        if (kind is float and value == value) or value is None:
+            return value
+        return self._plain_to_db(value)
+
+    def _text_to_db(self, value: Any) -> Any:
+        if type(value) is str or value is None:
+            return value
+        return self._plain_to_db(value)
 
     def _plain_to_db(self, value: Any) -> Any:
         if value is None:
@@ -240,6 +259,16 @@ _ACCEPTED: dict[str, tuple[tuple[type, ...], str]] = {
     "TEXT": ((str,), "a string"),
     "BLOB": (_BLOBS, "bytes"),
     "NUMERIC": ((int, float, str), "a number (or a numeric string)"),
+}
+
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+_PLAIN_TO_DB: dict[str, Any] = {
+    "INTEGER": Column._integer_to_db,
+    "REAL": Column._real_to_db,
+    "TEXT": Column._text_to_db,
+    "BLOB": Column._plain_to_db,
+    "NUMERIC": Column._plain_to_db,
 }
 
 _TO_DB: dict[str, Any] = {

@@ -8,6 +8,7 @@ manager's transport; they never build SQL themselves.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import decimal
@@ -67,6 +68,8 @@ class BaseModel:
     __unique_together__: ClassVar[list[tuple[str, ...]]] = []
     #: Names of the primary-key columns.
     __pk__: ClassVar[tuple[str, ...]] = ()
+    #: (name, column) of the columns whose default is called per insert.
+    __callable_defaults__: ClassVar[list[tuple[str, Column]]] = []
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -97,6 +100,7 @@ class BaseModel:
                     cls._column(name)
         pk = [name for name, column in columns.items() if column.primary_key]
         cls.__pk__ = tuple(pk)
+        cls.__callable_defaults__ = [(n, c) for n, c in columns.items() if callable(c.default)]
         AsyncDatabaseManager._models[table] = cls
 
     # ------------------------------------------------------------ helpers
@@ -132,6 +136,19 @@ class BaseModel:
 
     @classmethod
     def _values(cls, data: Any, *, insert: bool) -> dict[str, Any]:
+        columns_by_name = cls.__columns__
+        if type(data) is dict:
+            # Hot path (every insert and update): plain dict, known names.
+            try:
+                values = {name: columns_by_name[name].to_db(v) for name, v in data.items()}
+            except (KeyError, TypeError, ValidationError):
+                pass  # the slow path reports it: unknown names first, then values
+            else:
+                if insert and cls.__callable_defaults__:
+                    for name, column in cls.__callable_defaults__:
+                        if name not in values:
+                            values[name] = column.to_db(column.default())
+                return values
         if not isinstance(data, Mapping):
             raise ValidationError(
                 f"{cls.__name__} data must be a dict of column to value, got {type(data).__name__}"
@@ -361,17 +378,8 @@ class BaseModel:
     ) -> list[dict[str, Any]]:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValidationError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-        order = list(cls.__columns__)
         requests: list[dict[str, Any]] = []
-        # Rows that name the same columns share a statement; others get their own.
-        converted = [cls._values(row, insert=True) for row in rows]
-        for names, group in itertools.groupby(
-            converted, key=lambda v: tuple(sorted(v, key=order.index))
-        ):
-            group_rows = [[values[n] for n in names] for values in group]
-            if not names:
-                names = (order[0],)
-                group_rows = [[None] for _ in group_rows]
+        for names, group_rows in cls._row_groups(rows):
             for start in range(0, len(group_rows), chunk_size):
                 request = dict(base)
                 request["table"] = cls.__tablename__
@@ -381,17 +389,53 @@ class BaseModel:
         return requests
 
     @classmethod
+    def _row_groups(
+        cls, rows: Iterable[Mapping[str, Any]]
+    ) -> list[tuple[tuple[str, ...], list[list[Any]]]]:
+        """Rows as value lists, grouped by the columns they name (one statement per group)."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        columns = cls.__columns__
+        if rows and type(rows[0]) is dict:
+            names = tuple(rows[0])
+            defaults = [d for d in cls.__callable_defaults__ if d[0] not in names]
+            if not defaults and all(n in columns for n in names):
+                # Hot path (bulk inserts): every row a dict naming the same columns in
+                # the same order. One converter per column, no per-row key work.
+                convert = [columns[n].to_db for n in names]
+                width = len(names)
+                out: list[list[Any]] = []
+                for row in rows:
+                    if type(row) is not dict or len(row) != width or tuple(row) != names:
+                        break
+                    out.append([f(v) for f, v in zip(convert, row.values())])
+                else:
+                    return (
+                        [(names, out)] if names else [((next(iter(columns)),), [[None]] * len(out))]
+                    )
+        order = list(columns)
+        groups: list[tuple[tuple[str, ...], list[list[Any]]]] = []
+        converted = [cls._values(row, insert=True) for row in rows]
+        for key, group in itertools.groupby(
+            converted, key=lambda v: tuple(sorted(v, key=order.index))
+        ):
+            group_rows = [[values[n] for n in key] for values in group]
+            if not key:
+                key = (order[0],)
+                group_rows = [[None] for _ in group_rows]
+            groups.append((key, group_rows))
+        return groups
+
+    @classmethod
     async def _run_chunks(cls, requests: list[dict[str, Any]]) -> int:
         if not requests:
             return 0
         db = await cls._db()
         if len(requests) == 1:
             return int(await db.request(requests[0]))
-        total = 0
         async with db.transaction():
-            for request in requests:
-                total += int(await db.request(request))
-        return total
+            # Sent together (pipelined, in order): one transaction, no round trip per chunk.
+            counts = await asyncio.gather(*(db.request(request) for request in requests))
+        return sum(int(count) for count in counts)
 
     @classmethod
     async def fetch(

@@ -79,6 +79,8 @@ class ClientConnection(asyncio.Protocol):
         self._writing_paused = False
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.
+        self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -109,6 +111,10 @@ class ClientConnection(asyncio.Protocol):
             self._handle(message)
             if self.closed:
                 return
+        if self._out:
+            # Replies already made (reads run inline, stats, errors) leave now, in one
+            # write, rather than one loop iteration later.
+            self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -247,7 +253,7 @@ class ClientConnection(asyncio.Protocol):
         self._out.append(_frame(reply))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -10,7 +10,7 @@ import pytest
 from fastquartdb import AsyncDatabaseManager, BaseModel, Column, DatabaseBusyError
 
 
-class Note(BaseModel):
+class LockedNote(BaseModel):
     id = Column("INTEGER", primary_key=True)
     text = Column("TEXT")
 
@@ -29,27 +29,27 @@ def _locked_by_someone(path: str) -> bool:
 async def test_transaction_holds_the_file_lock(db_path: str) -> None:
     db = await AsyncDatabaseManager.init_engine(db_path, use_filelock=True, mode="embedded")
     lock_path = db_path + ".lock"
-    await Note.insert({"text": "a"})
+    await LockedNote.insert({"text": "a"})
     assert not _locked_by_someone(lock_path)  # released after each batch
     async with db.transaction():
-        await Note.insert({"text": "b"})
+        await LockedNote.insert({"text": "b"})
         assert _locked_by_someone(lock_path)  # held from BEGIN ...
     assert not _locked_by_someone(lock_path)  # ... to COMMIT
-    assert await Note.count() == 2
+    assert await LockedNote.count() == 2
 
 
 async def test_a_lock_held_elsewhere_makes_writes_wait_then_fail_clearly(db_path: str) -> None:
     db = await AsyncDatabaseManager.init_engine(
         db_path, use_filelock=True, mode="embedded", busy_timeout=0.3
     )
-    await Note.count()
+    await LockedNote.count()
     fd = os.open(db_path + ".lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another "process" (descriptor) holds it
         with pytest.raises(DatabaseBusyError, match="stayed locked"):
-            await Note.insert({"text": "blocked"})
+            await LockedNote.insert({"text": "blocked"})
     finally:
         os.close(fd)
-    await Note.insert({"text": "free again"})
-    assert [r["text"] for r in await Note.fetch()] == ["free again"]
+    await LockedNote.insert({"text": "free again"})
+    assert [r["text"] for r in await LockedNote.fetch()] == ["free again"]
     assert db.mode == "embedded"
