@@ -401,17 +401,18 @@ class BaseModel:
             if not defaults and all(n in columns for n in names):
                 # Hot path (bulk inserts): every row a dict naming the same columns in
                 # the same order. One converter per column, no per-row key work.
-                convert = [columns[n].to_db for n in names]
                 width = len(names)
                 out: list[list[Any]] = []
                 for row in rows:
                     if type(row) is not dict or len(row) != width or tuple(row) != names:
                         break
-                    out.append([f(v) for f, v in zip(convert, row.values())])
+                    out.append(list(row.values()))
                 else:
-                    return (
-                        [(names, out)] if names else [((next(iter(columns)),), [[None]] * len(out))]
-                    )
+                    if not names:
+                        return [((next(iter(columns)),), [[None] for _ in out])]
+                    for index, name in enumerate(names):
+                        columns[name].convert_rows(out, index)
+                    return [(names, out)]
         order = list(columns)
         groups: list[tuple[tuple[str, ...], list[list[Any]]]] = []
         converted = [cls._values(row, insert=True) for row in rows]
