@@ -302,7 +302,9 @@ class BaseModel:
             if on_conflict != "ignore":
                 raise ValidationError(f"on_conflict must be 'ignore' or None, got {on_conflict!r}")
             request["on_conflict"] = on_conflict
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         return await db.request(request)
 
     @classmethod
@@ -332,7 +334,9 @@ class BaseModel:
         values = cls._values(data, insert=True)
         request = cls._upsert_request("upsert", conflict, update)
         request["values"] = values
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         return await db.request(request)
 
     @classmethod
@@ -430,7 +434,9 @@ class BaseModel:
     async def _run_chunks(cls, requests: list[dict[str, Any]]) -> int:
         if not requests:
             return 0
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         if len(requests) == 1:
             return int(await db.request(requests[0]))
         async with db.transaction():
@@ -466,7 +472,9 @@ class BaseModel:
                              filters={"user.age": [(">", 20)]})
         """
         request, scope = cls._select(filters, columns, order_by, limit, offset, join)
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         return cls._rows(await db.request(request), scope)
 
     @classmethod
@@ -489,7 +497,9 @@ class BaseModel:
         where = cls._where(filters)
         if where is not None:
             request["where"] = where
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         return int(await db.request(request))
 
     @classmethod
@@ -513,7 +523,9 @@ class BaseModel:
         }
         if all_rows:
             request["all_rows"] = True
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         return int(await db.request(request))
 
     @classmethod
@@ -524,7 +536,9 @@ class BaseModel:
         request: dict[str, Any] = {"op": "delete", "table": cls.__tablename__, "where": where}
         if all_rows:
             request["all_rows"] = True
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         return int(await db.request(request))
 
     # ------------------------------------------------------------ beyond CRUD
@@ -540,7 +554,9 @@ class BaseModel:
         """The distinct values of ``column`` among matching rows, in ascending order."""
         request, scope = cls._select(filters, [column], [column], None, None)
         request["distinct"] = True
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         return [row[column] for row in cls._rows(await db.request(request), scope)]
 
     @classmethod
@@ -598,7 +614,9 @@ class BaseModel:
             request["order_by"] = cls._order(scope, order_by, extra=specs)
         if limit is not None:
             request["limit"] = limit
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         return cls._rows(await db.request(request), scope)
 
     @classmethod
@@ -638,6 +656,8 @@ class BaseModel:
                 request["where"] = [[*group, [key, ">", last]] for group in base]
             elif base != [[]]:
                 request["where"] = base
+            db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
             db = await cls._db()
             rows = cls._rows(await db.request(request), scope)
             if not rows:
@@ -691,7 +711,9 @@ class BaseModel:
                 keyset = [[[column, cmp, value]], [[column, "=", value], [key, cmp, last_key]]]
             base = request.get("where") or [[]]
             request["where"] = [[*group, *extra] for group in base for extra in keyset]
-        db = await cls._db()
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
         rows = cls._rows(await db.request(request), scope)
         more = len(rows) > size
         rows = rows[:size]

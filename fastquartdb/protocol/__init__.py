@@ -8,6 +8,7 @@ from .codec import (
     decode_body,
     encode_body,
     encode_frame,
+    encode_ok_frame,
 )
 from .errors import ERROR_CLASSES, error_code, error_from_code
 from .messages import (
@@ -36,6 +37,7 @@ __all__ = [
     "default_socket_path",
     "encode_body",
     "encode_frame",
+    "encode_ok_frame",
     "error_code",
     "error_from_code",
     "error_reply",

@@ -24,12 +24,14 @@ __all__ = [
     "decode_body",
     "encode_body",
     "encode_frame",
+    "encode_ok_frame",
 ]
 
 #: Largest body accepted unless configured otherwise (bytes, header excluded).
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 HEADER_SIZE = 4
 _HEADER = struct.Struct(">I")
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
 
@@ -71,6 +73,21 @@ def decode_body(body: bytes | bytearray | memoryview) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise FrameError(f"a frame must hold a msgpack map, got {type(message).__name__}")
     return message
+
+
+def encode_ok_frame(request_id: Any, result: Any) -> bytes:
+    """The frame of a success reply, ``{"id", "ok": true, "result"}``: the daemon's hot path.
+
+    Uses one module-level packer, so call it from one thread (the daemon's loop).
+
+    Raises:
+        ValidationError: the result holds a value msgpack cannot carry.
+    """
+    try:
+        body: bytes = _packb({"id": request_id, "ok": True, "result": result})
+    except (TypeError, OverflowError, ValueError) as exc:
+        raise ValidationError(f"cannot encode the result: {exc}") from None
+    return _pack_header(len(body)) + body
 
 
 def encode_frame(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:

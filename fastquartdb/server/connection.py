@@ -29,6 +29,7 @@ from ..protocol import (
     FrameDecoder,
     FrameError,
     encode_body,
+    encode_ok_frame,
     error_code,
     error_reply,
     ok_reply,
@@ -43,6 +44,8 @@ __all__ = ["ClientConnection", "peer_credentials"]
 log = logging.getLogger("fastquartdb.server")
 _HEADER = struct.Struct(">I")
 _CREDS = struct.Struct("3i")
+# Ops the connection answers itself instead of queueing.
+_ANSWERED_HERE = frozenset({"hello", "stats"})
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
@@ -144,12 +147,21 @@ class ClientConnection(asyncio.Protocol):
 
     def _handle(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
-        if request_id is not None and (
-            isinstance(request_id, bool) or not isinstance(request_id, int)
-        ):
+        if type(request_id) is not int and request_id is not None:  # bool is not an id either
             self._fail(ProtocolError(f"request 'id' must be an integer, got {request_id!r}"))
             return
         op = message.get("op")
+        if self._greeted and (type(op) is not str or op not in _ANSWERED_HERE):
+            # Hot path: a database request.
+            self.requests += 1
+            txn = message.get("txn")
+            if txn is None or type(txn) is int:
+                self._queue(WorkItem(message, self, txn))
+                return
+            self.send(
+                error_reply(request_id, "validation", f"'txn' must be an integer, got {txn!r}")
+            )
+            return
         if not self._greeted:
             if op != "hello":
                 self._fail(ProtocolError(f"the first request must be 'hello', got op {op!r}"))
@@ -160,23 +172,16 @@ class ClientConnection(asyncio.Protocol):
         if op == "stats":
             self.send(ok_reply(request_id, self.daemon.stats()))
             return
-        if op == "hello":
-            self._hello(request_id, message)
-            return
-        txn = message.get("txn")
-        if txn is not None and (isinstance(txn, bool) or not isinstance(txn, int)):
-            self.send(
-                error_reply(request_id, "validation", f"'txn' must be an integer, got {txn!r}")
-            )
-            return
-        item = WorkItem(message, self, txn)
+        self._hello(request_id, message)
+
+    def _queue(self, item: WorkItem) -> None:
         if self._backlog:
             self._backlog.append(item)
             return
         try:
             accepted = self.daemon.worker.offer(item)
         except OperationalError as exc:
-            self.send(error_reply(request_id, exc.code, str(exc)))
+            self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
             return
         if not accepted:
             self._backlog.append(item)
@@ -242,7 +247,14 @@ class ClientConnection(asyncio.Protocol):
             return
         request_id = item.request.get("id")
         if ok:
-            self.send(ok_reply(request_id, value))
+            try:
+                frame = encode_ok_frame(request_id, value)
+            except ValidationError as exc:  # a result msgpack cannot carry
+                frame = _frame(error_reply(request_id, exc.code, str(exc)))
+            self._out.append(frame)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
         else:
             self.send(error_reply(request_id, error_code(value), str(value)))
 
