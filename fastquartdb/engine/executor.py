@@ -125,6 +125,21 @@ def translate_sqlite_error(exc: sqlite3.Error) -> FQDBError:
     return DatabaseError(message)
 
 
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
+    """``PRAGMA journal_mode = WAL``, retried: two processes opening a new file at once can
+    get SQLITE_BUSY at once (SQLite skips the busy handler where waiting could deadlock)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise translate_sqlite_error(exc) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
 class Engine:
     """One sqlite3 connection and the knowledge of how to run our requests on it.
 
@@ -200,13 +215,16 @@ class Engine:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _switch_to_wal(conn, busy_timeout)
             if mode.lower() not in ("wal", "memory"):
                 raise OperationalError(f"could not switch {path!r} to WAL (journal_mode is {mode})")
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")
             if read_only:
                 conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate_sqlite_error(exc) from None
         except BaseException:
             conn.close()
             raise

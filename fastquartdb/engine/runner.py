@@ -10,6 +10,7 @@ one place that uses its ``_execute``; the version range in pyproject pins it.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -57,7 +58,13 @@ class EngineThread:
             )
 
         aio = aiosqlite.Connection(connector, 64)
-        await aio
+        try:
+            await aio
+        except BaseException:
+            # aiosqlite stops its thread without waiting for it; wait here, or the thread
+            # may outlive the event loop and fail to hand back its last result.
+            await asyncio.get_running_loop().run_in_executor(None, aio._thread.join, 5.0)
+            raise
         try:
             engine = await aio._execute(
                 lambda: Engine(

@@ -61,7 +61,7 @@ class Session(Protocol):
 class WorkItem:
     """One request on its way through the queue."""
 
-    __slots__ = ("future", "request", "session", "txn")
+    __slots__ = ("future", "received", "request", "session", "txn")
 
     def __init__(
         self,
@@ -69,11 +69,14 @@ class WorkItem:
         session: Session,
         txn: Any = None,
         future: asyncio.Future[Any] | None = None,
+        received: float = 0.0,
     ) -> None:
         self.request = request
         self.session = session
         self.txn = txn
         self.future = future
+        #: ``time.perf_counter()`` when the request arrived (the daemon's latency figures).
+        self.received = received
 
 
 def _is_top(item: WorkItem, op: str) -> bool:

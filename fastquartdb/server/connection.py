@@ -21,6 +21,7 @@ import logging
 import socket
 import struct
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
 from ..engine import WorkItem
@@ -84,6 +85,7 @@ class ClientConnection(asyncio.Protocol):
         self._flush_scheduled = False
         # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.
         self._loop = asyncio.get_running_loop()
+        self._latencies = daemon.latencies
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -156,7 +158,7 @@ class ClientConnection(asyncio.Protocol):
             self.requests += 1
             txn = message.get("txn")
             if txn is None or type(txn) is int:
-                self._queue(WorkItem(message, self, txn))
+                self._queue(WorkItem(message, self, txn, None, perf_counter()))
                 return
             self.send(
                 error_reply(request_id, "validation", f"'txn' must be an integer, got {txn!r}")
@@ -245,6 +247,7 @@ class ClientConnection(asyncio.Protocol):
         """The worker's reply for ``item``: queue it for the next write."""
         if self.closed:
             return
+        self._latencies.append(perf_counter() - item.received)
         request_id = item.request.get("id")
         if ok:
             try:

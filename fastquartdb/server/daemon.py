@@ -22,6 +22,7 @@ import os
 import socket
 import stat
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,9 @@ from .connection import ClientConnection
 from .ownership import OwnerLock
 
 __all__ = ["Daemon", "serve"]
+
+#: How many recent requests the latency percentiles of ``stats`` cover.
+LATENCY_WINDOW = 8192
 
 log = logging.getLogger("fastquartdb.server")
 
@@ -79,6 +83,8 @@ class Daemon:
         self.stats_refused = 0
         self.stats_protocol_errors = 0
         self.clients_total = 0
+        #: Seconds from arrival to reply of the most recent requests (for stats).
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._uid = os.getuid()
         self._allowed_gids = frozenset(config.allow_gids)
 
@@ -137,8 +143,23 @@ class Daemon:
             "transactions": stats.transactions,
             "txn_timeouts": stats.txn_timeouts,
             "holder": self.worker.holder is not None,
+            "latency_ms": self._latency_percentiles(),
             "refused": self.stats_refused,
             "protocol_errors": self.stats_protocol_errors,
+        }
+
+    def _latency_percentiles(self) -> dict[str, float | None]:
+        window = sorted(self.latencies)
+        if not window:
+            return {"p50": None, "p95": None, "p99": None, "max": None, "window": 0}
+        last = len(window) - 1
+        return {
+            **{
+                f"p{q}": round(window[min(last, int(q / 100 * len(window)))] * 1000, 3)
+                for q in (50, 95, 99)
+            },
+            "max": round(window[-1] * 1000, 3),
+            "window": len(window),
         }
 
     async def drain(self) -> None:
