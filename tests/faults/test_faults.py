@@ -102,6 +102,11 @@ def test_sigstop_under_load_times_out_cleanly(daemon: DaemonProcess, db_path: st
     acked = _check_exactly_once(db_path, reports)
     assert len(acked) > 300
     assert daemon.stop() == 0
+    timeouts = sum(r["failures"].get("RequestTimeoutError", 0) for r in reports)
+    print(
+        f"RELIABILITY F2: acknowledged {len(acked)}, lost 0, duplicated 0, "
+        f"RequestTimeoutError {timeouts} (timeout 0.5 s, SIGSTOP 2 s)"
+    )
 
 
 def test_daemon_gone_fallback_embedded_and_back(db_path: str, clients) -> None:
@@ -145,7 +150,11 @@ def test_daemon_gone_fallback_embedded_and_back(db_path: str, clients) -> None:
     for report in reports:
         assert report["transitions"] == ["daemon", "embedded", "daemon"], report["transitions"]
         assert set(report["failures"]) <= {"ConnectionLostError"}, report["failures"]
-    _check_exactly_once(db_path, reports)
+    acked = _check_exactly_once(db_path, reports)
+    print(
+        f"RELIABILITY F3: acknowledged {len(acked)} across daemon -> embedded -> daemon, "
+        "lost 0, duplicated 0"
+    )
 
 
 def test_many_connections_bounded_memory(daemon: DaemonProcess, db_path: str) -> None:
@@ -186,7 +195,10 @@ def test_many_connections_bounded_memory(daemon: DaemonProcess, db_path: str) ->
     stats = _stats(daemon)
     assert stats["errors"] == 0 and stats["clients"] == 1
     assert peak_kb < 64 * 1024, f"daemon peak RSS {peak_kb} kB (bound: 64 MB)"
-    print(f"daemon peak RSS {peak_kb / 1024:.1f} MB for 500 connections / 10,000 in flight")
+    print(
+        f"RELIABILITY F7: 500 connections, 10,000 requests in flight, all answered; "
+        f"daemon peak RSS {peak_kb / 1024:.1f} MB (bound asserted: 64 MB)"
+    )
     assert daemon.stop() == 0
 
 
@@ -228,6 +240,7 @@ def test_sigterm_with_a_full_queue_answers_everything(db_path: str) -> None:
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, f"{len(errors)} queued requests were not answered: {errors[:3]}"
     assert _rows(db_path) == 4000
+    print("RELIABILITY F8: SIGTERM with >= 500 queued: 4000 of 4000 answered and committed")
     assert not os.path.exists(proc.socket)
     assert integrity(db_path) == "ok"
 
@@ -276,6 +289,10 @@ def test_disk_full_is_a_clear_error_and_recovers(small_disk: Path) -> None:
         written, count, message = asyncio.run(scenario())
         assert "full" in message.lower()
         assert written > 10 and count == written + 1
+        print(
+            f"RELIABILITY F6: {written} rows fit the 3 MB disk, then OperationalError "
+            f"({message}); reads served; writes resumed after growing the disk"
+        )
         assert proc.stop() == 0
     finally:
         proc.kill()
