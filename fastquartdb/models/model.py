@@ -118,6 +118,14 @@ class BaseModel:
         }
 
     @classmethod
+    async def _request(cls, request: dict[str, Any]) -> Any:
+        """Send ``request`` through the manager, creating this model's table on first use."""
+        db = AsyncDatabaseManager._instance
+        if db is None or cls not in db._ready:
+            db = await cls._db()
+        return await db.request(request)
+
+    @classmethod
     async def _db(cls) -> AsyncDatabaseManager:
         db = AsyncDatabaseManager.get()
         if cls not in db._ready:
@@ -302,10 +310,7 @@ class BaseModel:
             if on_conflict != "ignore":
                 raise ValidationError(f"on_conflict must be 'ignore' or None, got {on_conflict!r}")
             request["on_conflict"] = on_conflict
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-        return await db.request(request)
+        return await cls._request(request)
 
     @classmethod
     async def upsert(
@@ -334,10 +339,7 @@ class BaseModel:
         values = cls._values(data, insert=True)
         request = cls._upsert_request("upsert", conflict, update)
         request["values"] = values
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-        return await db.request(request)
+        return await cls._request(request)
 
     @classmethod
     async def upsert_many(
@@ -434,11 +436,9 @@ class BaseModel:
     async def _run_chunks(cls, requests: list[dict[str, Any]]) -> int:
         if not requests:
             return 0
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
         if len(requests) == 1:
-            return int(await db.request(requests[0]))
+            return int(await cls._request(requests[0]))
+        db = await cls._db()
         async with db.transaction():
             # Sent together (pipelined, in order): one transaction, no round trip per chunk.
             counts = await asyncio.gather(*(db.request(request) for request in requests))
@@ -472,10 +472,7 @@ class BaseModel:
                              filters={"user.age": [(">", 20)]})
         """
         request, scope = cls._select(filters, columns, order_by, limit, offset, join)
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-        return cls._rows(await db.request(request), scope)
+        return cls._rows(await cls._request(request), scope)
 
     @classmethod
     async def fetch_one(
@@ -497,10 +494,7 @@ class BaseModel:
         where = cls._where(filters)
         if where is not None:
             request["where"] = where
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-        return int(await db.request(request))
+        return int(await cls._request(request))
 
     @classmethod
     async def update(
@@ -523,10 +517,7 @@ class BaseModel:
         }
         if all_rows:
             request["all_rows"] = True
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-        return int(await db.request(request))
+        return int(await cls._request(request))
 
     @classmethod
     async def delete(cls, filters: Any = None, *, all_rows: bool = False) -> int:
@@ -536,10 +527,7 @@ class BaseModel:
         request: dict[str, Any] = {"op": "delete", "table": cls.__tablename__, "where": where}
         if all_rows:
             request["all_rows"] = True
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-        return int(await db.request(request))
+        return int(await cls._request(request))
 
     # ------------------------------------------------------------ beyond CRUD
 
@@ -554,10 +542,7 @@ class BaseModel:
         """The distinct values of ``column`` among matching rows, in ascending order."""
         request, scope = cls._select(filters, [column], [column], None, None)
         request["distinct"] = True
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-        return [row[column] for row in cls._rows(await db.request(request), scope)]
+        return [row[column] for row in cls._rows(await cls._request(request), scope)]
 
     @classmethod
     async def aggregate(
@@ -614,10 +599,7 @@ class BaseModel:
             request["order_by"] = cls._order(scope, order_by, extra=specs)
         if limit is not None:
             request["limit"] = limit
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-        return cls._rows(await db.request(request), scope)
+        return cls._rows(await cls._request(request), scope)
 
     @classmethod
     def _key(cls) -> str:
@@ -656,10 +638,7 @@ class BaseModel:
                 request["where"] = [[*group, [key, ">", last]] for group in base]
             elif base != [[]]:
                 request["where"] = base
-            db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-            rows = cls._rows(await db.request(request), scope)
+            rows = cls._rows(await cls._request(request), scope)
             if not rows:
                 return
             last = cls.__columns__[key].to_db(rows[-1][key])
@@ -711,10 +690,7 @@ class BaseModel:
                 keyset = [[[column, cmp, value]], [[column, "=", value], [key, cmp, last_key]]]
             base = request.get("where") or [[]]
             request["where"] = [[*group, *extra] for group in base for extra in keyset]
-        db = AsyncDatabaseManager._instance
-        if db is None or cls not in db._ready:
-            db = await cls._db()
-        rows = cls._rows(await db.request(request), scope)
+        rows = cls._rows(await cls._request(request), scope)
         more = len(rows) > size
         rows = rows[:size]
         cursor = None
