@@ -33,6 +33,7 @@ from ..protocol.errors import (
     AccessDeniedError,
     ConnectionLostError,
     DaemonUnavailableError,
+    FQDBError,
     InterfaceError,
     RequestTimeoutError,
 )
@@ -74,6 +75,8 @@ class SocketTransport(Transport):
         self.request_timeout = request_timeout
         self.server: dict[str, Any] = {}
         self.lost: BaseException | None = None
+        #: The daemon's connection-level error reply, if it sent one (access denied, ...).
+        self.refusal: FQDBError | None = None
         self._transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(MAX_REPLY_FRAME)
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -150,6 +153,8 @@ class SocketTransport(Transport):
     # ------------------------------------------------------------ requests
 
     async def request(self, request: dict[str, Any]) -> Any:
+        if self.refusal is not None:
+            raise self.refusal
         if self.lost is not None:
             raise self._lost_error(request, self.lost, sent=False)
         request_id = self._next_id
@@ -222,8 +227,12 @@ class SocketTransport(Transport):
             if future is None:
                 if request_id is None and message.get("ok") is False:
                     # A connection-level error (refused, malformed): the daemon closes next.
-                    error = message.get("error") or {}
-                    self._fail_all(error_from_code(error.get("code"), error.get("message")))
+                    # Kept, because it may arrive before the request it answers is pending.
+                    error = message.get("error")
+                    if not isinstance(error, dict):
+                        error = {}
+                    self.refusal = error_from_code(error.get("code"), error.get("message"))
+                    self._fail_all(self.refusal)
                 continue
             if future.done():
                 continue
@@ -243,7 +252,7 @@ class SocketTransport(Transport):
     def _on_lost(self, exc: BaseException | None) -> None:
         if self.lost is None:
             self.lost = exc or ConnectionResetError("the daemon closed the connection")
-        self._fail_all(ConnectionLostError(str(self.lost)))
+        self._fail_all(self.refusal or ConnectionLostError(str(self.lost)))
 
     async def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():

@@ -33,6 +33,7 @@ from ..protocol.errors import (
     ProgrammingError,
     ReadOnlyError,
     ValidationError,
+    brief,
 )
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from .locking import ProcessLock
@@ -140,6 +141,12 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
             delay = min(delay * 2, 0.05)
 
 
+def _op(req: dict[str, Any]) -> str:
+    """The request's op if it is a string, else "" (never an unhashable value)."""
+    op = req.get("op")
+    return op if type(op) is str else ""
+
+
 class Engine:
     """One sqlite3 connection and the knowledge of how to run our requests on it.
 
@@ -205,7 +212,9 @@ class Engine:
         ``BEGIN`` itself, so no implicit deferred transaction ever starts.
         """
         if synchronous.lower() not in ("full", "normal", "extra", "off"):
-            raise ValidationError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
+            raise ValidationError(
+                f"synchronous must be 'full' or 'normal', got {brief(synchronous)}"
+            )
         conn = sqlite3.connect(
             path,
             isolation_level=None,
@@ -217,7 +226,9 @@ class Engine:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             mode = _switch_to_wal(conn, busy_timeout)
             if mode.lower() not in ("wal", "memory"):
-                raise OperationalError(f"could not switch {path!r} to WAL (journal_mode is {mode})")
+                raise OperationalError(
+                    f"could not switch {brief(path)} to WAL (journal_mode is {mode})"
+                )
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")
             if read_only:
@@ -310,7 +321,7 @@ class Engine:
                 )
             ]
             raise ValidationError(
-                f"unknown table {checked!r} (tables: {', '.join(tables) or 'none'})"
+                f"unknown table {brief(checked)} (tables: {', '.join(tables) or 'none'})"
             )
         self._tables[checked] = found
         return found
@@ -330,9 +341,10 @@ class Engine:
     def _insert(self, req: dict[str, Any]) -> Any:
         table = self.table(req.get("table"))
         values = req.get("values")
+        on_conflict = req.get("on_conflict")
         key = (
-            (table.name, tuple(values), req.get("on_conflict"))
-            if isinstance(values, dict)
+            (table.name, tuple(values), on_conflict)
+            if type(values) is dict and (on_conflict is None or type(on_conflict) is str)
             else None
         )
         sql = self._insert_sql.get(key) if key is not None else None
@@ -343,7 +355,7 @@ class Engine:
             params = list(values.values())
             for name, value in zip(values, params):
                 if type(value) is not str and value is not None:
-                    check_value(value, f"column {name!r}")
+                    check_value(value, f"column {brief(name)}")
         else:
             sql, params = build_insert(table, req)
             if key is not None:
@@ -434,7 +446,7 @@ class Engine:
         elif isinstance(params, list):
             params = [check_value(v, "a parameter") for v in params]
         elif isinstance(params, dict):
-            params = {str(k): check_value(v, f"parameter {k!r}") for k, v in params.items()}
+            params = {str(k): check_value(v, f"parameter {brief(k)}") for k, v in params.items()}
         else:
             raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
         self._raw = True
@@ -493,7 +505,7 @@ class Engine:
         op = req.get("op")
         handler = self._ops.get(op) if isinstance(op, str) else None
         if handler is None:
-            raise ValidationError(f"unknown op {op!r} (ops: {', '.join(sorted(self._ops))})")
+            raise ValidationError(f"unknown op {brief(op)} (ops: {', '.join(sorted(self._ops))})")
         # ensure_table may run: it changes nothing when the table already matches, and
         # query_only makes SQLite refuse it otherwise.
         if self.read_only and op in WRITE_OPS and op != "ensure_table":
@@ -510,22 +522,28 @@ class Engine:
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc) from None
 
-    def _run_one(self, req: dict[str, Any], savepoint: bool) -> Outcome:
-        if savepoint and req.get("op") in _SAVEPOINT_OPS:
-            self.conn.execute('SAVEPOINT "fqdb_request"')
-            try:
-                result = self.execute(req)
-            except FQDBError as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute('ROLLBACK TO "fqdb_request"')
-                    self.conn.execute('RELEASE "fqdb_request"')
-                return False, exc
-            self.conn.execute('RELEASE "fqdb_request"')
-            return True, result
+    def _execute_safely(self, req: dict[str, Any]) -> Outcome:
         try:
             return True, self.execute(req)
         except FQDBError as exc:
             return False, exc
+        except Exception as exc:
+            # Input no check foresaw (a list where a name goes, a value nested 1000 deep):
+            # this request fails, and its batch and the daemon go on.
+            return False, ValidationError(
+                f"malformed {_op(req) or 'request'}: {type(exc).__name__}: {brief(exc)}"
+            )
+
+    def _run_one(self, req: dict[str, Any], savepoint: bool) -> Outcome:
+        if savepoint and _op(req) in _SAVEPOINT_OPS:
+            self.conn.execute('SAVEPOINT "fqdb_request"')
+            outcome = self._execute_safely(req)
+            if self.conn.in_transaction:
+                if not outcome[0]:
+                    self.conn.execute('ROLLBACK TO "fqdb_request"')
+                self.conn.execute('RELEASE "fqdb_request"')
+            return outcome
+        return self._execute_safely(req)
 
     def run_batch(self, requests: list[dict[str, Any]]) -> list[Outcome]:
         """Run ``requests`` as one group commit (see :meth:`_run_batch`), under the file lock if any."""
@@ -554,9 +572,9 @@ class Engine:
         except sqlite3.Error as exc:
             error = translate_sqlite_error(exc)
             return [(False, error)] * len(requests)
-        if all(req.get("op") in READ_OPS for req in requests):
+        if all(_op(req) in READ_OPS for req in requests):
             return [self._run_one(req, False) for req in requests]
-        if all(req.get("op") in TRANSACTION_OPS for req in requests):
+        if all(_op(req) in TRANSACTION_OPS for req in requests):
             return [(False, _NO_TXN_ERROR)] * len(requests)
         try:
             conn.execute(self._begin_sql)
@@ -565,7 +583,7 @@ class Engine:
             return [(False, error)] * len(requests)
         outcomes: list[Outcome] = []
         for req in requests:
-            if req.get("op") in TRANSACTION_OPS:
+            if _op(req) in TRANSACTION_OPS:
                 # Outside an interactive transaction these would end the shared batch.
                 outcomes.append((False, _NO_TXN_ERROR))
                 continue

@@ -63,7 +63,7 @@ class EngineThread:
         except BaseException:
             # aiosqlite stops its thread without waiting for it; wait here, or the thread
             # may outlive the event loop and fail to hand back its last result.
-            await asyncio.get_running_loop().run_in_executor(None, aio._thread.join, 5.0)
+            await asyncio.to_thread(aio._thread.join, 5.0)
             raise
         try:
             engine = await aio._execute(

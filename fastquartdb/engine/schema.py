@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol.errors import SchemaError, ValidationError
+from ..protocol.errors import SchemaError, ValidationError, brief
 from .sqltypes import SqlType, affinity_of, parse_type
 
 __all__ = [
@@ -49,14 +49,15 @@ def check_identifier(name: object, what: str = "name") -> str:
         )
     if name.lower().startswith("sqlite_"):
         raise ValidationError(
-            f"invalid {what} {name!r}: names starting with 'sqlite_' are reserved"
+            f"invalid {what} {brief(name)}: names starting with 'sqlite_' are reserved"
         )
     return name
 
 
 def quote(name: str) -> str:
-    """Quote an identifier already checked by :func:`check_identifier`."""
-    return f'"{name}"'
+    """Quote an identifier: checked names never hold a ``"``, but names read from a live
+    table (made by another tool) may, so embedded quotes are doubled as SQL requires."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class TableInfo:
             return name
         check_identifier(name, "column name")
         raise ValidationError(
-            f"unknown column {name!r} in table {self.name!r} (columns: {', '.join(self.columns)})"
+            f"unknown column {brief(name)} in table {brief(self.name)} (columns: {', '.join(self.columns)})"
         )
 
 
@@ -157,7 +158,9 @@ def _flag(spec: Mapping[str, Any], key: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise ValidationError(f"column field {key!r} must be true or false, got {value!r}")
+        raise ValidationError(
+            f"column field {brief(key)} must be true or false, got {brief(value)}"
+        )
     return value
 
 
@@ -169,15 +172,15 @@ def parse_column_specs(raw: object) -> list[ColumnSpec]:
     seen: set[str] = set()
     for item in raw:
         if not isinstance(item, dict):
-            raise ValidationError(f"each column must be a map, got {item!r}")
+            raise ValidationError(f"each column must be a map, got {brief(item)}")
         name = check_identifier(item.get("name"), "column name")
         if name.lower() in seen:
-            raise ValidationError(f"column {name!r} is declared twice")
+            raise ValidationError(f"column {brief(name)} is declared twice")
         seen.add(name.lower())
         default = item.get("default")
         if default is not None and not isinstance(default, (bool, int, float, str, bytes)):
             raise ValidationError(
-                f"default of column {name!r} must be a plain value, got {default!r}"
+                f"default of column {brief(name)} must be a plain value, got {brief(default)}"
             )
         references = item.get("references")
         if references is not None:
@@ -217,7 +220,7 @@ _ON_DELETE = {
 def parse_reference(value: object) -> tuple[str, str]:
     """``"user.id"`` -> ``("user", "id")``, both checked identifiers."""
     if not isinstance(value, str) or value.count(".") != 1:
-        raise ValidationError(f"references must look like 'table.column', got {value!r}")
+        raise ValidationError(f"references must look like 'table.column', got {brief(value)}")
     table, column = value.split(".")
     return check_identifier(table, "referenced table"), check_identifier(
         column, "referenced column"
@@ -228,7 +231,9 @@ def parse_on_delete(value: object) -> str:
     """The SQL of an ``on_delete`` action: cascade, set null, restrict, no action, set default."""
     action = _ON_DELETE.get(" ".join(value.lower().split())) if isinstance(value, str) else None
     if action is None:
-        raise ValidationError(f"on_delete must be one of {', '.join(_ON_DELETE)}, got {value!r}")
+        raise ValidationError(
+            f"on_delete must be one of {', '.join(_ON_DELETE)}, got {brief(value)}"
+        )
     return action
 
 
@@ -256,7 +261,7 @@ def check_expression(expr: object, column: str) -> str:
         ValidationError: anything else (another column, a subquery, a ``;``...).
     """
     if not isinstance(expr, str) or not expr.strip():
-        raise ValidationError(f"check of column {column!r} must be an expression string")
+        raise ValidationError(f"check of column {brief(column)} must be an expression string")
     out: list[str] = []
     pos = 0
     depth = 0
@@ -266,7 +271,7 @@ def check_expression(expr: object, column: str) -> str:
         match = _CHECK_TOKEN.match(expr, pos)
         if match is None:
             raise ValidationError(
-                f"check of column {column!r}: cannot read {expr[pos : pos + 20]!r}; use the column, "
+                f"check of column {brief(column)}: cannot read {expr[pos : pos + 20]!r}; use the column, "
                 "numbers, 'strings', comparison and arithmetic operators, AND/OR/NOT, IN, "
                 f"BETWEEN, LIKE, IS NULL and {', '.join(sorted(_CHECK_FUNCTIONS))}()"
             )
@@ -282,20 +287,20 @@ def check_expression(expr: object, column: str) -> str:
                 out.append(word.lower())
             else:
                 raise ValidationError(
-                    f"check of column {column!r} may only use that column; {word!r} is not allowed"
+                    f"check of column {brief(column)} may only use that column; {brief(word)} is not allowed"
                 )
         elif op is not None:
             depth += op == "("
             depth -= op == ")"
             if depth < 0:
-                raise ValidationError(f"check of column {column!r} has unbalanced parentheses")
+                raise ValidationError(f"check of column {brief(column)} has unbalanced parentheses")
             out.append(op)
         else:
             out.append(match.group("number") or match.group("string"))
     if depth != 0:
-        raise ValidationError(f"check of column {column!r} has unbalanced parentheses")
+        raise ValidationError(f"check of column {brief(column)} has unbalanced parentheses")
     if quote(column) not in out:
-        raise ValidationError(f"check of column {column!r} must mention the column")
+        raise ValidationError(f"check of column {brief(column)} must mention the column")
     checked = " ".join(out)
     # The tokens are safe; let SQLite itself say whether they make an expression.
     probe = sqlite3.connect(":memory:")
@@ -303,7 +308,7 @@ def check_expression(expr: object, column: str) -> str:
         probe.execute(f"CREATE TABLE probe ({quote(column)} CHECK ({checked}))")
     except sqlite3.Error as exc:
         raise ValidationError(
-            f"check of column {column!r} is not a valid expression: {exc}"
+            f"check of column {brief(column)} is not a valid expression: {exc}"
         ) from None
     finally:
         probe.close()
@@ -315,7 +320,7 @@ def parse_column_sets(raw: object, what: str, columns: set[str]) -> list[tuple[s
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ValidationError(f"'{what}' must be a list of column lists, got {raw!r}")
+        raise ValidationError(f"'{what}' must be a list of column lists, got {brief(raw)}")
     sets = []
     for item in raw:
         if not isinstance(item, list) or not item:
@@ -324,7 +329,7 @@ def parse_column_sets(raw: object, what: str, columns: set[str]) -> list[tuple[s
             if name not in columns:
                 check_identifier(name, "column name")
                 raise ValidationError(
-                    f"'{what}' names {name!r}, which is not a column of the model"
+                    f"'{what}' names {brief(name)}, which is not a column of the model"
                 )
         sets.append(tuple(item))
     return sets
@@ -428,25 +433,25 @@ def ensure_table(
             declared = live.declared[existing]
             if affinity_of(declared) != spec.type.affinity or _kind_of(declared) != spec.type.kind:
                 raise SchemaError(
-                    f"column {spec.name!r} of table {table!r} is {declared or 'untyped'} in the "
+                    f"column {brief(spec.name)} of table {brief(table)} is {declared or 'untyped'} in the "
                     f"file but {spec.type.declared} in the model: SQLite cannot change a column's "
                     "type in place; migrate it yourself (new column, copy, drop) or keep the old type"
                 )
             if (existing in live.pk) != spec.primary_key:
                 raise SchemaError(
-                    f"primary key of table {table!r} is ({', '.join(live.pk) or 'rowid'}) in the file "
-                    f"but column {spec.name!r} is {'' if spec.primary_key else 'not '}a primary key in "
+                    f"primary key of table {brief(table)} is ({', '.join(live.pk) or 'rowid'}) in the file "
+                    f"but column {brief(spec.name)} is {'' if spec.primary_key else 'not '}a primary key in "
                     "the model: SQLite cannot change a primary key in place"
                 )
         else:
             if spec.primary_key:
                 raise SchemaError(
-                    f"cannot add primary key column {spec.name!r} to existing table {table!r}: "
+                    f"cannot add primary key column {brief(spec.name)} to existing table {brief(table)}: "
                     "SQLite cannot change a primary key in place"
                 )
             if not spec.nullable and spec.default is None:
                 raise SchemaError(
-                    f"cannot add NOT NULL column {spec.name!r} to existing table {table!r} without "
+                    f"cannot add NOT NULL column {brief(spec.name)} to existing table {brief(table)} without "
                     "a default: give it default=... or make it nullable"
                 )
             plain = dataclasses.replace(spec, unique=False, index=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..protocol.errors import ValidationError
+from ..protocol.errors import ValidationError, brief
 
 __all__ = ["KINDS", "SqlType", "affinity_of", "parse_type"]
 
@@ -82,13 +82,13 @@ def parse_type(text: object) -> SqlType:
         SqlType(declared='VARCHAR(80)', affinity='TEXT', kind='plain')
     """
     if not isinstance(text, str):
-        raise ValidationError(f"column type must be a string such as 'INTEGER', got {text!r}")
+        raise ValidationError(f"column type must be a string such as 'INTEGER', got {brief(text)}")
     match = _TYPE_RE.match(text)
     base = " ".join(match.group(1).upper().split()) if match else ""
     if not match or base not in _BASES:
         known = ", ".join(sorted(_BASES))
         raise ValidationError(
-            f"unknown column type {text!r} (known: {known}; sizes like VARCHAR(80))"
+            f"unknown column type {brief(text)} (known: {known}; sizes like VARCHAR(80))"
         )
     kind = _BASES[base]
     if kind == "json":

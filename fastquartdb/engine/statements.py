@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..protocol.errors import ValidationError
+from ..protocol.errors import ValidationError, brief
 from .schema import TableInfo, check_identifier, quote
 
 __all__ = [
@@ -74,7 +74,7 @@ def check_value(value: Any, where: str) -> Any:
             return value
         raise ValidationError(f"integer {value} for {where} does not fit SQLite's 64-bit INTEGER")
     raise ValidationError(
-        f"value {value!r} for {where} has type {type(value).__name__}; "
+        f"value {brief(value)} for {where} has type {type(value).__name__}; "
         "use int, float, str, bytes, bool or None"
     )
 
@@ -84,7 +84,7 @@ def _normalize_operator(op: object) -> str:
         sql = OPERATORS.get(" ".join(op.upper().split()))
         if sql is not None:
             return sql
-    raise ValidationError(f"unknown operator {op!r} (allowed: {_OPERATOR_LIST})")
+    raise ValidationError(f"unknown operator {brief(op)} (allowed: {_OPERATOR_LIST})")
 
 
 class Scope(Protocol):
@@ -96,15 +96,15 @@ class Scope(Protocol):
 
 def _condition(table: Scope, cond: object, params: list[Any]) -> str:
     if not isinstance(cond, (list, tuple)) or len(cond) != 3:
-        raise ValidationError(f"a condition must be [column, operator, value], got {cond!r}")
+        raise ValidationError(f"a condition must be [column, operator, value], got {brief(cond)}")
     column = table.resolve(cond[0])
     op = _normalize_operator(cond[1])
     value = cond[2]
-    where = f"column {cond[0]!r} {op}"
+    where = f"column {brief(cond[0])} {op}"
     if op in ("IN", "NOT IN"):
         if not isinstance(value, (list, tuple)):
             raise ValidationError(
-                f"{op} needs a list of values for column {cond[0]!r}, got {value!r}"
+                f"{op} needs a list of values for column {brief(cond[0])}, got {brief(value)}"
             )
         if not value:
             # Nothing is IN an empty set; everything is NOT IN it (NULLs included).
@@ -114,11 +114,11 @@ def _condition(table: Scope, cond: object, params: list[Any]) -> str:
     if op == "BETWEEN":
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ValidationError(
-                f"BETWEEN needs [low, high] for column {cond[0]!r}, got {value!r}"
+                f"BETWEEN needs [low, high] for column {brief(cond[0])}, got {brief(value)}"
             )
         if value[0] is None or value[1] is None:
             raise ValidationError(
-                f"BETWEEN cannot use None as a bound for column {cond[0]!r}: nothing compares to NULL"
+                f"BETWEEN cannot use None as a bound for column {brief(cond[0])}: nothing compares to NULL"
             )
         params.append(check_value(value[0], where))
         params.append(check_value(value[1], where))
@@ -129,7 +129,7 @@ def _condition(table: Scope, cond: object, params: list[Any]) -> str:
             return f"{column} IS NULL"
         if op in ("!=", "IS NOT"):
             return f"{column} IS NOT NULL"
-        raise ValidationError(f"operator {op} cannot compare column {cond[0]!r} with None")
+        raise ValidationError(f"operator {op} cannot compare column {brief(cond[0])} with None")
     params.append(check_value(value, where))
     return f"{column} {op} ?"
 
@@ -139,13 +139,15 @@ def build_where(table: Scope, where: object, params: list[Any], keyword: str = "
     if where is None:
         return ""
     if not isinstance(where, list):
-        raise ValidationError(f"'where' must be a list of condition groups, got {where!r}")
+        raise ValidationError(f"'where' must be a list of condition groups, got {brief(where)}")
     groups: list[str] = []
     local: list[Any] = []
     match_all = False
     for group in where:
         if not isinstance(group, list):
-            raise ValidationError(f"each 'where' group must be a list of conditions, got {group!r}")
+            raise ValidationError(
+                f"each 'where' group must be a list of conditions, got {brief(group)}"
+            )
         if not group:
             # An empty group is true for every row, so the whole OR is: no filter at all
             # (and update/delete then need all_rows, as with no filters).
@@ -164,7 +166,7 @@ def _columns(table: TableInfo | JoinScope, columns: object) -> str:
         return table.quoted_columns
     if not isinstance(columns, list) or not columns:
         raise ValidationError(
-            f"'columns' must be a non-empty list of column names, got {columns!r}"
+            f"'columns' must be a non-empty list of column names, got {brief(columns)}"
         )
     return ", ".join(table.select_item(c) for c in columns)
 
@@ -187,13 +189,13 @@ class JoinScope:
         clauses = []
         for spec in joins:
             if not isinstance(spec, dict):
-                raise ValidationError(f"each join must be a map {{table, kind}}, got {spec!r}")
+                raise ValidationError(f"each join must be a map {{table, kind}}, got {brief(spec)}")
             kind = spec.get("kind", "inner")
             if kind not in ("inner", "left"):
-                raise ValidationError(f"join kind must be 'inner' or 'left', got {kind!r}")
+                raise ValidationError(f"join kind must be 'inner' or 'left', got {brief(kind)}")
             info = lookup(spec.get("table"))
             if info.name in self.tables:
-                raise ValidationError(f"table {info.name!r} is joined twice")
+                raise ValidationError(f"table {brief(info.name)} is joined twice")
             on = self._on(info)
             self.tables[info.name] = info
             clauses.append(f" {'LEFT ' if kind == 'left' else ''}JOIN {quote(info.name)} ON {on}")
@@ -220,7 +222,7 @@ class JoinScope:
             joined = ", ".join(self.tables)
             problem = "no foreign key" if not links else "more than one foreign key"
             raise ValidationError(
-                f"cannot join table {new.name!r}: {problem} links it to {joined}; declare "
+                f"cannot join table {brief(new.name)}: {problem} links it to {joined}; declare "
                 "one with Column(references='table.column'), or use raw SQL for this query"
             )
         return links[0]
@@ -231,7 +233,7 @@ class JoinScope:
             info = self.tables.get(table_name)
             if info is None:
                 raise ValidationError(
-                    f"unknown table {table_name!r} in {name!r} (tables in this query: "
+                    f"unknown table {brief(table_name)} in {brief(name)} (tables in this query: "
                     f"{', '.join(self.tables)})"
                 )
             return info, info.check_column(column)
@@ -255,13 +257,13 @@ def _order_by(table: Scope, order_by: object) -> str:
         order_by = [order_by]
     if not isinstance(order_by, list) or not order_by:
         raise ValidationError(
-            f"'order_by' must be a list such as ['-age', 'username'], got {order_by!r}"
+            f"'order_by' must be a list such as ['-age', 'username'], got {brief(order_by)}"
         )
     parts = []
     for item in order_by:
         if not isinstance(item, str) or not item:
             raise ValidationError(
-                f"order_by entries are column names, optionally '-' prefixed; got {item!r}"
+                f"order_by entries are column names, optionally '-' prefixed; got {brief(item)}"
             )
         desc = item.startswith("-")
         name = item[1:] if item[0] in "+-" else item
@@ -273,7 +275,7 @@ def _count_arg(value: object, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT_MAX:
-        raise ValidationError(f"'{name}' must be a non-negative integer, got {value!r}")
+        raise ValidationError(f"'{name}' must be a non-negative integer, got {brief(value)}")
     return value
 
 
@@ -298,7 +300,7 @@ def build_select(
     scope: TableInfo | JoinScope = table if joins is None else JoinScope(table, joins, lookup)
     distinct = req.get("distinct", False)
     if not isinstance(distinct, bool):
-        raise ValidationError(f"'distinct' must be true or false, got {distinct!r}")
+        raise ValidationError(f"'distinct' must be true or false, got {brief(distinct)}")
     source = quote(table.name) if isinstance(scope, TableInfo) else scope.from_sql
     sql = f"SELECT {'DISTINCT ' if distinct else ''}{_columns(scope, req.get('columns'))} FROM {source}"
     sql += build_where(scope, req.get("where"), params)
@@ -316,9 +318,9 @@ def build_count(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[Any]]:
 
 def _values(table: TableInfo, values: object, op: str) -> tuple[list[str], list[Any]]:
     if not isinstance(values, dict):
-        raise ValidationError(f"{op} needs 'values': a map of column to value, got {values!r}")
+        raise ValidationError(f"{op} needs 'values': a map of column to value, got {brief(values)}")
     names = [table.check_column(name) for name in values]
-    params = [check_value(values[name], f"column {name!r}") for name in names]
+    params = [check_value(values[name], f"column {brief(name)}") for name in names]
     return names, params
 
 
@@ -327,7 +329,7 @@ def build_insert(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[Any]]
     names, params = _values(table, req.get("values"), "insert")
     on_conflict = req.get("on_conflict")
     if on_conflict not in (None, "ignore"):
-        raise ValidationError(f"on_conflict must be 'ignore' or absent, got {on_conflict!r}")
+        raise ValidationError(f"on_conflict must be 'ignore' or absent, got {brief(on_conflict)}")
     verb = "INSERT OR IGNORE" if on_conflict == "ignore" else "INSERT"
     if not names:
         return f"{verb} INTO {quote(table.name)} DEFAULT VALUES", params
@@ -352,7 +354,7 @@ def build_insert_many(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[
     for index, row in enumerate(rows):
         if type(row) is not list or len(row) != width:
             raise ValidationError(
-                f"row {index} of insert_many must be a list of {width} values, got {row!r}"
+                f"row {index} of insert_many must be a list of {width} values, got {brief(row)}"
             )
         # The common types are checked inline; anything else (or an int out of range,
         # a NaN) goes to check_value, which says what is wrong. Hot: one pass per value.
@@ -377,7 +379,7 @@ def _guard_all_rows(req: dict[str, Any], where: str, op: str) -> None:
     if all_rows is None:
         all_rows = False
     if not isinstance(all_rows, bool):
-        raise ValidationError(f"'all_rows' must be true or false, got {all_rows!r}")
+        raise ValidationError(f"'all_rows' must be true or false, got {brief(all_rows)}")
     if not where and not all_rows:
         raise ValidationError(
             f"{op} without filters would touch every row; pass filters, or all_rows=True to mean it"
@@ -407,7 +409,9 @@ def _name_list(value: object, what: str) -> list[Any]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise ValidationError(f"'{what}' must be a non-empty list of column names, got {value!r}")
+        raise ValidationError(
+            f"'{what}' must be a non-empty list of column names, got {brief(value)}"
+        )
     return value
 
 
@@ -416,7 +420,7 @@ def _conflict_target(table: TableInfo, conflict: object) -> list[str]:
     if frozenset(names) not in table.unique_sets:
         raise ValidationError(
             f"conflict target ({', '.join(names)}) is not the primary key or a unique index of "
-            f"table {table.name!r}: declare Column(unique=True) on it, or "
+            f"table {brief(table.name)}: declare Column(unique=True) on it, or "
             f"__unique_together__ = [{tuple(names)!r}] for several columns"
         )
     return names
@@ -505,19 +509,23 @@ def build_aggregate(
     for alias, spec in aggregates.items():
         check_identifier(alias, "aggregate name")
         if alias in aliases or alias in group_by:
-            raise ValidationError(f"aggregate name {alias!r} is used twice")
+            raise ValidationError(f"aggregate name {brief(alias)} is used twice")
         aliases.add(alias)
         if not isinstance(spec, (list, tuple)) or len(spec) != 2:
-            raise ValidationError(f"aggregate {alias!r} must be (function, column), got {spec!r}")
+            raise ValidationError(
+                f"aggregate {brief(alias)} must be (function, column), got {brief(spec)}"
+            )
         func = AGGREGATES.get(spec[0].lower()) if isinstance(spec[0], str) else None
         if func is None:
             raise ValidationError(
-                f"unknown aggregate function {spec[0]!r} for {alias!r} "
+                f"unknown aggregate function {brief(spec[0])} for {brief(alias)} "
                 f"(allowed: {', '.join(AGGREGATES)})"
             )
         if spec[1] == "*":
             if func != "count":
-                raise ValidationError(f"only count takes '*', not {func} (aggregate {alias!r})")
+                raise ValidationError(
+                    f"only count takes '*', not {func} (aggregate {brief(alias)})"
+                )
             argument = "*"
         else:
             argument = scope.resolve(spec[1])

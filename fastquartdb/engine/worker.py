@@ -79,6 +79,11 @@ class WorkItem:
         self.received = received
 
 
+def _op(request: dict[str, Any]) -> str:
+    op = request.get("op")
+    return op if type(op) is str else ""
+
+
 def _is_top(item: WorkItem, op: str) -> bool:
     request = item.request
     return request.get("op") == op and request.get("savepoint") is None
@@ -185,7 +190,7 @@ class BatchWorker:
             and not self._items
             and not self._parked
             and item.txn is None
-            and item.request.get("op") in READ_OPS
+            and _op(item.request) in READ_OPS
         ):
             self._run_inline(item)
             return True

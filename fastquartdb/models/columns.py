@@ -15,7 +15,7 @@ from typing import Any
 
 from ..engine import check_value, parse_type
 from ..engine.schema import parse_on_delete, parse_reference
-from ..protocol.errors import ValidationError
+from ..protocol.errors import ValidationError, brief
 
 __all__ = ["Column"]
 
@@ -144,12 +144,12 @@ class Column:
         }
 
     def _where(self) -> str:
-        return f"column {self.name!r} of table {self.table!r}"
+        return f"column {brief(self.name)} of table {brief(self.table)}"
 
     def _bad(self, value: Any, wanted: str) -> ValidationError:
         return ValidationError(
             f"{self._where()} is {self.sql_type.declared} and takes {wanted}, "
-            f"got {type(value).__name__} {value!r}"
+            f"got {type(value).__name__} {brief(value)}"
         )
 
     # to_db per kind: the value as stored; None stays None.
@@ -239,7 +239,7 @@ class Column:
             return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValidationError(
-                f"{self._where()} is JSON and cannot store {value!r}: {exc}"
+                f"{self._where()} is JSON and cannot store {brief(value)}: {exc}"
             ) from None
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..engine import OPERATORS
-from ..protocol.errors import ValidationError
+from ..protocol.errors import ValidationError, brief
 
 if TYPE_CHECKING:
     from .columns import Column
@@ -35,7 +35,7 @@ def _operator(op: Any, column: str) -> str:
         if sql is not None:
             return sql
     raise ValidationError(
-        f"unknown operator {op!r} for column {column!r} (allowed: {' '.join(OPERATORS)})"
+        f"unknown operator {brief(op)} for column {brief(column)} (allowed: {' '.join(OPERATORS)})"
     )
 
 
@@ -47,13 +47,13 @@ def _convert(column: Column, op: str, value: Any) -> Any:
     if op in _LIST_OPS:
         if not isinstance(value, (list, tuple, set, frozenset)):
             raise ValidationError(
-                f"{op} needs a list of values for column {column.name!r}, got {value!r}"
+                f"{op} needs a list of values for column {brief(column.name)}, got {brief(value)}"
             )
         return [column.to_db(v) for v in value]
     if op == "BETWEEN":
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ValidationError(
-                f"BETWEEN needs (low, high) for column {column.name!r}, got {value!r}"
+                f"BETWEEN needs (low, high) for column {brief(column.name)}, got {brief(value)}"
             )
         return [column.to_db(value[0]), column.to_db(value[1])]
     return column.to_db(value)
@@ -66,13 +66,13 @@ def _group(
     for name in filters:  # every column first, then values: an unknown name is the clearer error
         if not isinstance(name, str) or name not in columns:
             raise ValidationError(
-                f"unknown column {name!r} in table {table!r} (columns: {', '.join(columns)})"
+                f"unknown column {brief(name)} in table {brief(table)} (columns: {', '.join(columns)})"
             )
     for name, spec in filters.items():
         column = columns.get(name) if isinstance(name, str) else None
         if column is None:
             raise ValidationError(
-                f"unknown column {name!r} in table {table!r} (columns: {', '.join(columns)})"
+                f"unknown column {brief(name)} in table {brief(table)} (columns: {', '.join(columns)})"
             )
         if spec is None:
             group.append([name, "IS", None])
@@ -85,8 +85,8 @@ def _group(
                 group.append([name, op, _convert(column, op, value)])
         elif isinstance(spec, (list, tuple, set, dict)):
             raise ValidationError(
-                f"filter for column {name!r} must be a value, None, or a list of "
-                f"(operator, value) pairs such as [('>', 20)]; got {spec!r}"
+                f"filter for column {brief(name)} must be a value, None, or a list of "
+                f"(operator, value) pairs such as [('>', 20)]; got {brief(spec)}"
             )
         else:
             group.append([name, "=", column.to_db(spec)])
@@ -111,7 +111,7 @@ def normalize_filters(
         for item in filters:
             if not isinstance(item, Mapping):
                 raise ValidationError(
-                    f"a list of filters must hold maps (ORed groups), got {item!r}"
+                    f"a list of filters must hold maps (ORed groups), got {brief(item)}"
                 )
             group = _group(columns, table, item)
             if not group:
@@ -119,5 +119,5 @@ def normalize_filters(
             groups.append(group)
         return groups or None
     raise ValidationError(
-        f"filters must be a map like {{'age': [('>', 20)]}} or a list of such maps, got {filters!r}"
+        f"filters must be a map like {{'age': [('>', 20)]}} or a list of such maps, got {brief(filters)}"
     )

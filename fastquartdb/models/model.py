@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from ..client import AsyncDatabaseManager
 from ..engine import check_identifier
 from ..engine.schema import check_expression
-from ..protocol.errors import ValidationError
+from ..protocol.errors import ValidationError, brief
 from .columns import Column
 from .filters import normalize_filters
 
@@ -137,7 +137,7 @@ class BaseModel:
         column = cls.__columns__.get(name) if isinstance(name, str) else None
         if column is None:
             raise ValidationError(
-                f"unknown column {name!r} in table {cls.__tablename__!r} "
+                f"unknown column {brief(name)} in table {brief(cls.__tablename__)} "
                 f"(columns: {', '.join(cls.__columns__)})"
             )
         return column
@@ -207,10 +207,10 @@ class BaseModel:
             model, kind = entry if isinstance(entry, tuple) else (entry, "inner")
             if not (isinstance(model, type) and issubclass(model, BaseModel) and model.__columns__):
                 raise ValidationError(
-                    f"join takes model classes, or (Model, 'left') pairs; got {entry!r}"
+                    f"join takes model classes, or (Model, 'left') pairs; got {brief(entry)}"
                 )
             if kind not in ("inner", "left"):
-                raise ValidationError(f"join kind must be 'inner' or 'left', got {kind!r}")
+                raise ValidationError(f"join kind must be 'inner' or 'left', got {brief(kind)}")
             scope.update({f"{model.__tablename__}.{n}": c for n, c in model.__columns__.items()})
             specs.append({"table": model.__tablename__, "kind": kind})
         return scope, specs
@@ -223,7 +223,7 @@ class BaseModel:
         for name in names:
             if not isinstance(name, str) or name not in scope:
                 raise ValidationError(
-                    f"unknown column {name!r} in table {cls.__tablename__!r} "
+                    f"unknown column {brief(name)} in table {brief(cls.__tablename__)} "
                     f"(columns: {', '.join(scope)})"
                 )
             out.append(name)
@@ -237,12 +237,12 @@ class BaseModel:
             order_by = [order_by]
         if not isinstance(order_by, (list, tuple)):
             raise ValidationError(
-                f"order_by takes a column name or a list like ['-age', 'username'], got {order_by!r}"
+                f"order_by takes a column name or a list like ['-age', 'username'], got {brief(order_by)}"
             )
         order = list(order_by)
         for item in order:
             if not isinstance(item, str) or not item:
-                raise ValidationError(f"order_by takes column names like '-age', got {item!r}")
+                raise ValidationError(f"order_by takes column names like '-age', got {brief(item)}")
             name = item[1:] if item[0] in "+-" else item
             if name not in scope and name not in extra:
                 cls._names(scope, [name])
@@ -276,14 +276,16 @@ class BaseModel:
                     or not isinstance(value, int)
                     or not 0 <= value <= _INT_MAX
                 ):
-                    raise ValidationError(f"{key} must be a non-negative integer, got {value!r}")
+                    raise ValidationError(
+                        f"{key} must be a non-negative integer, got {brief(value)}"
+                    )
                 request[key] = value
         return request, scope
 
     @classmethod
     def _guard(cls, where: Any, all_rows: bool, op: str) -> None:
         if not isinstance(all_rows, bool):
-            raise ValidationError(f"all_rows must be True or False, got {all_rows!r}")
+            raise ValidationError(f"all_rows must be True or False, got {brief(all_rows)}")
         if where is None and not all_rows:
             raise ValidationError(
                 f"{op} without filters would touch every row; pass filters, or all_rows=True to mean it"
@@ -308,7 +310,9 @@ class BaseModel:
         request: dict[str, Any] = {"op": "insert", "table": cls.__tablename__, "values": values}
         if on_conflict is not None:
             if on_conflict != "ignore":
-                raise ValidationError(f"on_conflict must be 'ignore' or None, got {on_conflict!r}")
+                raise ValidationError(
+                    f"on_conflict must be 'ignore' or None, got {brief(on_conflict)}"
+                )
             request["on_conflict"] = on_conflict
         return await cls._request(request)
 
@@ -383,7 +387,7 @@ class BaseModel:
         cls, rows: Iterable[Mapping[str, Any]], chunk_size: int, base: dict[str, Any]
     ) -> list[dict[str, Any]]:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValidationError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+            raise ValidationError(f"chunk_size must be a positive integer, got {brief(chunk_size)}")
         requests: list[dict[str, Any]] = []
         for names, group_rows in cls._row_groups(rows):
             for start in range(0, len(group_rows), chunk_size):
@@ -577,7 +581,7 @@ class BaseModel:
         for alias, spec in aggregates.items():
             if not isinstance(spec, (tuple, list)) or len(spec) != 2:
                 raise ValidationError(
-                    f"aggregate {alias!r} must be (function, column), got {spec!r}"
+                    f"aggregate {brief(alias)} must be (function, column), got {brief(spec)}"
                 )
             if spec[1] != "*":
                 cls._names(scope, [spec[1]])
@@ -627,7 +631,7 @@ class BaseModel:
         """
         key = cls._key()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ValidationError(f"batch_size must be a positive integer, got {brief(batch_size)}")
         wanted = None if columns is None else cls._names(cls.__columns__, columns)
         fetched = None if wanted is None else ([*wanted, key] if key not in wanted else wanted)
         base = cls._where(filters) or [[]]
@@ -676,7 +680,7 @@ class BaseModel:
         column = order.lstrip("+-")
         cls._column(column)
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValidationError(f"size must be a positive integer, got {size!r}")
+            raise ValidationError(f"size must be a positive integer, got {brief(size)}")
         sort = [order] if column == key else [order, ("-" if desc else "") + key]
         wanted = None if columns is None else cls._names(cls.__columns__, columns)
         fetched = None if wanted is None else list(dict.fromkeys([*wanted, column, key]))
@@ -810,7 +814,7 @@ def _decode_cursor(cursor: Any) -> tuple[Any, Any]:
         value, key = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
     except (ValueError, TypeError, AttributeError, UnicodeError):
         raise ValidationError(
-            f"invalid page cursor {cursor!r}: pass the 'next' of a page"
+            f"invalid page cursor {brief(cursor)}: pass the 'next' of a page"
         ) from None
     if isinstance(value, dict) and "$b" in value:
         value = base64.b64decode(value["$b"])

@@ -30,6 +30,8 @@ embedded mode raise the same classes. An unknown code becomes ``DatabaseError``.
 
 from __future__ import annotations
 
+import reprlib
+
 __all__ = [
     "ERROR_CLASSES",
     "AccessDeniedError",
@@ -49,6 +51,7 @@ __all__ = [
     "SchemaError",
     "TransactionTimeoutError",
     "ValidationError",
+    "brief",
     "error_code",
     "error_from_code",
 ]
@@ -191,6 +194,25 @@ _CLASSES: tuple[type[FQDBError], ...] = (
 #: The one table between wire codes and exception classes.
 ERROR_CLASSES: dict[str, type[FQDBError]] = {cls.code: cls for cls in _CLASSES}
 assert len(ERROR_CLASSES) == len(_CLASSES), "error codes must be unique"
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel = 3
+_BRIEF.maxstring = 80
+_BRIEF.maxother = 80
+_BRIEF.maxlist = _BRIEF.maxdict = _BRIEF.maxtuple = 6
+
+
+def brief(value: object) -> str:
+    """A short repr for error messages: bounded length and depth, never raises.
+
+    Whatever a client sends ends up in messages; a value nested 1000 levels
+    deep must not make the message itself fail.
+    """
+    try:
+        return _BRIEF.repr(value)
+    except Exception:  # a broken __repr__, or recursion
+        return f"<{type(value).__name__}>"
 
 
 def error_code(exc: BaseException) -> str:

@@ -35,7 +35,13 @@ from ..protocol import (
     error_reply,
     ok_reply,
 )
-from ..protocol.errors import AccessDeniedError, OperationalError, ProtocolError, ValidationError
+from ..protocol.errors import (
+    AccessDeniedError,
+    OperationalError,
+    ProtocolError,
+    ValidationError,
+    brief,
+)
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -113,7 +119,15 @@ class ClientConnection(asyncio.Protocol):
             self._fail(exc)
             return
         for message in messages:
-            self._handle(message)
+            try:
+                self._handle(message)
+            except Exception as exc:  # input no check foresaw: answer it, serve on
+                log.warning("malformed request from %s: %s", self.peer, brief(exc))
+                self.send(
+                    error_reply(
+                        None, "validation", f"malformed request: {type(exc).__name__}: {brief(exc)}"
+                    )
+                )
             if self.closed:
                 return
         if self._out:
@@ -150,10 +164,23 @@ class ClientConnection(asyncio.Protocol):
     def _handle(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
         if type(request_id) is not int and request_id is not None:  # bool is not an id either
-            self._fail(ProtocolError(f"request 'id' must be an integer, got {request_id!r}"))
+            self._fail(ProtocolError(f"request 'id' must be an integer, got {brief(request_id)}"))
             return
         op = message.get("op")
-        if self._greeted and (type(op) is not str or op not in _ANSWERED_HERE):
+        if not self._greeted:
+            if op != "hello":
+                self._fail(ProtocolError(f"the first request must be 'hello', got op {brief(op)}"))
+                return
+            self._hello(request_id, message)
+            return
+        if type(op) is not str:
+            self.send(
+                error_reply(
+                    request_id, "validation", f"'op' must be a string naming an op, got {brief(op)}"
+                )
+            )
+            return
+        if op not in _ANSWERED_HERE:
             # Hot path: a database request.
             self.requests += 1
             txn = message.get("txn")
@@ -161,14 +188,8 @@ class ClientConnection(asyncio.Protocol):
                 self._queue(WorkItem(message, self, txn, None, perf_counter()))
                 return
             self.send(
-                error_reply(request_id, "validation", f"'txn' must be an integer, got {txn!r}")
+                error_reply(request_id, "validation", f"'txn' must be an integer, got {brief(txn)}")
             )
-            return
-        if not self._greeted:
-            if op != "hello":
-                self._fail(ProtocolError(f"the first request must be 'hello', got op {op!r}"))
-                return
-            self._hello(request_id, message)
             return
         self.requests += 1
         if op == "stats":
@@ -195,7 +216,7 @@ class ClientConnection(asyncio.Protocol):
         if version != PROTOCOL_VERSION:
             self._fail(
                 ProtocolError(
-                    f"protocol version {version!r} is not supported (this server speaks "
+                    f"protocol version {brief(version)} is not supported (this server speaks "
                     f"{PROTOCOL_VERSION}); upgrade the client or the server"
                 )
             )

@@ -95,12 +95,13 @@ def fqdb_all(*runs: list[str], expect: int | None = 0) -> list[Result]:
         )
         for args in runs
     ]
-    results = []
-    for args, proc in zip(runs, procs):
-        out, err = proc.communicate(timeout=60)
-        result = Result(subprocess.CompletedProcess(args, proc.returncode, out, err))
-        results.append(_checked(result, expect))
-    return results
+    # Every process is waited for (and its pipes closed) before any result is judged.
+    outputs = [proc.communicate(timeout=60) for proc in procs]
+    finished = [
+        Result(subprocess.CompletedProcess(args, proc.returncode, out, err))
+        for args, proc, (out, err) in zip(runs, procs, outputs)
+    ]
+    return [_checked(result, expect) for result in finished]
 
 
 def catalog(db: str) -> list[tuple[Any, ...]]:
