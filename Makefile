@@ -41,6 +41,11 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick --out bench/results/quick
 
+## fuzz: a long protocol-fuzzing soak against a running daemon (FUZZ_MINUTES, default 30)
+FUZZ_MINUTES ?= 30
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.faults.fuzz_soak --minutes $(FUZZ_MINUTES)
+
 fmt: $(STAMP)
 	$(BIN)/ruff format fastquartdb tests examples bench
 	$(BIN)/ruff check --fix fastquartdb tests examples bench
