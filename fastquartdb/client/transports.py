@@ -75,7 +75,13 @@ class EmbeddedTransport(Transport):
             busy_timeout=busy_timeout,
             lock_path=path + ".lock" if use_filelock else None,
         )
-        worker = BatchWorker(thread, transaction_timeout=transaction_timeout)
+        worker = BatchWorker(
+            thread,
+            transaction_timeout=transaction_timeout,
+            # A point read by primary key costs less than the hop it would take; with the
+            # file lock every query must take the lock, on the sqlite thread.
+            inline_reads=None if use_filelock else "point",
+        )
         worker.start()
         if wire_check is None:
             wire_check = os.environ.get("FQDB_WIRE_CHECK") == "1"
@@ -94,7 +100,9 @@ class EmbeddedTransport(Transport):
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         item = WorkItem(request, self, request.get("txn"), future)
         worker = self._worker
-        if worker.can_run_now(item):
+        if worker.can_run_inline(item):
+            worker.run_inline(item)
+        elif worker.can_run_now(item):
             await worker.run_now(item)
         else:
             await worker.put(item)

@@ -326,6 +326,34 @@ class Engine:
         self._tables[checked] = found
         return found
 
+    def is_point_read(self, req: dict[str, Any]) -> bool:
+        """Whether ``req`` is a fetch of at most one row by its table's primary key.
+
+        Such a read is one B-tree lookup, cheaper than a thread hop. Looks only at
+        the cached schema (no SQL), so it may be asked from another thread while
+        this engine is idle.
+        """
+        if req.get("op") != "fetch" or req.get("join") is not None:
+            return False
+        table = req.get("table")
+        info = self._tables.get(table) if type(table) is str else None
+        if info is None or len(info.pk) != 1:
+            return False
+        where = req.get("where")
+        if type(where) is not list or len(where) != 1:
+            return False
+        group = where[0]
+        if type(group) is not list or len(group) != 1:
+            return False
+        cond = group[0]
+        return (
+            type(cond) is list
+            and len(cond) == 3
+            and cond[0] == info.pk[0]
+            and cond[1] in ("=", "==")
+            and type(cond[2]) in (int, str)
+        )
+
     # ------------------------------------------------------------------ ops
 
     def _fetch(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -126,7 +126,7 @@ class BatchWorker:
         max_queue: int = 4096,
         transaction_timeout: float = 30.0,
         idle_timeout: float | None = None,
-        inline_reads: bool = False,
+        inline_reads: str | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be positive")
@@ -135,6 +135,11 @@ class BatchWorker:
         self.max_queue = max_queue
         self.transaction_timeout = transaction_timeout
         self.idle_timeout = idle_timeout if idle_timeout is not None else transaction_timeout
+        if inline_reads not in (None, "all", "point"):
+            raise ValueError("inline_reads must be None, 'all' or 'point'")
+        #: Reads run on the loop's own thread when nothing else is queued or running:
+        #: "all" in the daemon (its loop has no other work), "point" (primary-key lookups
+        #: only, bounded cost) in embedded mode, where the loop is the application's.
         self.inline_reads = inline_reads
         # True while a batch is being run (by the worker task, or by a caller in run_now):
         # nothing may then overtake it, and the sqlite thread is not free.
@@ -183,16 +188,8 @@ class BatchWorker:
         """
         if self._stopping:
             raise OperationalError("the database is shutting down; request not run")
-        if (
-            self.inline_reads
-            and not self._busy
-            and self._holder is None
-            and not self._items
-            and not self._parked
-            and item.txn is None
-            and _op(item.request) in READ_OPS
-        ):
-            self._run_inline(item)
+        if self.can_run_inline(item):
+            self.run_inline(item)
             return True
         if len(self._items) >= self.max_queue:
             return False
@@ -200,11 +197,22 @@ class BatchWorker:
         self._wake()
         return True
 
-    def _run_inline(self, item: WorkItem) -> None:
-        # Nothing is queued or running, so no earlier request can be overtaken and the
-        # sqlite thread is idle: running a read right here, on the loop's thread, is
-        # safe and saves the two thread hops (the daemon's loop has no other work to
-        # starve; embedded mode never does this, the application's loop does).
+    def can_run_inline(self, item: WorkItem) -> bool:
+        """Whether ``item`` may run right now on the loop's thread (see ``inline_reads``)."""
+        mode = self.inline_reads
+        if mode is None or not self.can_run_now(item):
+            return False
+        if mode == "all":
+            return _op(item.request) in READ_OPS
+        return self.thread.engine.is_point_read(item.request)
+
+    def run_inline(self, item: WorkItem) -> None:
+        """Run ``item`` on the loop's thread, now (only when :meth:`can_run_inline`).
+
+        Nothing is queued or running, so no earlier request can be overtaken and the
+        sqlite thread is idle: using the connection from this thread is safe, and it
+        saves the two thread hops.
+        """
         stats = self.stats
         stats.batches += 1
         stats.requests += 1

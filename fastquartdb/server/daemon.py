@@ -212,7 +212,7 @@ async def serve(
             max_queue=config.max_queue,
             transaction_timeout=config.transaction_timeout,
             idle_timeout=config.transaction_idle_timeout,
-            inline_reads=True,
+            inline_reads="all",
         )
         worker.start()
         daemon = Daemon(config, thread, worker)
