@@ -71,19 +71,7 @@ _NO_TXN_ERROR = ValidationError(
 #: Seconds between checks that no other process changed the schema.
 SCHEMA_CHECK_INTERVAL = 0.05
 # Ops that change nothing when they fail on validation, so a retry is safe.
-_SCHEMA_SAFE_RETRY = frozenset(
-    {
-        "fetch",
-        "count",
-        "aggregate",
-        "insert",
-        "insert_many",
-        "update",
-        "delete",
-        "upsert",
-        "upsert_many",
-    }
-)
+_SCHEMA_SAFE_RETRY = (READ_OPS | WRITE_OPS) - {"ping", "ensure_table", "execute"}
 
 # Requests made of several statements; they get a SAVEPOINT so a failure undoes all of them.
 _SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
@@ -356,11 +344,18 @@ class Engine:
 
     # ------------------------------------------------------------------ ops
 
-    def _fetch(self, req: dict[str, Any]) -> dict[str, Any]:
-        sql, params = build_select(self.table(req.get("table")), req, self.table)
+    def _query(self, sql: str, params: list[Any]) -> dict[str, Any]:
         cursor = self.conn.execute(sql, params)
         rows = cursor.fetchall()
         return {"columns": [d[0] for d in cursor.description], "rows": rows}
+
+    def _executemany(self, sql: str, rows: list[list[Any]]) -> int:
+        if rows:
+            self.conn.executemany(sql, rows)
+        return len(rows)
+
+    def _fetch(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self._query(*build_select(self.table(req.get("table")), req, self.table))
 
     def _count(self, req: dict[str, Any]) -> int:
         sql, params = build_count(self.table(req.get("table")), req)
@@ -419,24 +414,13 @@ class Engine:
         return row[0] if len(row) == 1 else list(row)
 
     def _upsert_many(self, req: dict[str, Any]) -> int:
-        sql, rows = build_upsert_many(self.table(req.get("table")), req)
-        if not rows:
-            return 0
-        self.conn.executemany(sql, rows)
-        return len(rows)
+        return self._executemany(*build_upsert_many(self.table(req.get("table")), req))
 
     def _aggregate(self, req: dict[str, Any]) -> dict[str, Any]:
-        sql, params = build_aggregate(self.table(req.get("table")), req, self.table)
-        cursor = self.conn.execute(sql, params)
-        rows = cursor.fetchall()
-        return {"columns": [d[0] for d in cursor.description], "rows": rows}
+        return self._query(*build_aggregate(self.table(req.get("table")), req, self.table))
 
     def _insert_many(self, req: dict[str, Any]) -> int:
-        sql, rows = build_insert_many(self.table(req.get("table")), req)
-        if not rows:
-            return 0
-        self.conn.executemany(sql, rows)
-        return len(rows)
+        return self._executemany(*build_insert_many(self.table(req.get("table")), req))
 
     def _update(self, req: dict[str, Any]) -> int:
         sql, params = build_update(self.table(req.get("table")), req)
