@@ -162,15 +162,18 @@ class SocketTransport(Transport):
         request["id"] = request_id
         frame = encode_frame(request, self._max_frame)
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._pending[request_id] = future
-        if self._flush_scheduled:
-            self._out.append(frame)
-        elif self._transport is not None:
-            # The first request of this loop iteration leaves at once; any others that
-            # tasks make in the same iteration are joined into one write just after.
+        pending = self._pending
+        if not pending and not self._flush_scheduled and self._transport is not None:
+            # Nothing else in flight (a lone task): the request leaves at once.
             self._transport.write(frame)
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        else:
+            # Other tasks are at work: requests made in this loop iteration are joined
+            # into one write just after it.
+            self._out.append(frame)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        pending[request_id] = future
         try:
             if self.request_timeout is None:
                 return await future
