@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv run test lint fmt typecheck pytest clean bench bench-quick fuzz
+.PHONY: all venv run test lint fmt typecheck pytest clean bench bench-quick fuzz test-dqlite
 
 all: test
 
@@ -32,6 +32,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+## test-dqlite: the dqlite tests; a missing dqlite-demo fails instead of skipping
+test-dqlite: $(STAMP)
+	FQDB_REQUIRE_DQLITE=1 $(BIN)/pytest tests/dqlite
 
 ## bench: the benchmark suite (all scenarios, 3 interleaved repeats, ~5 min)
 bench: $(STAMP)

@@ -177,10 +177,12 @@ class AsyncDatabaseManager:
             InterfaceError: already initialised for a different file.
             DaemonUnavailableError: ``mode="daemon"`` and no daemon answers.
         """
-        if mode not in _MODES:
-            raise ValidationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
         fspath = os.fspath(path)
-        if fspath != ":memory:":
+        # A dqlite:// URL names a cluster, not a file: mode "dqlite" (or "auto") and no path rules.
+        is_url = fspath.startswith("dqlite://")
+        if mode not in _MODES and mode != "dqlite":
+            raise ValidationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
+        if fspath != ":memory:" and not is_url:
             fspath = os.path.abspath(fspath)
         current = cls._instance
         if current is not None:
@@ -191,7 +193,7 @@ class AsyncDatabaseManager:
                 f"already initialised for {current.path!r}; call "
                 f"AsyncDatabaseManager.close() before init_engine({fspath!r})"
             )
-        if fspath != ":memory:":
+        if fspath != ":memory:" and not is_url:
             directory = os.path.dirname(fspath)
             if directory:
                 os.makedirs(directory, exist_ok=True)
@@ -350,6 +352,19 @@ async def _open_transport(
         "synchronous": synchronous,
         "busy_timeout": busy_timeout,
     }
+    if path.startswith("dqlite://"):
+        if mode not in ("auto", "dqlite"):
+            raise ValidationError(
+                f"a dqlite:// URL runs on the cluster; mode={mode!r} does not apply"
+            )
+        # Imported here: only applications that use dqlite pay for loading it.
+        from .dqlite import DqliteTransport
+
+        return await DqliteTransport.open(path, busy_timeout=busy_timeout)
+    if mode == "dqlite":
+        raise ValidationError(
+            f"mode='dqlite' needs a dqlite://host:port,.../name URL, got {path!r}"
+        )
     if mode == "embedded" or path == ":memory:":
         return await EmbeddedTransport.open(path, **embedded_options)
     return await FailoverTransport.start(

@@ -148,7 +148,9 @@ class NodeConnection:
         """Open database ``name``; exec and query then run on it."""
         self.db_id = wire.decode_db(await self.roundtrip(wire.encode_open(name)))
 
-    async def execute(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> wire.StatementResult:
+    async def execute(
+        self, sql: str, params: list[Any] | tuple[Any, ...] = ()
+    ) -> wire.StatementResult:
         """Run a statement that returns no rows."""
         assert self.db_id is not None
         message = await self.roundtrip(wire.encode_exec_sql(self.db_id, sql, params))
@@ -160,14 +162,16 @@ class NodeConnection:
 
     async def query(
         self, sql: str, params: list[Any] | tuple[Any, ...] = ()
-    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
-        """Run a statement and return its columns and every row."""
+    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]], bool]:
+        """Run a statement and return its columns, every row, and whether any value
+        came typed by its column's declaration (see :attr:`wire.Rows.typed`)."""
         assert self.db_id is not None
         message = await self.roundtrip(wire.encode_query_sql(self.db_id, sql, params))
         if message.type == wire.RESPONSE_RESULT:
-            return (), []
+            return (), [], False
         batch = wire.decode_rows(message)
         rows = list(batch.rows)
+        typed = batch.typed
         while batch.more:
             # Further batches arrive unasked, one message each.
             try:
@@ -180,7 +184,8 @@ class NodeConnection:
                 raise DqliteRequestError(failure.code, failure.message)
             batch = wire.decode_rows(next_message)
             rows.extend(batch.rows)
-        return batch.columns, rows
+            typed = typed or batch.typed
+        return batch.columns, rows, typed
 
     async def _drain_rows(self, batch: wire.Rows) -> None:
         while batch.more:

@@ -83,6 +83,7 @@ TYPE_UNIXTIME = 9
 TYPE_ISO8601 = 10
 TYPE_BOOLEAN = 11
 
+_DECLARED_TYPES = frozenset({TYPE_UNIXTIME, TYPE_ISO8601, TYPE_BOOLEAN})
 _ROWS_DONE = 0xFF
 _ROWS_PART = 0xEE
 #: Schema-0 tuples count their values in one byte.
@@ -138,6 +139,9 @@ class Rows:
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]]
     more: bool
+    #: Some value came typed by its column's declaration (BOOLEAN, DATE...): dqlite
+    #: sends NULL in such columns as 0 or "", so the reader must ask again untyped.
+    typed: bool = False
 
 
 # ---------------------------------------------------------------- encoding
@@ -148,7 +152,10 @@ def _pad(size: int) -> int:
 
 
 def _text(value: str) -> bytes:
-    raw = value.encode("utf-8")
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise WireError(f"text that is not valid Unicode cannot be sent: {exc}") from None
     if b"\x00" in raw:
         raise WireError("text with a NUL character cannot be sent to dqlite")
     raw += b"\x00"
@@ -372,16 +379,20 @@ def decode_rows(message: Message) -> Rows:
     width = len(columns)
     header_size = ((width + 1) // 2 + WORD - 1) // WORD * WORD
     rows: list[tuple[Any, ...]] = []
+    typed = False
     while True:
         first = cursor.peek()
         if first in (_ROWS_DONE, _ROWS_PART):
             marker = cursor.u64()
             if marker == 0xFFFFFFFFFFFFFFFF:
-                return Rows(columns, rows, more=False)
+                return Rows(columns, rows, more=False, typed=typed)
             if marker == 0xEEEEEEEEEEEEEEEE:
-                return Rows(columns, rows, more=True)
+                return Rows(columns, rows, more=True, typed=typed)
             raise WireError(f"bad end-of-rows marker {marker:#x}")
+        if not width:
+            raise WireError("a row in a result without columns")
         start = cursor._take(header_size)
         header = cursor.body[start : start + header_size]
         types = [(header[i // 2] >> (4 * (i % 2))) & 0x0F for i in range(width)]
+        typed = typed or any(t in _DECLARED_TYPES for t in types)
         rows.append(tuple(_value(cursor, vtype) for vtype in types))

@@ -1,0 +1,809 @@
+"""``DqliteTransport``: the same protocol requests, run on a dqlite cluster's leader.
+
+The SQL is the engine's (:mod:`fastquartdb.engine.statements` and
+:func:`fastquartdb.engine.schema.ensure_table`); only where it runs differs.
+Table shapes come from the same PRAGMAs the engine reads, fetched over dqlite.
+
+Policy:
+
+* **Leader.** The transport asks the configured nodes who leads and keeps one
+  connection to the leader, used by one request at a time (dqlite answers one
+  request per connection at a time).
+* **Atomic requests.** A request of several statements (``insert_many``,
+  ``upsert_many``, ``ensure_table``) runs in ``BEGIN IMMEDIATE`` ... ``COMMIT``,
+  or inside a ``SAVEPOINT`` when an interactive transaction is open.
+* **Failover.** On "not leader" or a broken connection the transport finds the
+  new leader (for up to ``failover_timeout`` seconds) and runs again what is safe
+  to run again: reads, and writes that never reached a point where they could
+  have committed. A write whose commit may or may not have happened raises
+  :class:`ConnectionLostError` saying its outcome is unknown.
+* **Interactive transactions** hold the connection for their task: other
+  requests wait until the transaction ends. A transaction whose leader is lost
+  is gone (dqlite rolls it back); its next request raises ``ConnectionLostError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ...engine.schema import (
+    TableInfo,
+    check_identifier,
+    ensure_table,
+    parse_column_sets,
+    parse_column_specs,
+    quote,
+)
+from ...engine.statements import (
+    build_aggregate,
+    build_count,
+    build_delete,
+    build_insert,
+    build_insert_many,
+    build_select,
+    build_update,
+    build_upsert,
+    build_upsert_many,
+    check_value,
+)
+from ...protocol.errors import (
+    ConnectionLostError,
+    DaemonUnavailableError,
+    DatabaseBusyError,
+    DatabaseError,
+    FQDBError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    ReadOnlyError,
+    ValidationError,
+    brief,
+)
+from ...protocol.messages import READ_OPS
+from ..transports import Transport
+from . import wire
+from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
+from .rawsql import DML_WORDS, ROW_WORDS, TRANSACTION_WORDS, check_raw_sql, first_word, number_named
+
+__all__ = ["DqliteTransport", "parse_dqlite_url", "translate_dqlite_error"]
+
+log = logging.getLogger("fastquartdb.client")
+
+URL_SCHEME = "dqlite://"
+
+_client_ids = itertools.count(1)
+
+# Ops that a stale table cache can make fail on validation; a retry with fresh shapes is safe.
+_SCHEMA_SAFE_RETRY = frozenset(
+    {
+        "fetch",
+        "count",
+        "aggregate",
+        "insert",
+        "insert_many",
+        "update",
+        "delete",
+        "upsert",
+        "upsert_many",
+    }
+)
+# Requests of several statements: they run in one transaction (or savepoint).
+_ATOMIC_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
+
+
+def parse_dqlite_url(url: str) -> tuple[list[str], str]:
+    """``dqlite://h1:p1,h2:p2/app`` -> ``(["h1:p1", "h2:p2"], "app")``.
+
+    Raises:
+        ValidationError: not a dqlite URL with at least one ``host:port`` and a database name.
+    """
+    if not url.startswith(URL_SCHEME):
+        raise ValidationError(f"a dqlite URL starts with {URL_SCHEME!r}, got {brief(url)}")
+    hosts, _, database = url[len(URL_SCHEME) :].partition("/")
+    nodes = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not nodes or not database or "/" in database:
+        raise ValidationError(
+            f"dqlite URL must look like dqlite://127.0.0.1:9001,127.0.0.1:9002/app, got {brief(url)}"
+        )
+    for node in nodes:
+        try:
+            split_address(node)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+    return nodes, database
+
+
+def translate_dqlite_error(exc: DqliteRequestError) -> FQDBError:
+    """The one table from dqlite failures (SQLite result codes) to our classes."""
+    primary = exc.code & 0xFF
+    message = exc.message
+    if primary in (19, 20):  # CONSTRAINT (UNIQUE 2067, PK 1555, FK 787, CHECK 275, NOT NULL 1299)
+        return IntegrityError(message)
+    if primary in (5, 6):
+        return DatabaseBusyError(f"{message}: another client held the write lock too long")
+    if primary == 8:
+        return ReadOnlyError(message)
+    if primary in (21, 25):
+        return ProgrammingError(message)
+    if primary == 18:
+        return ValidationError(message)
+    if primary == 1:
+        lowered = message.lower()
+        if "no such" in lowered or "syntax error" in lowered or "incomplete input" in lowered:
+            return ProgrammingError(message)
+        if "already exists" in lowered or "duplicate column" in lowered:
+            return OperationalError(message)
+        return OperationalError(message)
+    if exc.not_leader or exc.leadership_lost:
+        return ConnectionLostError(f"{message}: the dqlite leader changed")
+    if primary in (10, 13, 14):
+        return OperationalError(message)
+    return DatabaseError(message)
+
+
+class _Lost(Exception):
+    """The leader was lost mid-request; ``committable`` says whether a commit may have run."""
+
+    def __init__(self, reason: str, committable: bool, safe: bool) -> None:
+        super().__init__(reason)
+        self.committable = committable
+        self.safe = safe
+
+
+class _Session:
+    """Statements of one request on the leader connection, tracking what may have committed."""
+
+    def __init__(self, conn: NodeConnection, in_transaction: bool) -> None:
+        self.conn = conn
+        self.in_transaction = in_transaction
+        #: True once a statement was sent that commits by itself (or a COMMIT).
+        self.committable = False
+
+    async def _call(self, run: Callable[[], Awaitable[Any]], commits: bool) -> Any:
+        try:
+            return await run()
+        except NodeUnavailable as exc:
+            raise _Lost(str(exc), self.committable or commits, safe=False) from None
+        except DqliteRequestError as exc:
+            if exc.not_leader:
+                # Refused before running: nothing of this statement happened.
+                raise _Lost(exc.message, self.committable, safe=True) from None
+            if exc.leadership_lost:
+                raise _Lost(exc.message, self.committable or commits, safe=False) from None
+            raise translate_dqlite_error(exc) from None
+        except wire.WireError as exc:
+            if self.conn.closed:
+                raise _Lost(str(exc), self.committable or commits, safe=False) from None
+            raise ValidationError(str(exc)) from None
+
+    async def write(
+        self, sql: str, params: list[Any] | tuple[Any, ...] = ()
+    ) -> wire.StatementResult:
+        commits = not self.in_transaction
+        result: wire.StatementResult = await self._call(
+            lambda: self.conn.execute(sql, _wire_params(params)), commits
+        )
+        self.committable = self.committable or commits
+        return result
+
+    async def control(self, sql: str) -> None:
+        """BEGIN / SAVEPOINT / RELEASE / ROLLBACK: never commits a write by itself."""
+        await self._call(lambda: self.conn.execute(sql), False)
+
+    async def commit(self) -> None:
+        await self._call(lambda: self.conn.execute("COMMIT"), True)
+        self.committable = True
+
+    async def read(
+        self, sql: str, params: list[Any] | tuple[Any, ...] = ()
+    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        columns, rows, typed = await self._call(
+            lambda: self.conn.query(sql, _wire_params(params)), False
+        )
+        if typed and columns and len(set(columns)) == len(columns):
+            # dqlite types values by their column's declaration (BOOLEAN, DATE, DATETIME,
+            # TIMESTAMP) and then sends NULL as 0 or "": ask again through expressions,
+            # which have no declared type, so every value comes back as SQLite stored it.
+            outer = ", ".join(f"+{quote(c)} AS {quote(c)}" for c in columns)
+            untyped = f"SELECT {outer} FROM ({sql})"
+            columns, rows, _ = await self._call(
+                lambda: self.conn.query(untyped, _wire_params(params)), False
+            )
+        return columns, rows
+
+
+async def _quietly(session: _Session, *statements: str) -> None:
+    """Run clean-up statements; if the connection broke meanwhile, the server undid it all."""
+    try:
+        for statement in statements:
+            await session.control(statement)
+    except (FQDBError, _Lost):
+        await session.conn.close()
+
+
+def _wire_params(params: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
+    if len(params) > wire.MAX_PARAMS:
+        raise ValidationError(
+            f"{len(params)} bound values in one statement: dqlite takes at most "
+            f"{wire.MAX_PARAMS} (use fewer IN values, or several requests)"
+        )
+    for value in params:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValidationError("text containing a NUL character cannot be stored over dqlite")
+    return params
+
+
+class DqliteTransport(Transport):
+    """Protocol requests on a dqlite cluster (Raft-replicated SQLite).
+
+    Example::
+
+        await AsyncDatabaseManager.init_engine("dqlite://127.0.0.1:9001,127.0.0.1:9002/app")
+    """
+
+    mode = "dqlite"
+
+    def __init__(
+        self,
+        nodes: list[str],
+        database: str,
+        *,
+        connect_timeout: float = 2.0,
+        failover_timeout: float = 20.0,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.nodes = list(nodes)
+        self.database = database
+        self.connect_timeout = connect_timeout
+        self.failover_timeout = failover_timeout
+        self.busy_timeout = busy_timeout
+        #: Times the transport had to find a new leader.
+        self.failovers = 0
+        self._conn: NodeConnection | None = None
+        self._client_id = next(_client_ids)
+        # _io: one request at a time on the connection. _gate: held by an open
+        # interactive transaction, so other tasks' requests wait until it ends.
+        self._io = asyncio.Lock()
+        self._gate = asyncio.Lock()
+        self._txn: Any = None
+        self._txn_broken = False
+        self._tables: dict[str, TableInfo] = {}
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> DqliteTransport:
+        """Parse ``url``, find the leader and open the database on it.
+
+        Raises:
+            ValidationError: a malformed URL.
+            DaemonUnavailableError: no leader answered within ``failover_timeout``.
+        """
+        nodes, database = parse_dqlite_url(url)
+        self = cls(nodes, database, **options)
+        async with self._io:
+            await self._connection()
+        return self
+
+    @property
+    def leader(self) -> str | None:
+        """The address of the node requests go to now, if connected."""
+        return None if self._conn is None or self._conn.closed else self._conn.address
+
+    # ------------------------------------------------------------ leader
+
+    async def _connection(self) -> NodeConnection:
+        """The leader connection, finding the leader first if needed (caller holds ``_io``)."""
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        if self._closed:
+            # close() ran while this request waited: never reconnect behind the caller's back.
+            raise InterfaceError("the database is closed; call init_engine() again")
+        deadline = time.monotonic() + self.failover_timeout
+        delay = 0.05
+        problems: dict[str, str] = {}
+        while True:
+            for node in self._candidates():
+                try:
+                    conn = await self._try_leader(node)
+                except (NodeUnavailable, DqliteRequestError, wire.WireError) as exc:
+                    problems[node] = str(exc)
+                    continue
+                if conn is not None:
+                    self._conn = conn
+                    return conn
+                problems[node] = "knows no leader yet"
+            if self._closed:
+                raise InterfaceError("the database is closed; call init_engine() again")
+            if time.monotonic() >= deadline:
+                raise DaemonUnavailableError(
+                    f"no dqlite leader among {', '.join(self.nodes)} within "
+                    f"{self.failover_timeout:g} s ("
+                    + "; ".join(f"{n}: {p}" for n, p in problems.items())
+                    + ")"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _candidates(self) -> list[str]:
+        # The last leader first: after a restart of the client it is usually still leading.
+        if self._conn is not None and self._conn.address in self.nodes:
+            first = self._conn.address
+            return [first] + [n for n in self.nodes if n != first]
+        return list(self.nodes)
+
+    async def _try_leader(self, node: str) -> NodeConnection | None:
+        """Ask ``node`` who leads; return an open connection to the leader, or None."""
+        conn = await NodeConnection.connect(node, self.connect_timeout)
+        try:
+            leader = await asyncio.wait_for(conn.leader(), self.connect_timeout)
+        except BaseException:
+            await conn.close()
+            raise
+        if not leader.address:
+            await conn.close()
+            return None
+        if leader.address != node:
+            await conn.close()
+            conn = await NodeConnection.connect(leader.address, self.connect_timeout)
+        try:
+            # The node we reached must itself say it leads (a stale answer is possible mid-election).
+            confirmed = await asyncio.wait_for(conn.leader(), self.connect_timeout)
+            if confirmed.address != leader.address:
+                await conn.close()
+                return None
+            await asyncio.wait_for(conn.register(self._client_id), self.connect_timeout)
+            await asyncio.wait_for(conn.open_database(self.database), self.connect_timeout)
+        except asyncio.TimeoutError:
+            await conn.close()
+            raise NodeUnavailable(f"dqlite node {conn.address} did not answer in time") from None
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    # ------------------------------------------------------------ requests
+
+    async def request(self, request: dict[str, Any]) -> Any:
+        if self._closed:
+            raise InterfaceError("the database is closed; call init_engine() again")
+        op = request.get("op")
+        txn = request.get("txn")
+        if op in ("begin", "commit", "rollback"):
+            if txn is None:
+                raise ValidationError(
+                    "begin/commit/rollback need 'txn': the id of the interactive transaction they belong to"
+                )
+            return await self._transaction_op(request, txn)
+        if txn is not None and txn == self._txn:
+            return await self._in_transaction(request)
+        if txn is not None:
+            raise ConnectionLostError(
+                "this transaction was lost with the connection to the dqlite leader and rolled back"
+            )
+        async with self._gate:
+            return await self._autocommit(request)
+
+    async def _autocommit(self, request: dict[str, Any]) -> Any:
+        """A request outside any interactive transaction, with failover and busy retries."""
+        read = request.get("op") in READ_OPS
+        deadline = time.monotonic() + self.failover_timeout
+        # Counted from the first busy answer: a failover wait must not use up the busy budget.
+        busy_deadline: float | None = None
+        delay = 0.01
+        while True:
+            async with self._io:
+                try:
+                    conn = await self._connection()
+                    return await self._run(_Session(conn, in_transaction=False), request)
+                except _Lost as lost:
+                    await self._drop_connection()
+                    self.failovers += 1
+                    if not (read or lost.safe or not lost.committable):
+                        raise ConnectionLostError(
+                            f"the connection to the dqlite leader was lost during "
+                            f"{request.get('op')}: its outcome is unknown ({lost})"
+                        ) from None
+                    if time.monotonic() >= deadline:
+                        raise ConnectionLostError(
+                            f"no dqlite leader took {request.get('op')} within "
+                            f"{self.failover_timeout:g} s ({lost}); it was not applied"
+                        ) from None
+                    log.info("dqlite leader lost (%s); retrying %s", lost, request.get("op"))
+                    continue
+                except DatabaseBusyError:
+                    if busy_deadline is None:
+                        busy_deadline = time.monotonic() + self.busy_timeout
+                    elif time.monotonic() >= busy_deadline:
+                        raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def _in_transaction(self, request: dict[str, Any]) -> Any:
+        async with self._io:
+            conn = self._conn
+            if self._txn_broken or conn is None or conn.closed:
+                raise ConnectionLostError(
+                    "the connection to the dqlite leader was lost inside this transaction; "
+                    "dqlite rolled it back"
+                )
+            try:
+                return await self._run(_Session(conn, in_transaction=True), request)
+            except _Lost as lost:
+                self._txn_broken = True
+                await self._drop_connection()
+                raise ConnectionLostError(
+                    f"the dqlite leader was lost inside this transaction, which is rolled back ({lost})"
+                ) from None
+
+    async def _transaction_op(self, request: dict[str, Any], txn: Any) -> Any:
+        op = request["op"]
+        raw_name = request.get("savepoint")
+        name = None if raw_name is None else check_identifier(raw_name, "savepoint name")
+        if op == "begin" and name is None:
+            await self._gate.acquire()
+            try:
+                async with self._io:
+                    deadline = time.monotonic() + self.busy_timeout
+                    while True:
+                        try:
+                            conn = await self._connection()
+                            await _Session(conn, True).control("BEGIN IMMEDIATE")
+                            break
+                        except _Lost:
+                            await self._drop_connection()
+                            self.failovers += 1
+                        except DatabaseBusyError:
+                            if time.monotonic() >= deadline:
+                                raise
+                            await asyncio.sleep(0.02)
+            except BaseException:
+                self._gate.release()
+                raise
+            self._txn = txn
+            self._txn_broken = False
+            return None
+        if txn != self._txn:
+            if op == "rollback":
+                return None  # already gone with its connection
+            raise ConnectionLostError(
+                "this transaction was lost with the connection to the dqlite leader and rolled back"
+            )
+        if name is not None:
+            sql = {
+                "begin": [f"SAVEPOINT {quote(name)}"],
+                "commit": [f"RELEASE {quote(name)}"],
+                "rollback": [f"ROLLBACK TO {quote(name)}", f"RELEASE {quote(name)}"],
+            }[op]
+
+            async def savepoint(session: _Session) -> None:
+                for statement in sql:
+                    await session.control(statement)
+
+            return await self._in_transaction({"op": "_savepoint", "run": savepoint})
+        # The top-level end: whatever happens, the gate opens for the others.
+        try:
+            if self._txn_broken:
+                if op == "rollback":
+                    return None
+                raise ConnectionLostError(
+                    "the connection to the dqlite leader was lost inside this transaction; "
+                    "dqlite rolled it back"
+                )
+            async with self._io:
+                current = self._conn
+                if current is None or current.closed:
+                    if op == "rollback":
+                        return None
+                    raise ConnectionLostError(
+                        "the connection to the dqlite leader was lost inside this transaction"
+                    )
+                session = _Session(current, True)
+                try:
+                    if op == "commit":
+                        await session.commit()
+                    else:
+                        await session.control("ROLLBACK")
+                except _Lost as lost:
+                    await self._drop_connection()
+                    if op == "rollback":
+                        return None
+                    raise ConnectionLostError(
+                        f"the connection to the dqlite leader was lost during COMMIT: "
+                        f"the transaction's outcome is unknown ({lost})"
+                    ) from None
+                except FQDBError:
+                    if op == "commit":
+                        # A failed COMMIT leaves the transaction open in SQLite: end it.
+                        try:
+                            await session.control("ROLLBACK")
+                        except (FQDBError, _Lost):
+                            await self._drop_connection()
+                    raise
+                finally:
+                    self._tables.clear()
+            return None
+        finally:
+            self._txn = None
+            self._txn_broken = False
+            self._gate.release()
+
+    # ------------------------------------------------------------ running one request
+
+    async def _run(self, session: _Session, req: dict[str, Any]) -> Any:
+        op = req.get("op")
+        if op == "_savepoint":
+            return await req["run"](session)
+        handler = self._ops.get(op) if isinstance(op, str) else None
+        if handler is None:
+            raise ValidationError(
+                f"unknown op {brief(op)} (ops: {', '.join(sorted([*self._ops, 'begin', 'commit', 'rollback']))})"
+            )
+        try:
+            try:
+                return await self._atomic(session, handler, req)
+            except ValidationError:
+                if op in _SCHEMA_SAFE_RETRY and self._tables:
+                    # Perhaps another client changed the schema since we cached it: look again.
+                    self._tables.clear()
+                    return await self._atomic(session, handler, req)
+                raise
+        except (FQDBError, _Lost):
+            raise
+        except Exception as exc:
+            # Input no check foresaw (a list where a name goes...): this request fails, as
+            # in the engine, and the connection goes on.
+            raise ValidationError(f"malformed {op}: {type(exc).__name__}: {brief(exc)}") from None
+
+    async def _atomic(
+        self,
+        session: _Session,
+        handler: Callable[[DqliteTransport, _Session, dict[str, Any]], Awaitable[Any]],
+        req: dict[str, Any],
+    ) -> Any:
+        if req.get("op") not in _ATOMIC_OPS:
+            return await handler(self, session, req)
+        if session.in_transaction:
+            await session.control('SAVEPOINT "fqdb_request"')
+            try:
+                result = await handler(self, session, req)
+            except _Lost:
+                raise
+            except BaseException:
+                # Any failure, cancellation included: undo this request's part only.
+                await _quietly(session, 'ROLLBACK TO "fqdb_request"', 'RELEASE "fqdb_request"')
+                raise
+            await session.control('RELEASE "fqdb_request"')
+            return result
+        await session.control("BEGIN IMMEDIATE")
+        inner = _Session(session.conn, in_transaction=True)
+        try:
+            result = await handler(self, inner, req)
+        except _Lost:
+            raise
+        except BaseException:
+            # Never leave BEGIN open on the shared connection: the next request would run in it.
+            await _quietly(session, "ROLLBACK")
+            raise
+        await session.commit()
+        return result
+
+    async def _table(self, session: _Session, name: object) -> TableInfo:
+        """The live shape of table ``name``, read with the engine's PRAGMAs."""
+        info = self._tables.get(name) if isinstance(name, str) else None
+        if info is not None:
+            return info
+        checked = check_identifier(name, "table name")
+        _, rows = await session.read(f"PRAGMA table_info({quote(checked)})")
+        if not rows:
+            _, names = await session.read(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+            raise ValidationError(
+                f"unknown table {brief(checked)} (tables: {', '.join(r[0] for r in names) or 'none'})"
+            )
+        _, fk_rows = await session.read(f"PRAGMA foreign_key_list({quote(checked)})")
+        fks = [(row[3], row[2], row[4]) for row in fk_rows if row[4] is not None]
+        unique_sets = []
+        pk = frozenset(row[1] for row in rows if row[5])
+        if pk:
+            unique_sets.append(pk)
+        _, indexes = await session.read(f"PRAGMA index_list({quote(checked)})")
+        for index in indexes:
+            if index[2]:
+                _, cols = await session.read(f"PRAGMA index_info({quote(index[1])})")
+                unique_sets.append(frozenset(c[2] for c in cols))
+        info = TableInfo(checked, list(rows), fks, unique_sets)
+        self._tables[checked] = info
+        return info
+
+    async def _scope(
+        self, session: _Session, req: dict[str, Any]
+    ) -> tuple[TableInfo, Callable[[object], TableInfo]]:
+        """The request's table and a lookup for its joins (loaded first: builders are sync)."""
+        table = await self._table(session, req.get("table"))
+        joins = req.get("join")
+        if isinstance(joins, list):
+            for spec in joins:
+                if isinstance(spec, dict) and isinstance(spec.get("table"), str):
+                    await self._table(session, spec["table"])
+
+        def lookup(name: object) -> TableInfo:
+            info = self._tables.get(name) if isinstance(name, str) else None
+            if info is None:
+                check_identifier(name, "table name")
+                raise ValidationError(f"unknown table {brief(name)}")
+            return info
+
+        return table, lookup
+
+    # ------------------------------------------------------------ ops
+
+    async def _fetch(self, s: _Session, req: dict[str, Any]) -> dict[str, Any]:
+        table, lookup = await self._scope(s, req)
+        sql, params = build_select(table, req, lookup)
+        columns, rows = await s.read(sql, params)
+        return {"columns": list(columns), "rows": [list(r) for r in rows]}
+
+    async def _count(self, s: _Session, req: dict[str, Any]) -> int:
+        sql, params = build_count(await self._table(s, req.get("table")), req)
+        _, rows = await s.read(sql, params)
+        return int(rows[0][0])
+
+    async def _aggregate(self, s: _Session, req: dict[str, Any]) -> dict[str, Any]:
+        table, lookup = await self._scope(s, req)
+        sql, params = build_aggregate(table, req, lookup)
+        columns, rows = await s.read(sql, params)
+        return {"columns": list(columns), "rows": [list(r) for r in rows]}
+
+    async def _insert(self, s: _Session, req: dict[str, Any]) -> Any:
+        table = await self._table(s, req.get("table"))
+        sql, params = build_insert(table, req)
+        result = await s.write(sql, params)
+        if result.rows_affected == 0:
+            return None  # on_conflict="ignore" and the row was there already
+        if len(table.pk) == 1 and not table.rowid_pk:
+            values = req["values"]
+            if table.pk[0] in values:
+                return values[table.pk[0]]
+        return result.last_insert_id
+
+    async def _upsert(self, s: _Session, req: dict[str, Any]) -> Any:
+        table = await self._table(s, req.get("table"))
+        sql, params = build_upsert(table, req)
+        await s.write(sql, params)
+        conflict = req["conflict"] if isinstance(req["conflict"], list) else [req["conflict"]]
+        values = req["values"]
+        key = table.pk if table.pk else ("rowid",)
+        where = " AND ".join(f"{quote(c)} IS ?" for c in conflict)
+        _, rows = await s.read(
+            f"SELECT {', '.join(quote(k) if k != 'rowid' else 'rowid' for k in key)} "
+            f"FROM {quote(table.name)} WHERE {where}",
+            [values[c] for c in conflict],
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return row[0] if len(row) == 1 else list(row)
+
+    async def _insert_many(self, s: _Session, req: dict[str, Any]) -> int:
+        sql, rows = build_insert_many(await self._table(s, req.get("table")), req)
+        for row in rows:
+            await s.write(sql, row)
+        return len(rows)
+
+    async def _upsert_many(self, s: _Session, req: dict[str, Any]) -> int:
+        sql, rows = build_upsert_many(await self._table(s, req.get("table")), req)
+        for row in rows:
+            await s.write(sql, row)
+        return len(rows)
+
+    async def _update(self, s: _Session, req: dict[str, Any]) -> int:
+        sql, params = build_update(await self._table(s, req.get("table")), req)
+        return (await s.write(sql, params)).rows_affected
+
+    async def _delete(self, s: _Session, req: dict[str, Any]) -> int:
+        sql, params = build_delete(await self._table(s, req.get("table")), req)
+        return (await s.write(sql, params)).rows_affected
+
+    async def _ensure_table(self, s: _Session, req: dict[str, Any]) -> dict[str, Any]:
+        name = check_identifier(req.get("table"), "table name")
+        specs = parse_column_specs(req.get("columns"))
+        names = {spec.name for spec in specs}
+        indexes = parse_column_sets(req.get("indexes"), "indexes", names)
+        unique = parse_column_sets(req.get("unique"), "unique", names)
+        # The engine's own ensure_table decides the DDL: run it on an in-memory copy
+        # of the live table and replay on the leader the statements it issued.
+        _, rows = await s.read(
+            "SELECT type, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
+            "ORDER BY type = 'table' DESC",
+            [name],
+        )
+        scratch = sqlite3.connect(":memory:", isolation_level=None)
+        statements: list[str] = []
+        try:
+            for _, ddl in rows:
+                scratch.execute(ddl)
+            scratch.set_trace_callback(statements.append)
+            result = ensure_table(scratch, name, specs, indexes, unique)
+        finally:
+            scratch.close()
+        for statement in statements:
+            if first_word(statement) in ("PRAGMA", "SELECT", *TRANSACTION_WORDS):
+                continue
+            await s.write(statement)
+        self._tables.clear()
+        return result
+
+    async def _execute(self, s: _Session, req: dict[str, Any]) -> dict[str, Any]:
+        sql = req.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            raise ValidationError("execute needs 'sql': one SQL statement as a string")
+        params = req.get("params")
+        if params is None:
+            params = []
+        if isinstance(params, dict):
+            named = {str(k): check_value(v, f"parameter {brief(k)}") for k, v in params.items()}
+            sql, values = number_named(sql, named)
+        elif isinstance(params, list):
+            values = [check_value(v, "a parameter") for v in params]
+        else:
+            raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
+        check_raw_sql(sql)
+        self._tables.clear()  # raw SQL may change any table
+        word = first_word(sql)
+        if word in ROW_WORDS or re.search(r"\breturning\b", sql, re.I):
+            columns, rows = await s.read(sql, values)
+            if word in DML_WORDS or word == "WITH":
+                s.committable = s.committable or not s.in_transaction
+            return {
+                "columns": list(columns),
+                "rows": [list(r) for r in rows],
+                "rowcount": -1,
+                "lastrowid": None,
+            }
+        result = await s.write(sql, values)
+        return {
+            "columns": [],
+            "rows": [],
+            "rowcount": result.rows_affected if word in DML_WORDS else -1,
+            "lastrowid": result.last_insert_id if word in DML_WORDS else None,
+        }
+
+    async def _ping(self, s: _Session, req: dict[str, Any]) -> str:
+        await s.read("SELECT 1")
+        return "pong"
+
+    _ops: dict[str, Callable[[DqliteTransport, _Session, dict[str, Any]], Awaitable[Any]]] = {
+        "fetch": _fetch,
+        "count": _count,
+        "aggregate": _aggregate,
+        "insert": _insert,
+        "insert_many": _insert_many,
+        "upsert": _upsert,
+        "upsert_many": _upsert_many,
+        "update": _update,
+        "delete": _delete,
+        "ensure_table": _ensure_table,
+        "execute": _execute,
+        "ping": _ping,
+    }
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._drop_connection()

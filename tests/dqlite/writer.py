@@ -1,0 +1,53 @@
+"""A write-load client for the failover test: ``python -m tests.dqlite.writer URL NAME OUT STOP``.
+
+Inserts rows with keys ``NAME-0``, ``NAME-1``, ... one at a time until the file
+STOP exists. Each outcome goes to OUT as one JSON line, flushed at once:
+``{"key", "ok": true, "t"}`` for an acknowledged write, ``{"key", "ok": false,
+"unknown": bool, "error"}`` for one that raised (``unknown``: the error said
+its outcome is unknown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+from fastquartdb import AsyncDatabaseManager, BaseModel, Column
+from fastquartdb.protocol.errors import FQDBError
+
+
+class Event(BaseModel):
+    id = Column("INTEGER", primary_key=True)
+    key = Column("TEXT", nullable=False)  # not unique on purpose: duplicates must be visible
+    writer = Column("TEXT")
+
+
+async def main(url: str, name: str, out: str, stop: str) -> None:
+    await AsyncDatabaseManager.init_engine(url)
+    with open(out, "a", encoding="utf-8") as report:
+        i = 0
+        while not os.path.exists(stop):
+            key = f"{name}-{i}"
+            i += 1
+            try:
+                await Event.insert({"key": key, "writer": name})
+            except FQDBError as exc:
+                line = {
+                    "key": key,
+                    "ok": False,
+                    "unknown": "outcome is unknown" in str(exc),
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "t": time.time(),
+                }
+            else:
+                line = {"key": key, "ok": True, "t": time.time()}
+            report.write(json.dumps(line) + "\n")
+            report.flush()
+    await AsyncDatabaseManager.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:5]))
