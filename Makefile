@@ -11,7 +11,7 @@ all: test
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,examples,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,examples,bench,backup]'
 	touch $(STAMP)
 
 venv: $(STAMP)

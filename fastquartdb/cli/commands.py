@@ -226,6 +226,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    result = maintenance.restore(args.url, args.dest, timestamp=args.timestamp, force=args.force)
+    sys.stdout.write(
+        f"restored {result['url']} to {result['dest']} ({result['tables']} tables, "
+        f"{result['bytes']} bytes, integrity {result['integrity']})\n"
+    )
+    return 0
+
+
 def cmd_vacuum(args: argparse.Namespace) -> int:
     result = maintenance.vacuum(args.db)
     sys.stdout.write(
@@ -242,6 +251,21 @@ def _percentiles(stats: dict[str, Any]) -> dict[str, Any]:
     reported = stats.get("latency_ms")
     latency = reported if isinstance(reported, dict) else {}
     return {f"latency_{p}_ms": latency.get(p) for p in ("p50", "p95", "p99")}
+
+
+def _replication(stats: dict[str, Any]) -> dict[str, Any]:
+    """Litestream's state if the daemon runs it (``fqdb-server --replicate``)."""
+    replication = stats.get("replication")
+    if not isinstance(replication, dict):
+        return {"replication": "off"}
+    return {
+        "replication": replication.get("state"),
+        "replica_url": replication.get("url"),
+        "replication_pid": replication.get("pid"),
+        "replication_restarts": replication.get("restarts"),
+        "replication_last_error": replication.get("last_error"),
+        "wal_bytes": replication.get("wal_bytes"),
+    }
 
 
 async def cmd_stats(args: argparse.Namespace) -> int:
@@ -282,6 +306,7 @@ async def cmd_stats(args: argparse.Namespace) -> int:
         "txn_timeouts": stats.get("txn_timeouts"),
         "refused": stats.get("refused"),
         "protocol_errors": stats.get("protocol_errors"),
+        **_replication(stats),
     }
     write_record(record, args.format, sys.stdout, none="n/a")
     return 0
@@ -329,6 +354,7 @@ COMMANDS: dict[str, Command] = {
     "insert": cmd_insert,
     "dump": cmd_dump,
     "backup": cmd_backup,
+    "restore": cmd_restore,
     "vacuum": cmd_vacuum,
     "stats": _in_loop(cmd_stats),
     "ping": _in_loop(cmd_ping),

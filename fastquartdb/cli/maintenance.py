@@ -1,4 +1,5 @@
-"""What runs on the file itself, beside a daemon if one serves it: dump, backup, vacuum.
+"""What runs on the file itself, beside a daemon if one serves it: dump, backup, vacuum;
+and ``restore``, which makes a new file from a Litestream replica.
 
 Why a separate connection is safe while ``fqdb-server`` serves the file: the
 file is in WAL mode, so a reader sees one consistent snapshot (the last
@@ -12,16 +13,19 @@ requests wait for it up to their busy timeout).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pathlib
 import sqlite3
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from typing import TextIO
 
+from ..server.replication import ReplicationError, find_litestream, replica_url
 from .errors import CommandError
 
-__all__ = ["backup", "dump", "open_read_only", "require_file", "vacuum"]
+__all__ = ["backup", "dump", "open_read_only", "require_file", "restore", "vacuum"]
 
 #: How long vacuum waits for the write lock (a daemon's batch, another writer).
 VACUUM_BUSY_TIMEOUT = 30.0
@@ -161,3 +165,94 @@ def vacuum(path: str) -> dict[str, int | str]:
     finally:
         conn.close()
     return {"database": path, "bytes_before": before, "bytes_after": after}
+
+
+def _served(path: str) -> bool:
+    """Whether an ``fqdb-server`` holds ``path``'s owner lock right now."""
+    try:
+        fd = os.open(path + ".server.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def restore(
+    url: str, dest: str, *, timestamp: str | None = None, force: bool = False
+) -> dict[str, object]:
+    """Rebuild a database from a Litestream replica (``fqdb-server --replicate``) into ``dest``.
+
+    Litestream writes a temporary file beside ``dest``; it is checked with
+    ``PRAGMA integrity_check`` and renamed into place only when whole and sound,
+    so a failed restore leaves ``dest`` as it was.
+
+    Returns:
+        ``{"url", "dest", "tables", "bytes", "integrity"}``.
+
+    Raises:
+        CommandError: ``dest`` exists (without ``force``) or a daemon serves it; Litestream
+            is missing, finds no backup at ``url`` or fails; the result is not sound.
+    """
+    try:
+        source = replica_url(url)
+        binary = find_litestream()
+    except ReplicationError as exc:
+        raise CommandError(str(exc)) from None
+    if os.path.exists(dest):
+        if not force:
+            raise CommandError(f"{dest} exists; choose a new path or pass --force to replace it")
+        if not os.path.isfile(dest):
+            raise CommandError(f"{dest} exists and is not a file")
+        if _served(dest):
+            raise CommandError(f"an fqdb-server serves {dest}; stop it before replacing the file")
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(directory):
+        raise CommandError(f"no such directory: {directory}")
+    tmp = os.path.join(directory, f".{os.path.basename(dest)}.restoring-{os.getpid()}")
+    command = [binary, "restore", "-o", tmp]
+    if timestamp:
+        command += ["-timestamp", timestamp]
+    command.append(source)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            words = (done.stderr or done.stdout).strip().splitlines()
+            raise CommandError(
+                f"litestream could not restore {source}: {words[-1] if words else 'no output'}"
+            )
+        if not os.path.exists(tmp):
+            raise CommandError(f"no backup found at {source}")
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            verdict = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+            tables = int(
+                conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                ).fetchone()[0]
+            )
+            conn.execute("PRAGMA journal_mode = WAL")  # what the daemon expects to find
+        finally:
+            conn.close()
+        if verdict != "ok":
+            raise CommandError(f"the restored copy of {source} is not sound: {verdict}")
+        for sidecar in (dest + "-wal", dest + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sidecar)
+        os.replace(tmp, dest)
+    finally:
+        for leftover in (tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+    return {
+        "url": source,
+        "dest": dest,
+        "tables": tables,
+        "bytes": os.path.getsize(dest),
+        "integrity": verdict,
+    }

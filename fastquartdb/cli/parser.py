@@ -168,6 +168,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     sub.add_argument("dest", metavar="DEST")
     sub.add_argument("--force", action="store_true", help="replace DEST if it exists")
 
+    help = "rebuild a database at DEST from a Litestream replica (fqdb-server --replicate)"
+    sub = commands.add_parser("restore", help=help, description=help)
+    sub.add_argument(
+        "url", metavar="URL", help="the replica: file:///dir, s3://bucket/path, or a directory"
+    )
+    sub.add_argument("dest", metavar="DEST", help="the database file to create")
+    sub.add_argument(
+        "--timestamp",
+        metavar="TIME",
+        help="restore the state as of TIME (RFC 3339, e.g. 2026-11-29T04:00:00Z)",
+    )
+    sub.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    subs["restore"] = sub
+
     add("vacuum", "rebuild the file to reclaim free pages (waits for the write lock)")
 
     sub = add("stats", "live figures of the daemon serving DB", output)

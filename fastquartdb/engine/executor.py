@@ -193,11 +193,14 @@ class Engine:
         synchronous: str = "full",
         busy_timeout: float = 5.0,
         read_only: bool = False,
+        wal_autocheckpoint: int | None = None,
     ) -> sqlite3.Connection:
         """Open and configure a connection: WAL, ``synchronous``, foreign keys, busy timeout.
 
         Autocommit mode (``isolation_level=None``): the engine issues every
         ``BEGIN`` itself, so no implicit deferred transaction ever starts.
+        ``wal_autocheckpoint=0`` leaves checkpoints to someone else (Litestream,
+        when the daemon replicates); None keeps SQLite's default (1000 pages).
         """
         if synchronous.lower() not in ("full", "normal", "extra", "off"):
             raise ValidationError(
@@ -219,6 +222,8 @@ class Engine:
                 )
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys = ON")
+            if wal_autocheckpoint is not None:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {int(wal_autocheckpoint)}")
             if read_only:
                 conn.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:

@@ -49,12 +49,17 @@ class EngineThread:
         read_only: bool = False,
         raw_sql: bool = True,
         lock_path: str | None = None,
+        wal_autocheckpoint: int | None = None,
     ) -> EngineThread:
         """Start the thread, open and configure the connection on it."""
 
         def connector() -> sqlite3.Connection:
             return Engine.connect(
-                path, synchronous=synchronous, busy_timeout=busy_timeout, read_only=read_only
+                path,
+                synchronous=synchronous,
+                busy_timeout=busy_timeout,
+                read_only=read_only,
+                wal_autocheckpoint=wal_autocheckpoint,
             )
 
         aio = aiosqlite.Connection(connector, 64)

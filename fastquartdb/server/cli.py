@@ -15,6 +15,7 @@ from ..protocol import DEFAULT_MAX_FRAME
 from .config import ServerConfig
 from .daemon import SocketInUseError, serve
 from .ownership import AlreadyServedError
+from .replication import ReplicationError
 
 __all__ = ["main", "run"]
 
@@ -71,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse the execute op (raw SQL); only the structured ops are served",
     )
     parser.add_argument(
+        "--replicate",
+        metavar="URL",
+        help="back the file up continuously with Litestream to URL (file:///dir, s3://bucket/path, "
+        "or a directory); needs fastquartdb[backup]",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -123,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_gids=args.allow_gid,
             read_only=args.read_only,
             raw_sql=args.raw_sql,
+            replicate=args.replicate,
         )
     except ValueError as exc:
         print(f"fqdb-server: {exc}", file=sys.stderr)
@@ -130,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _install_loop_policy()
     try:
         asyncio.run(_run(config))
-    except (AlreadyServedError, SocketInUseError) as exc:
+    except (AlreadyServedError, SocketInUseError, ReplicationError) as exc:
         print(f"fqdb-server: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

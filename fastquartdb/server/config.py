@@ -29,6 +29,8 @@ class ServerConfig:
         read_only: serve reads only.
         raw_sql: accept the ``execute`` op (raw SQL); ``--no-raw-sql`` turns it off.
         busy_timeout: seconds to wait for another process's write lock on the file.
+        replicate: a Litestream replica URL (``file:///backups/app``, ``s3://bucket/app``)
+            or a directory; the daemon runs Litestream for the file while it serves.
     """
 
     db: str
@@ -43,6 +45,7 @@ class ServerConfig:
     read_only: bool = False
     raw_sql: bool = True
     busy_timeout: float = 5.0
+    replicate: str | None = None
 
     def __post_init__(self) -> None:
         self.db = os.path.realpath(self.db)
@@ -60,6 +63,11 @@ class ServerConfig:
             self.transaction_idle_timeout = min(10.0, self.transaction_timeout)
         if self.transaction_idle_timeout <= 0:
             raise ValueError("transaction_idle_timeout must be positive")
+        if self.replicate is not None and self.read_only:
+            raise ValueError(
+                "--replicate needs a daemon that writes (Litestream checkpoints the file); "
+                "drop --read-only"
+            )
 
     @property
     def lock_path(self) -> str:

@@ -3,10 +3,11 @@
 ``serve(config)`` is the whole life of a daemon and returns when
 ``shutdown_trigger`` fires (the CLI wires SIGTERM/SIGINT to it)::
 
-    take <db>.server.lock ─> open the engine thread ─> start the worker
-    ─> listen on the socket (0600) ─> print the ready line ─> wait
+    take <db>.server.lock ─> open the engine thread ─> [start Litestream]
+    ─> start the worker ─> listen on the socket (0600) ─> print the ready line ─> wait
     ─> stop accepting ─> stop reading ─> run what is queued, answer it
-    ─> roll back an open transaction ─> checkpoint, close ─> remove the socket
+    ─> roll back an open transaction ─> [sync and stop Litestream]
+    ─> checkpoint, close ─> remove the socket
 
 A SIGKILL skips all of that and loses nothing acknowledged: replies leave
 only after COMMIT, and the next start replaces the stale socket.
@@ -32,6 +33,7 @@ from ..protocol import ALL_OPS, PROTOCOL_VERSION
 from .config import ServerConfig
 from .connection import ClientConnection
 from .ownership import OwnerLock
+from .replication import Replicator
 
 __all__ = ["Daemon", "serve"]
 
@@ -73,10 +75,17 @@ def _prepare_socket_path(path: str) -> None:
 class Daemon:
     """A running daemon: its worker, connections and counters."""
 
-    def __init__(self, config: ServerConfig, thread: EngineThread, worker: BatchWorker) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        thread: EngineThread,
+        worker: BatchWorker,
+        replicator: Replicator | None = None,
+    ) -> None:
         self.config = config
         self.thread = thread
         self.worker = worker
+        self.replicator = replicator
         self.connections: set[ClientConnection] = set()
         self.started = time.monotonic()
         self.stopping = False
@@ -146,6 +155,7 @@ class Daemon:
             "latency_ms": self._latency_percentiles(),
             "refused": self.stats_refused,
             "protocol_errors": self.stats_protocol_errors,
+            "replication": self.replicator.stats() if self.replicator else None,
         }
 
     def _latency_percentiles(self) -> dict[str, float | None]:
@@ -192,20 +202,31 @@ async def serve(
     Raises:
         AlreadyServedError: another daemon owns the file.
         SocketInUseError: something else listens on the socket path.
+        ReplicationError: ``config.replicate`` is set and Litestream cannot run.
     """
     os.makedirs(os.path.dirname(config.db) or ".", exist_ok=True)
     assert config.socket is not None
-    owner = OwnerLock(config.lock_path)
-    owner.acquire(config.socket)
-    try:
+    # Everything opened below is closed in reverse order, however far start-up got.
+    async with contextlib.AsyncExitStack() as stack:
+        owner = OwnerLock(config.lock_path)
+        owner.acquire(config.socket)
+        stack.callback(owner.release)
         _prepare_socket_path(config.socket)
+        replicator = Replicator(config.db, config.replicate) if config.replicate else None
         thread = await EngineThread.open(
             config.db,
             synchronous=config.synchronous,
             busy_timeout=config.busy_timeout,
             read_only=config.read_only,
             raw_sql=config.raw_sql,
+            # Replicating: Litestream checkpoints, never the daemon (see replication.py).
+            wal_autocheckpoint=0 if replicator else None,
         )
+        stack.push_async_callback(thread.close)  # last: the final checkpoint
+        if replicator is not None:
+            await replicator.start()
+            # After the last commit, before the checkpoint.
+            stack.push_async_callback(replicator.stop)
         worker = BatchWorker(
             thread,
             max_batch=config.max_batch,
@@ -215,7 +236,8 @@ async def serve(
             inline_reads="all",
         )
         worker.start()
-        daemon = Daemon(config, thread, worker)
+        daemon = Daemon(config, thread, worker, replicator)
+        stack.push_async_callback(daemon.drain)
         loop = asyncio.get_running_loop()
         # Created 0600 whatever the umask: no window in which others could connect.
         old_umask = os.umask(0o177)
@@ -225,27 +247,23 @@ async def serve(
             )
         finally:
             os.umask(old_umask)
+        stack.callback(_remove_socket, config.socket, os.stat(config.socket).st_ino)
+        stack.callback(server.close)  # first: accept no one new
         if config.allow_gids:
             os.chown(config.socket, -1, config.allow_gids[0])
             os.chmod(config.socket, 0o660)
         else:
             os.chmod(config.socket, 0o600)
-        socket_inode = os.stat(config.socket).st_ino
-        try:
-            if ready is not None:
-                ready(daemon)
-            if shutdown_trigger is None:
-                await asyncio.Event().wait()
-            else:
-                await shutdown_trigger()
-        finally:
-            server.close()
-            try:
-                await daemon.drain()
-            finally:
-                await thread.close()
-                with contextlib.suppress(FileNotFoundError):
-                    if os.stat(config.socket).st_ino == socket_inode:
-                        os.unlink(config.socket)
-    finally:
-        owner.release()
+        if ready is not None:
+            ready(daemon)
+        if shutdown_trigger is None:
+            await asyncio.Event().wait()
+        else:
+            await shutdown_trigger()
+
+
+def _remove_socket(path: str, inode: int) -> None:
+    """Unlink our socket, unless another daemon has since put its own there."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
