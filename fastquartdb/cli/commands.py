@@ -33,7 +33,7 @@ from .loader import Loader, upsert_key
 from .maintenance import require_file
 from .output import ResultSet, write_record, write_result
 from .progress import ProgressBar
-from .records import read_records
+from .records import blobs_decoded, read_records
 from .session import no_daemon, open_session
 
 __all__ = ["COMMANDS", "Command"]
@@ -182,7 +182,9 @@ async def _insert(
     async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
         catalog = session.catalog
         await catalog.require_table(args.table)
-        columns = [row[1] for row in (await catalog.columns(args.table)).rows]
+        described = (await catalog.columns(args.table)).rows
+        columns = [row[1] for row in described]
+        blob_columns = [row[1] for row in described if "BLOB" in str(row[2] or "").upper()]
         key = None
         if args.upsert is not None:
             key = upsert_key(
@@ -202,7 +204,7 @@ async def _insert(
             progress=bar.update,
         )
         try:
-            rows = await loader.load(records)
+            rows = await loader.load(blobs_decoded(records, blob_columns))
             bar.finish(total if total is not None else size or 0, rows)
         finally:
             bar.close()

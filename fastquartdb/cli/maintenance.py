@@ -37,6 +37,11 @@ def require_file(path: str) -> str:
     Raises:
         CommandError: it does not exist or is not a file.
     """
+    if path.startswith("dqlite://"):
+        raise CommandError(
+            f"this command works on a database file, not on a dqlite cluster ({path}); "
+            "read a cluster's tables with 'fqdb rows URL TABLE --nl'"
+        )
     if not os.path.exists(path):
         raise CommandError(f"no such database file: {path}")
     if not os.path.isfile(path):

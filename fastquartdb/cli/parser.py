@@ -98,7 +98,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
     def add(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help, parents=list(parents))
-        sub.add_argument("db", metavar="DB", help="the SQLite database file (must exist)")
+        sub.add_argument(
+            "db", metavar="DB", help="the SQLite database file (must exist), or a dqlite:// URL"
+        )
         subs[name] = sub
         return sub
 

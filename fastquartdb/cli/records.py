@@ -8,7 +8,10 @@
 * **JSON lines** (``--nl``): one object per line; blank lines are skipped.
 
 JSON values must be numbers, strings, ``true``/``false`` or ``null``; a key
-missing from an object leaves that column to its default. CSV and JSON lines
+missing from an object leaves that column to its default. In a BLOB column a
+value written as SQLite's literal ``X'00ff'`` (how ``fqdb rows`` prints a
+BLOB, in every format) is stored as those bytes, so ``fqdb rows --nl`` output
+loads back unchanged. CSV and JSON lines
 stream (the file can be larger than memory); a JSON array is read whole.
 """
 
@@ -16,12 +19,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 from .errors import CommandError
 
-__all__ = ["INPUT_FORMATS", "Record", "read_records"]
+__all__ = ["INPUT_FORMATS", "Record", "blobs_decoded", "read_records"]
 
 #: ``fqdb insert`` input formats.
 INPUT_FORMATS = ("csv", "json", "nl")
@@ -33,6 +37,20 @@ class Record(NamedTuple):
     values: dict[str, Any]
     where: str
     done: int
+
+
+_BLOB_LITERAL = re.compile(r"[xX]'((?:[0-9a-fA-F]{2})*)'")
+
+
+def blobs_decoded(records: Iterable[Record], columns: Collection[str]) -> Iterator[Record]:
+    """``records`` with every ``X'hex'`` text in one of ``columns`` turned into bytes."""
+    for record in records:
+        values = record.values
+        for column in columns:
+            value = values.get(column)
+            if isinstance(value, str) and (match := _BLOB_LITERAL.fullmatch(value)):
+                values[column] = bytes.fromhex(match.group(1))
+        yield record
 
 
 def read_records(stream: BinaryIO, fmt: str, name: str) -> tuple[int | None, Iterator[Record]]:

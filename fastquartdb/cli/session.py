@@ -1,7 +1,8 @@
 """Opening the database for one command: through its daemon if one runs, else embedded.
 
 ``fqdb`` never creates a database: the file must exist before anything
-opens it (``init_engine`` would create a missing one).
+opens it (``init_engine`` would create a missing one). A ``dqlite://`` URL
+names a cluster instead of a file and is opened as it is.
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ async def open_session(path: str, *, mode: str, socket: str | None) -> AsyncIter
     Raises:
         CommandError: the file does not exist, or ``mode="daemon"`` and no daemon runs.
     """
-    require_file(path)
+    if path.startswith("dqlite://"):
+        if mode != "auto":
+            raise CommandError(f"--mode {mode} is for a file; a dqlite:// URL names a cluster")
+    else:
+        require_file(path)
     try:
         db = await AsyncDatabaseManager.init_engine(path, mode=mode, socket=socket)
     except DaemonUnavailableError:

@@ -448,6 +448,25 @@ def test_insert_every_input_format(target: str, tmp_path: Path) -> None:
     assert query(target, "SELECT * FROM team WHERE name = 'green'") == [("green", 1)]
 
 
+def test_rows_output_loads_back_unchanged(target: str, tmp_path: Path) -> None:
+    """``rows --nl`` into ``insert --nl``: BLOBs, NULLs and text come back as they were."""
+    copy = str(tmp_path / "copy.db")
+    conn = sqlite3.connect(copy)
+    conn.executescript(SCHEMA.split("INSERT INTO")[0])
+    conn.close()
+    dumped = fqdb("rows", target, "user", "--nl").out
+    assert (
+        fqdb("insert", copy, "user", "-", "--nl", input=dumped).out == "inserted 4 rows into user\n"
+    )
+    sql = "SELECT id, username, age, email, typeof(avatar), avatar FROM user ORDER BY id"
+    assert query(copy, sql) == query(target, sql)
+    assert query(copy, "SELECT avatar FROM user WHERE username = 'alice'") == [(b"\x00\xff",)]
+    # Text that only looks like a BLOB literal stays text outside a BLOB column.
+    looks = json.dumps({"name": "X'00ff'", "size": 1})
+    fqdb("insert", copy, "team", "-", "--nl", input=looks)
+    assert query(copy, "SELECT name FROM team") == [("X'00ff'",)]
+
+
 def test_insert_upsert(target: str, tmp_path: Path) -> None:
     data = tmp_path / "users.nl"
     data.write_text(
