@@ -160,25 +160,61 @@ def test_litestream_killed_under_load_every_acked_row_restored(tmp_path: Path, c
     assert len(table_keys(str(restored))) == len(table_keys(db))
 
 
-def test_daemon_killed_then_restarted_replica_catches_up(tmp_path: Path, clients) -> None:
+def test_daemon_killed_stopped_and_restarted_replica_catches_up(tmp_path: Path, clients) -> None:
+    """Three daemon lives on one replica: killed (no sync, no checkpoint), stopped cleanly
+    (sync, then the daemon's own final checkpoint), and a last one; all of it restores."""
     db = str(tmp_path / "app.db")
     replica = tmp_path / "replica"
-    daemon = DaemonProcess(db, "--replicate", str(replica)).start()
-    first_child = _stats(daemon)["replication"]["pid"]
-    load = clients("insert", db, "--tasks", "16", "--rows", "150", "--prefix", "a")
-    first = load.report()
-    daemon.kill()  # SIGKILL: no final sync, no checkpoint
-    # The child goes with it (parent-death signal): no orphan replicating beside the next one.
-    _wait(lambda: not _alive(first_child), timeout=10, what="litestream to follow its daemon")
-    daemon = DaemonProcess(db, "--replicate", str(replica)).start()
-    try:
-        second = clients("insert", db, "--tasks", "16", "--rows", "150", "--prefix", "b").report()
-    finally:
-        assert daemon.stop() == 0
+    reports = []
+    for life in ("killed", "stopped", "last"):
+        daemon = DaemonProcess(db, "--replicate", str(replica)).start()
+        child = _stats(daemon)["replication"]["pid"]
+        try:
+            load = clients("insert", db, "--tasks", "16", "--rows", "100", "--prefix", life)
+            reports.append(load.report())
+        finally:
+            if life == "killed":
+                daemon.kill()  # SIGKILL: no final sync, no checkpoint
+            else:
+                assert daemon.stop() == 0
+        # The child goes with it (parent-death signal): no orphan beside the next one.
+        _wait(lambda child=child: not _alive(child), timeout=10, what="litestream to go")
     restored = tmp_path / "restored.db"
     done = _restore(replica, restored)
     assert done.returncode == 0, done.stderr
-    assert _assert_all_acked_present(str(restored), [first, second]) == 2 * 16 * 150
+    assert _assert_all_acked_present(str(restored), reports) == 3 * 16 * 100
+
+
+async def test_stopped_while_litestream_is_down_catches_up_once(tmp_path: Path) -> None:
+    """The daemon stops while Litestream is between restarts: one ``replicate -once`` run
+    copies the last commits before the checkpoint."""
+    from fastquartdb.server.replication import Replicator
+
+    db = str(tmp_path / "app.db")
+    replica = tmp_path / "replica"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE event (id INTEGER PRIMARY KEY, key TEXT UNIQUE)")
+    replicator = Replicator(db, str(replica))
+    await replicator.start()
+    try:
+        for n in range(200):
+            conn.execute("INSERT INTO event (key) VALUES (?)", (f"a{n}",))
+        assert replicator._proc is not None
+        os.kill(replicator._proc.pid, signal.SIGKILL)
+        while replicator.stats()["state"] != "restarting":
+            await asyncio.sleep(0.01)
+        for n in range(200):
+            conn.execute("INSERT INTO event (key) VALUES (?)", (f"b{n}",))
+    finally:
+        await replicator.stop()
+        conn.close()
+    assert replicator.stats()["state"] == "stopped" and replicator.restarts == 0
+    restored = tmp_path / "restored.db"
+    done = await asyncio.to_thread(_restore, replica, restored)
+    assert done.returncode == 0, done.stderr
+    assert len(set(table_keys(str(restored)))) == 400
 
 
 def test_bad_replication_settings_are_clear_errors(tmp_path: Path) -> None:
