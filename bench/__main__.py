@@ -264,6 +264,8 @@ def _notes(sid: str) -> list[str]:
             "statement per insert. SQLAlchemy: default pool, one `engine.begin()` per insert.",
             "Every contender waits up to 5 s (busy_timeout) for another process's write lock; "
             "errors are requests that failed anyway (they count in latency, not throughput).",
+            "daemon + Litestream: `fqdb-server --replicate file://DIR` (Litestream as the daemon's "
+            "child, the daemon at wal_autocheckpoint=0); not part of any target.",
         ],
         "S2": [
             "fastquartdb: `User.fetch(filters={'id': pk})` (rows as dicts); aiosqlite: "

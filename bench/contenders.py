@@ -244,6 +244,7 @@ class Sqlite3Client(Client):
 #: contender name -> (label for tables and charts, needs a daemon)
 CONTENDERS: dict[str, tuple[str, bool]] = {
     "daemon": ("fastquartdb daemon", True),
+    "daemon_replicate": ("fastquartdb daemon + Litestream", True),
     "embedded": ("fastquartdb embedded", False),
     "embedded_filelock": ("fastquartdb embedded + filelock", False),
     "aiosqlite": ("aiosqlite per process", False),
@@ -255,7 +256,7 @@ CONTENDERS: dict[str, tuple[str, bool]] = {
 def make_client(contender: str, db: str, synchronous: str, socket: str | None) -> Client:
     """The client for ``contender``."""
     args = (db, synchronous, socket)
-    if contender == "daemon":
+    if contender in ("daemon", "daemon_replicate"):
         return FastQuartDBClient(*args, mode="daemon")
     if contender == "embedded":
         return FastQuartDBClient(*args, mode="embedded")

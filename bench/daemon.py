@@ -41,6 +41,7 @@ class BenchDaemon:
         log_path: where the daemon's stderr goes.
         wrapper: a command prefix (``py-spy record -o x.svg --``) for profiling, or None.
         cprofile: write a cProfile of the daemon's main thread to this path, or None.
+        extra: more ``fqdb-server`` options (``--replicate URL``).
     """
 
     def __init__(
@@ -51,8 +52,10 @@ class BenchDaemon:
         *,
         wrapper: list[str] | None = None,
         cprofile: str | None = None,
+        extra: list[str] | None = None,
     ) -> None:
         self.db = db
+        self.extra = extra or []
         self.synchronous = synchronous
         self.log_path = log_path
         self.wrapper = wrapper or []
@@ -84,6 +87,7 @@ class BenchDaemon:
             self.synchronous,
             "--log-level",
             "WARNING",
+            *self.extra,
         ]
         env = {k: v for k, v in os.environ.items() if k != "FQDB_SOCKET"}
         env["PYTHONUNBUFFERED"] = "1"

@@ -106,6 +106,51 @@ def _target_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _backup_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Per run of "daemon + Litestream": the restore checked against the file the daemon wrote."""
+    cases = [
+        c
+        for c in data["scenarios"].get("S1", {}).get("cases", {}).values()
+        if c["contender"] == "daemon_replicate"
+    ]
+    rows = []
+    for case in cases:
+        for run in case["runs"]:
+            if "restore_s" not in run:
+                continue
+            rows.append(
+                [
+                    case["synchronous"].upper(),
+                    str(run["repeat"] + 1),
+                    f"{run['rows_in_db']:,}",
+                    f"{run['restored_rows']:,}",
+                    f"{run['daemon_stop_s']:.2f}",
+                    f"{run['restore_s']:.2f}",
+                    f"{run['replica_bytes'] / 1048576:.1f}",
+                    f"{run['db_bytes'] / 1048576:.1f}",
+                ]
+            )
+    if not rows:
+        return None
+    header = [
+        "sync",
+        "repeat",
+        "rows in file",
+        "rows restored",
+        "daemon stop s",
+        "restore s",
+        "replica MiB",
+        "file MiB",
+    ]
+    return header, rows
+
+
+_BACKUP_TITLE = (
+    "Backup: after each S1 'daemon + Litestream' run the daemon is stopped (its final "
+    "`litestream sync` included in 'daemon stop s') and the replica restored"
+)
+
+
 def _text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
@@ -131,6 +176,11 @@ def print_tables(data: dict[str, Any]) -> None:
             f"{sid} {info['title']} ({info['size']}; {data['repeats']} repeat(s); median (min-max))"
         )
         print(_text_table(*_rows(data, sid, "-")))
+        print()
+    backup = _backup_rows(data)
+    if backup is not None:
+        print(_BACKUP_TITLE)
+        print(_text_table(*backup))
         print()
     header, rows = _target_rows(data)
     print("Targets (same-run ratios of medians)")
@@ -226,6 +276,9 @@ def write_markdown(data: dict[str, Any], path: str, charts: dict[str, str]) -> N
             lines.append("")
         if sid in charts:
             lines += [f"![{sid}]({os.path.basename(charts[sid])})", ""]
+        backup = _backup_rows(data) if sid == "S1" else None
+        if backup is not None:
+            lines += [f"{_BACKUP_TITLE}:", "", _md_table(*backup), ""]
     with open(path, "w") as fh:
         fh.write("\n".join(lines))
 

@@ -11,6 +11,7 @@ contender always goes first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -150,7 +151,14 @@ def scenarios_for(sizes: Sizes) -> dict[str, Scenario]:
             t,
             _cases(
                 "S1",
-                ["daemon", "embedded", "embedded_filelock", "aiosqlite", "sqlalchemy"],
+                [
+                    "daemon",
+                    "daemon_replicate",
+                    "embedded",
+                    "embedded_filelock",
+                    "aiosqlite",
+                    "sqlalchemy",
+                ],
                 ("full", "normal"),
             ),
             "inserts/s",
@@ -264,6 +272,40 @@ def prepare_db(path: str, rows: int) -> None:
         conn.close()
 
 
+def _restore_check(db: str, replica: str, workdir: str) -> dict[str, Any]:
+    """Restore the run's Litestream replica and compare it with the file the daemon wrote."""
+    import subprocess
+
+    from fastquartdb.server.replication import find_litestream
+
+    restored = os.path.join(workdir, "restored.db")
+    started = time.monotonic()
+    done = subprocess.run(
+        [find_litestream(), "restore", "-o", restored, "file://" + replica],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    restore_s = time.monotonic() - started
+    if done.returncode != 0:
+        raise RunFailed(f"litestream restore failed: {done.stderr.strip()[-500:]}")
+
+    def rows(path: str) -> int:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute('SELECT count(*) FROM "user"').fetchone()[0])
+
+    replica_bytes = sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(replica) for f in files
+    )
+    return {
+        "restore_s": restore_s,
+        "restored_rows": rows(restored),
+        "rows_in_db": rows(db),
+        "replica_bytes": replica_bytes,
+        "db_bytes": os.path.getsize(db),
+    }
+
+
 def _daemon_stats(socket_path: str, db: str) -> dict[str, Any]:
     from fastquartdb.client.connection import SocketTransport
 
@@ -343,12 +385,16 @@ class Runner:
                     out,
                     "--",
                 ]
+        extra = []
+        if case.contender == "daemon_replicate":
+            extra = ["--replicate", os.path.join(workdir, "replica")]
         return BenchDaemon(
             db,
             case.synchronous,
             os.path.join(workdir, "daemon.log"),
             wrapper=wrapper,
             cprofile=cprofile,
+            extra=extra,
         ).start()
 
     def _run(self, scenario: Scenario, case: Case, repeat: int, workdir: str) -> dict[str, Any]:
@@ -379,11 +425,16 @@ class Runner:
                     metrics["daemon_stats"] = {"error": repr(exc)}
         finally:
             if daemon is not None:
+                stopping = time.monotonic()
                 code = daemon.stop()
+                metrics_stop_s = time.monotonic() - stopping
                 if code not in (0, None):
                     with open(daemon.log_path) as fh:
                         tail = fh.read()[-2000:]
                     raise RunFailed(f"fqdb-server exited with {code}:\n{tail}")
+        if case.contender == "daemon_replicate":
+            metrics["daemon_stop_s"] = metrics_stop_s
+            metrics.update(_restore_check(db, os.path.join(workdir, "replica"), workdir))
         return metrics
 
     def _run_workers(

@@ -18,7 +18,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
-    "S1": {"daemon", "embedded", "embedded_filelock", "aiosqlite", "sqlalchemy"},
+    "S1": {
+        "daemon",
+        "daemon_replicate",
+        "embedded",
+        "embedded_filelock",
+        "aiosqlite",
+        "sqlalchemy",
+    },
     "S2": {"daemon", "embedded", "aiosqlite", "sqlite3"},
     "S3": {"daemon", "embedded", "aiosqlite"},
     "S4": {"daemon", "embedded", "sqlite3"},
@@ -47,6 +54,7 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "Targets" in proc.stdout
+    assert "Backup: after each S1 'daemon + Litestream' run" in proc.stdout
 
     data = json.loads((out / "latest.json").read_text())
     assert set(data["scenarios"]) == {"S1", "S2", "S3", "S4", "S5", "S6"}
@@ -62,6 +70,9 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
                 for metric in ("throughput", "p50_ms", "p99_ms", "max_ms"):
                     assert _number(run[metric]), (key, metric, run[metric])
                 assert run["ok"] > 0, key
+                if case["contender"] == "daemon_replicate":
+                    # Every row the daemon committed came back from the Litestream replica.
+                    assert run["restored_rows"] == run["rows_in_db"] >= run["ok"], (key, run)
             for metric in ("throughput", "p50_ms", "p99_ms", "max_ms"):
                 assert _number(case["summary"][metric]["median"]), (key, metric)
 
