@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -128,7 +127,6 @@ class Replicator:
         self.restarts = 0
         self.last_exit: int | None = None
         self.last_error: str | None = None
-        self.last_sync: dict[str, Any] | None = None
         self._state = "stopped"
         self._dir = ""
         self._config = ""
@@ -136,7 +134,6 @@ class Replicator:
         self._proc: asyncio.subprocess.Process | None = None
         self._started_at = 0.0
         self._supervisor: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._lines: deque[str] = deque(maxlen=20)
         self._readers: set[asyncio.Task[None]] = set()
 
@@ -168,7 +165,6 @@ class Replicator:
 
         Call it after the daemon's last commit and before its final checkpoint.
         """
-        self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -185,7 +181,8 @@ class Replicator:
             if not synced:
                 log.error(
                     "the replica at %s may lack the last commits: Litestream could not sync "
-                    "(last words: %s); they are in %s and are copied at the next start",
+                    "(last words: %s); %s has them: copy it with 'fqdb backup' before "
+                    "relying on the replica",
                     self.url,
                     self.last_error,
                     self.db,
@@ -342,9 +339,7 @@ class Replicator:
             self.last_error = f"litestream sync failed: {text}"
             log.warning("%s", self.last_error)
             return False
-        with contextlib.suppress(ValueError):
-            self.last_sync = json.loads(text)
-        log.info("litestream synced %s to %s", self.db, self.url)
+        log.info("litestream synced %s to %s: %s", self.db, self.url, " ".join(text.split()))
         return True
 
     async def _terminate(self) -> int | None:
