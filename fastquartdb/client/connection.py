@@ -15,6 +15,7 @@ is unknown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -52,6 +53,20 @@ def _server_uid(sock: socket.socket) -> int | None:
         return None
     _pid, uid, _gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _CREDS.size))
     return int(uid)
+
+
+def _trusted_uids(db_path: str) -> set[int]:
+    """Who may serve us: this user, root, and the owner of the database file.
+
+    The owner already holds every byte of the data, so a daemon running as the
+    owner (a dedicated ``fqdb`` user admitting the web workers' group with
+    ``--allow-gid``) learns nothing new from our queries. Anyone else listening
+    on the socket path is a squatter.
+    """
+    trusted = {os.getuid(), 0}
+    with contextlib.suppress(OSError):
+        trusted.add(os.stat(db_path).st_uid)
+    return trusted
 
 
 class _Reader(asyncio.Protocol):
@@ -116,11 +131,11 @@ class SocketTransport(Transport):
         self._transport = transport
         sock = transport.get_extra_info("socket")
         uid = _server_uid(sock) if sock is not None else None
-        if uid is not None and uid not in (os.getuid(), 0):
+        if uid is not None and uid not in _trusted_uids(db_path):
             transport.close()
             raise AccessDeniedError(
-                f"{socket_path} is served by uid {uid}, not by this user ({os.getuid()}) or root: "
-                "refusing to send queries to it"
+                f"{socket_path} is served by uid {uid}, not by this user ({os.getuid()}), root "
+                f"or the owner of {db_path}: refusing to send queries to it"
             )
         try:
             hello = await asyncio.wait_for(

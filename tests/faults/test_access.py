@@ -5,9 +5,11 @@
   refused by the daemon's ``SO_PEERCRED`` check even when the file system lets
   it connect: it gets one ``access_denied`` frame and the connection closes;
   the daemon logs it and ``stats`` counts it. ``--allow-gid`` admits that group.
-* The client checks the daemon's uid the same way: a socket served by another
-  (non-root) user, e.g. squatted in a world-writable directory, is refused
-  with ``AccessDeniedError`` before anything is sent to it.
+* The client checks the daemon's uid the same way: a socket served by a user
+  other than itself, root or the owner of the database file, e.g. squatted in
+  a world-writable directory, is refused with ``AccessDeniedError`` before
+  anything is sent to it. A daemon running as the file's owner (a dedicated
+  user admitting the workers' group with ``--allow-gid``) is trusted.
 * Raw SQL (``execute``) cannot change journaling or durability, attach files,
   load extensions or control transactions, in daemon and embedded mode;
   ``--read-only`` serves reads only; ``--no-raw-sql`` refuses ``execute`` and
@@ -331,9 +333,13 @@ def squat_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def nobody_daemon(squat_dir: Path) -> Iterator[tuple[str, str, int]]:
-    """A real fqdb-server running as nobody; yields (db, socket, pid)."""
+    """A real fqdb-server running as nobody on a database this user (root) owns;
+    yields (db, socket, pid)."""
     db = str(squat_dir / "app.db")
     sock = str(squat_dir / "app.db.sock")
+    # Ours, but writable by all: a squatter can serve it, and must still be refused.
+    sqlite3.connect(db).close()
+    os.chmod(db, 0o666)
     proc = subprocess.Popen(
         [
             "setpriv",
@@ -370,7 +376,8 @@ async def test_client_refuses_a_daemon_of_another_user(
     nobody_daemon: tuple[str, str, int],
 ) -> None:
     db, sock, _pid = nobody_daemon
-    # The socket is ours to open (root), but it is served by uid 65534.
+    # The socket is ours to open (root), but it is served by uid 65534, which neither
+    # we are nor owns the database file.
     with pytest.raises(AccessDeniedError, match=f"served by uid {NOBODY}"):
         await SocketTransport.connect(sock, db)
     with pytest.raises(AccessDeniedError, match=f"served by uid {NOBODY}"):
@@ -383,6 +390,53 @@ async def test_client_refuses_a_daemon_of_another_user(
     else:
         assert manager.mode == "embedded"
         await AsyncDatabaseManager.close()
+
+
+@needs_root
+def test_a_dedicated_daemon_user_serves_its_group() -> None:
+    """The deployment of docs/DEPLOY.md with a user of its own: the daemon runs as the
+    owner of the data (here nobody, in the shared group) with --allow-gid; a worker of
+    another uid in that group is admitted by the daemon and trusts it, because the
+    daemon's uid owns the database file."""
+    home = Path(tempfile.mkdtemp(prefix="fqdb-owner-", dir="/tmp"))
+    try:
+        home.chmod(0o755)
+        os.chown(home, NOBODY, NOBODY)
+        db, sock = str(home / "app.db"), str(home / "app.db.sock")
+        proc = subprocess.Popen(
+            [
+                "setpriv",
+                f"--reuid={NOBODY}",
+                f"--regid={NOBODY}",
+                f"--groups={SHARED_GID}",
+                sys.executable,
+                "-m",
+                "fastquartdb.server",
+                db,
+                "--allow-gid",
+                str(SHARED_GID),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("fqdb-server: serving"), (line, proc.stderr)
+            assert os.stat(db).st_uid == NOBODY and os.stat(sock).st_gid == SHARED_GID
+            worker = as_user(LIBRARY_CLIENT, sock, db, "0", uid=4243, gid=SHARED_GID)
+            assert worker == {"count": 1, "server": proc.pid}, worker
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("SELECT who FROM shared").fetchall() == [(4243,)]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # The squatter: listen where the application expects its daemon, record what arrives.
