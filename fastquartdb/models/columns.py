@@ -180,11 +180,18 @@ class Column:
             for row in rows:
                 row[index] = convert(row[index])
             return
+        if fast is int:
+            low, high = _INT_MIN, _INT_MAX
+            for row in rows:
+                value = row[index]
+                # An int in SQLite's range (and None) is stored as is; the rest goes
+                # through to_db, which converts it or says what is wrong.
+                if (type(value) is not int or not low <= value <= high) and value is not None:
+                    row[index] = convert(value)
+            return
         for row in rows:
             value = row[index]
-            # The usual type of the column (and None) is stored as is; the rest, and ints
-            # (for their range), go through to_db, which converts or says what is wrong.
-            if (type(value) is not fast or fast is int) and value is not None:
+            if type(value) is not fast and value is not None:
                 row[index] = convert(value)
 
     def _plain_to_db(self, value: Any) -> Any:

@@ -15,6 +15,7 @@ import decimal
 import functools
 import itertools
 import json
+import operator
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -355,8 +356,7 @@ class BaseModel:
     ) -> int:
         """:meth:`upsert` for many rows, ``chunk_size`` per statement; returns rows processed."""
         base = cls._upsert_request("upsert_many", conflict, update)
-        requests = cls._chunked(rows, chunk_size, base)
-        return await cls._run_chunks(requests)
+        return await cls._run_many(rows, chunk_size, base)
 
     @classmethod
     def _upsert_request(
@@ -380,14 +380,62 @@ class BaseModel:
         All-or-nothing: when the rows take more than one request they run in
         one transaction. Returns the number of rows inserted.
         """
-        return await cls._run_chunks(cls._chunked(rows, chunk_size, {"op": "insert_many"}))
+        return await cls._run_many(rows, chunk_size, {"op": "insert_many"})
+
+    @classmethod
+    async def _run_many(
+        cls, rows: Iterable[Mapping[str, Any]], chunk_size: int, base: dict[str, Any]
+    ) -> int:
+        """``rows`` as requests of ``chunk_size`` rows; several run in one transaction.
+
+        Through a daemon (or a cluster) each request is sent as soon as its rows
+        are converted, so the database works on the first while the rest are still
+        being prepared.
+        """
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValidationError(f"chunk_size must be a positive integer, got {brief(chunk_size)}")
+        rows = rows if isinstance(rows, list) else list(rows)
+        if len(rows) <= chunk_size:
+            requests = cls._chunked(rows, chunk_size, base)
+            if not requests:
+                return 0
+            if len(requests) == 1:
+                return int(await cls._request(requests[0]))
+        db = await cls._db()
+        # Embedded, the engine's thread would only compete with the conversion for the
+        # GIL: convert everything first. Otherwise another process works meanwhile.
+        slices: list[list[Mapping[str, Any]]] = (
+            [rows]
+            if db.mode == "embedded"
+            else [rows[start : start + chunk_size] for start in range(0, len(rows), chunk_size)]
+        )
+        pending: list[asyncio.Future[Any]] = []
+        async with db.transaction():
+            try:
+                for part in slices:
+                    for request in cls._chunked(part, chunk_size, base):
+                        pending.append(asyncio.ensure_future(db.request(request)))
+                    await asyncio.sleep(0)  # let it go out now
+            except BaseException:
+                # A later chunk is invalid (or we are cancelled): the transaction rolls
+                # back; what was sent is dropped, not left unawaited.
+                for future in pending:
+                    future.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                raise
+            # Pipelined, in order, one transaction: no round trip per chunk.
+            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            total = 0
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                total += int(outcome)
+        return total
 
     @classmethod
     def _chunked(
-        cls, rows: Iterable[Mapping[str, Any]], chunk_size: int, base: dict[str, Any]
+        cls, rows: list[Mapping[str, Any]], chunk_size: int, base: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValidationError(f"chunk_size must be a positive integer, got {brief(chunk_size)}")
         requests: list[dict[str, Any]] = []
         for names, group_rows in cls._row_groups(rows):
             for start in range(0, len(group_rows), chunk_size):
@@ -408,21 +456,23 @@ class BaseModel:
         if rows and type(rows[0]) is dict:
             names = tuple(rows[0])
             defaults = [d for d in cls.__callable_defaults__ if d[0] not in names]
-            if not defaults and all(n in columns for n in names):
-                # Hot path (bulk inserts): every row a dict naming the same columns in
-                # the same order. One converter per column, no per-row key work.
+            if names and not defaults and all(n in columns for n in names):
+                # Hot path (bulk inserts): every row a dict naming the same columns (in
+                # any order). One converter per column, no per-row key work.
                 width = len(names)
-                out: list[list[Any]] = []
-                for row in rows:
-                    if type(row) is not dict or len(row) != width or tuple(row) != names:
-                        break
-                    out.append(list(row.values()))
-                else:
-                    if not names:
-                        return [((next(iter(columns)),), [[None] for _ in out])]
-                    for index, name in enumerate(names):
-                        columns[name].convert_rows(out, index)
-                    return [(names, out)]
+                if all(type(row) is dict and len(row) == width for row in rows):
+                    pick = operator.itemgetter(*names)
+                    try:
+                        if width == 1:
+                            out = [[value] for value in map(pick, rows)]
+                        else:
+                            out = list(map(list, map(pick, rows)))
+                    except KeyError:
+                        pass  # a row names another column: the general path says which
+                    else:
+                        for index, name in enumerate(names):
+                            columns[name].convert_rows(out, index)
+                        return [(names, out)]
         order = list(columns)
         groups: list[tuple[tuple[str, ...], list[list[Any]]]] = []
         converted = [cls._values(row, insert=True) for row in rows]
@@ -435,18 +485,6 @@ class BaseModel:
                 group_rows = [[None] for _ in group_rows]
             groups.append((key, group_rows))
         return groups
-
-    @classmethod
-    async def _run_chunks(cls, requests: list[dict[str, Any]]) -> int:
-        if not requests:
-            return 0
-        if len(requests) == 1:
-            return int(await cls._request(requests[0]))
-        db = await cls._db()
-        async with db.transaction():
-            # Sent together (pipelined, in order): one transaction, no round trip per chunk.
-            counts = await asyncio.gather(*(db.request(request) for request in requests))
-        return sum(int(count) for count in counts)
 
     @classmethod
     async def fetch(

@@ -202,6 +202,21 @@ async def test_insert_many_is_all_or_nothing_across_chunks(db: AsyncDatabaseMana
     assert await Item.count() == 10
 
 
+async def test_insert_many_bad_value_in_a_later_chunk_sends_nothing_lasting(
+    db: AsyncDatabaseManager,
+) -> None:
+    # Through a daemon the first chunks are already sent when the third one's row 8
+    # turns out to be invalid: the transaction rolls them back.
+    rows = [{"sku": f"s{i}", "name": f"n{i}"} for i in range(10)]
+    rows[8]["name"] = {"not": "text"}
+    with pytest.raises(ValidationError, match="name"):
+        await Item.insert_many(rows, chunk_size=3)
+    assert await Item.count() == 0
+    rows[8]["name"] = "n8"
+    assert await Item.insert_many(rows, chunk_size=3) == 10
+    assert sorted(r["sku"] for r in await Item.fetch()) == sorted(f"s{i}" for i in range(10))
+
+
 async def test_insert_many_single_chunk_is_all_or_nothing(db: AsyncDatabaseManager) -> None:
     rows = [{"username": "a"}, {"username": "b"}, {"username": None}]
     with pytest.raises(IntegrityError, match="NOT NULL"):
