@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -372,8 +373,10 @@ class Runner:
             out = self._profile_path(case, repeat, "daemon", "txt")
             if out is not None:
                 native = ["--native"] if self.profiling.daemon == "py-spy-native" else []
+                # The venv's own py-spy (the bench extra), whether or not its bin is on PATH.
+                beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
                 wrapper = [
-                    "py-spy",
+                    beside if os.path.exists(beside) else "py-spy",
                     "record",
                     "--threads",
                     *native,

@@ -47,6 +47,8 @@ from .schema import (
     quote,
 )
 from .statements import (
+    _INT_MAX,
+    _INT_MIN,
     build_aggregate,
     build_count,
     build_delete,
@@ -382,8 +384,16 @@ class Engine:
             assert isinstance(values, dict)
             params = list(values.values())
             for name, value in zip(values, params):
-                if type(value) is not str and value is not None:
-                    check_value(value, f"column {brief(name)}")
+                kind = type(value)
+                if kind is str or value is None or kind is bytes or kind is bool:
+                    continue
+                if (kind is int and _INT_MIN <= value <= _INT_MAX) or (
+                    kind is float and value == value
+                ):
+                    continue
+                # Anything else is checked, and only now is its label built (brief() is
+                # slow, and this runs for every insert).
+                check_value(value, f"column {brief(name)}")
         else:
             sql, params = build_insert(table, req)
             if key is not None:

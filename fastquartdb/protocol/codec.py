@@ -10,6 +10,7 @@ messages. The declared length is checked against the maximum frame size
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any
 
 import msgpack
@@ -34,6 +35,8 @@ _HEADER = struct.Struct(">I")
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
+#: One Packer per thread for encode_body: msgpack.packb builds a new one on every call.
+_local = threading.local()
 
 
 class FrameError(ProtocolError, ValueError):
@@ -48,7 +51,10 @@ def encode_body(message: dict[str, Any]) -> bytes:
             beyond 64 bits).
     """
     try:
-        return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+        pack = _local.__dict__.get("pack")
+        if pack is None:
+            pack = _local.pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+        return pack(message)  # type: ignore[no-any-return]
     except (TypeError, OverflowError, ValueError) as exc:
         raise ValidationError(
             f"cannot encode request: {exc} (values must be int (64-bit), float, str, "
@@ -145,6 +151,7 @@ class FrameDecoder:
         messages: list[dict[str, Any]] = []
         offset = 0
         end = len(buffer)
+        view = memoryview(buffer)  # one per call; each frame is a slice of it
         try:
             while end - offset >= HEADER_SIZE:
                 (length,) = _unpack_header(buffer, offset)
@@ -155,7 +162,7 @@ class FrameDecoder:
                 start = offset + HEADER_SIZE
                 if end - start < length:
                     break
-                messages.append(decode_body(memoryview(buffer)[start : start + length]))
+                messages.append(decode_body(view[start : start + length]))
                 offset = start + length
         except FrameError:
             self._broken = True
@@ -163,6 +170,8 @@ class FrameDecoder:
             # referenced from the traceback, and a bytearray with exports cannot resize.
             self._buffer = bytearray()
             raise
+        finally:
+            view.release()
         if offset:
             del buffer[:offset]
         return messages
