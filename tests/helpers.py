@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,23 @@ class DaemonProcess:
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 
+    def stats(self) -> dict[str, Any]:
+        """The daemon's ``stats`` reply, asked over a connection of its own."""
+        from fastquartdb.client.connection import SocketTransport
+
+        assert self.socket is not None
+        socket_path = self.socket
+
+        async def ask() -> dict[str, Any]:
+            transport = await SocketTransport.connect(socket_path, self.db)
+            try:
+                result: dict[str, Any] = await transport.request({"op": "stats"})
+                return result
+            finally:
+                await transport.close()
+
+        return asyncio.run(ask())
+
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit code."""
         assert self.proc is not None
@@ -131,6 +149,23 @@ class LoadClient:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.communicate()
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` every 50 ms; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def event_rows(db: str) -> int:
+    """Rows in the load table so far (0 before it exists)."""
+    try:
+        with sqlite3.connect(db, timeout=10) as conn:
+            return int(conn.execute("SELECT count(*) FROM event").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
 
 
 def table_keys(db: str) -> list[str]:

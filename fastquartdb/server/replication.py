@@ -235,20 +235,27 @@ class Replicator:
     def _running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
+    async def _litestream(self, *args: str, **options: Any) -> asyncio.subprocess.Process:
+        """``litestream ARGS...`` with its output (both streams) on one pipe."""
+        return await asyncio.create_subprocess_exec(
+            self.binary,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            **options,
+        )
+
     async def _spawn(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._control)
         self._state = "starting"
         parent = os.getpid()
-        self._proc = await asyncio.create_subprocess_exec(
-            self.binary,
+        self._proc = await self._litestream(
             "replicate",
             "-config",
             self._config,
             "-no-expand-env",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C at the terminal reaches the daemon only
             preexec_fn=lambda: _die_with_parent(parent),
         )
@@ -317,8 +324,7 @@ class Replicator:
 
     async def _sync(self) -> bool:
         """``litestream sync -wait``: every commit so far is on the replica when it returns."""
-        proc = await asyncio.create_subprocess_exec(
-            self.binary,
+        proc = await self._litestream(
             "sync",
             "-wait",
             "-json",
@@ -327,9 +333,6 @@ class Replicator:
             "-socket",
             self._control,
             self.db,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
         )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT / 2 + 5)
@@ -366,16 +369,8 @@ class Replicator:
     async def _replicate_once(self) -> bool:
         log.info("litestream is not running; one catch-up run before the daemon stops")
         try:
-            proc = await asyncio.create_subprocess_exec(
-                self.binary,
-                "replicate",
-                "-once",
-                "-config",
-                self._config,
-                "-no-expand-env",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+            proc = await self._litestream(
+                "replicate", "-once", "-config", self._config, "-no-expand-env"
             )
         except OSError as exc:
             self.last_error = f"cannot start {self.binary}: {exc}"

@@ -331,6 +331,35 @@ def squat_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def nobody_server(db: str, *options: str, groups: str = "--clear-groups") -> subprocess.Popen[str]:
+    """A real fqdb-server for ``db`` running as nobody, started and ready."""
+    proc = subprocess.Popen(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            groups,
+            sys.executable,
+            "-m",
+            "fastquartdb.server",
+            db,
+            *options,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("fqdb-server: serving"):
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"fqdb-server did not start: {line!r} {err}")
+    return proc
+
+
 @pytest.fixture
 def nobody_daemon(squat_dir: Path) -> Iterator[tuple[str, str, int]]:
     """A real fqdb-server running as nobody on a database this user (root) owns;
@@ -340,29 +369,8 @@ def nobody_daemon(squat_dir: Path) -> Iterator[tuple[str, str, int]]:
     # Ours, but writable by all: a squatter can serve it, and must still be refused.
     sqlite3.connect(db).close()
     os.chmod(db, 0o666)
-    proc = subprocess.Popen(
-        [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            sys.executable,
-            "-m",
-            "fastquartdb.server",
-            db,
-            "--socket",
-            sock,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
-    )
+    proc = nobody_server(db, "--socket", sock)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("fqdb-server: serving"), (line, proc.stderr)
         assert os.stat(sock).st_uid == NOBODY
         yield db, sock, proc.pid
     finally:
@@ -403,29 +411,8 @@ def test_a_dedicated_daemon_user_serves_its_group() -> None:
         home.chmod(0o755)
         os.chown(home, NOBODY, NOBODY)
         db, sock = str(home / "app.db"), str(home / "app.db.sock")
-        proc = subprocess.Popen(
-            [
-                "setpriv",
-                f"--reuid={NOBODY}",
-                f"--regid={NOBODY}",
-                f"--groups={SHARED_GID}",
-                sys.executable,
-                "-m",
-                "fastquartdb.server",
-                db,
-                "--allow-gid",
-                str(SHARED_GID),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
-        )
+        proc = nobody_server(db, "--allow-gid", str(SHARED_GID), groups=f"--groups={SHARED_GID}")
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.startswith("fqdb-server: serving"), (line, proc.stderr)
             assert os.stat(db).st_uid == NOBODY and os.stat(sock).st_gid == SHARED_GID
             worker = as_user(LIBRARY_CLIENT, sock, db, "0", uid=4243, gid=SHARED_GID)
             assert worker == {"count": 1, "server": proc.pid}, worker

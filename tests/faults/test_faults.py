@@ -14,7 +14,6 @@ import asyncio
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -23,34 +22,8 @@ import pytest
 
 from fastquartdb import AsyncDatabaseManager, OperationalError
 from fastquartdb.client.connection import SocketTransport
-from tests.helpers import DaemonProcess, integrity, table_keys
+from tests.helpers import DaemonProcess, event_rows, integrity, table_keys, wait_until
 from tests.integration.load_client import Event
-
-
-def _stats(proc: DaemonProcess) -> dict:
-    async def ask() -> dict:
-        transport = await SocketTransport.connect(proc.socket, proc.db)
-        try:
-            return await transport.request({"op": "stats"})
-        finally:
-            await transport.close()
-
-    return asyncio.run(ask())
-
-
-def _rows(db: str) -> int:
-    try:
-        with sqlite3.connect(db, timeout=10) as conn:
-            return int(conn.execute("SELECT count(*) FROM event").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
-def _wait(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _check_exactly_once(db: str, reports: list[dict]) -> list[str]:
@@ -90,8 +63,8 @@ def test_sigstop_under_load_times_out_cleanly(daemon: DaemonProcess, db_path: st
         )
         for i in range(2)
     ]
-    _wait(lambda: _stats(daemon)["clients"] >= 3, what="clients")
-    _wait(lambda: _rows(db_path) >= 300, what="rows")
+    wait_until(lambda: daemon.stats()["clients"] >= 3, what="clients")
+    wait_until(lambda: event_rows(db_path) >= 300, what="rows")
     daemon.signal(signal.SIGSTOP)
     time.sleep(2.0)
     daemon.signal(signal.SIGCONT)
@@ -130,17 +103,21 @@ def test_daemon_gone_fallback_embedded_and_back(db_path: str, clients) -> None:
         for i in range(2)
     ]
     try:
-        _wait(lambda: _stats(first)["clients"] >= 3, what="clients")
-        _wait(lambda: _rows(db_path) >= 200, what="rows on the daemon")
+        wait_until(lambda: first.stats()["clients"] >= 3, what="clients")
+        wait_until(lambda: event_rows(db_path) >= 200, what="rows on the daemon")
         assert first.stop() == 0
-        stopped_at = _rows(db_path)
+        stopped_at = event_rows(db_path)
         # The clients keep writing, embedded, while no daemon runs.
-        _wait(lambda: _rows(db_path) >= stopped_at + 200, timeout=20, what="embedded writes")
+        wait_until(
+            lambda: event_rows(db_path) >= stopped_at + 200, timeout=20, what="embedded writes"
+        )
         second = DaemonProcess(db_path).start()
         try:
-            _wait(lambda: _stats(second)["clients"] >= 3, timeout=20, what="clients to return")
-            served = _stats(second)["requests"]
-            _wait(lambda: _stats(second)["requests"] > served + 100, what="writes via the daemon")
+            wait_until(lambda: second.stats()["clients"] >= 3, timeout=20, what="clients to return")
+            served = second.stats()["requests"]
+            wait_until(
+                lambda: second.stats()["requests"] > served + 100, what="writes via the daemon"
+            )
             reports = [p.report() for p in procs]
             assert second.stop() == 0
         finally:
@@ -189,10 +166,10 @@ def test_many_connections_bounded_memory(daemon: DaemonProcess, db_path: str) ->
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, errors[:3]
     assert len(results) == 10_000
-    assert _rows(db_path) == 10_000
+    assert event_rows(db_path) == 10_000
     status = Path(f"/proc/{daemon.pid}/status").read_text()
     peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
-    stats = _stats(daemon)
+    stats = daemon.stats()
     assert stats["errors"] == 0 and stats["clients"] == 1
     assert peak_kb < 64 * 1024, f"daemon peak RSS {peak_kb} kB (bound: 64 MB)"
     print(
@@ -239,7 +216,7 @@ def test_sigterm_with_a_full_queue_answers_everything(db_path: str) -> None:
         proc.kill()
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, f"{len(errors)} queued requests were not answered: {errors[:3]}"
-    assert _rows(db_path) == 4000
+    assert event_rows(db_path) == 4000
     print("RELIABILITY F8: SIGTERM with >= 500 queued: 4000 of 4000 answered and committed")
     assert not os.path.exists(proc.socket)
     assert integrity(db_path) == "ok"

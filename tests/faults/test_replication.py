@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from fastquartdb.client.connection import SocketTransport
 from fastquartdb.server.replication import ReplicationError, find_litestream
-from tests.helpers import DaemonProcess, integrity, table_keys
+from tests.helpers import DaemonProcess, event_rows, integrity, table_keys, wait_until
 
 try:
     find_litestream()
@@ -30,24 +29,6 @@ except ReplicationError as exc:  # pragma: no cover - the backup extra is in mak
     pytest.skip(f"Litestream is not installed: {exc}", allow_module_level=True)
 
 FQDB = str(Path(sys.executable).parent / "fqdb")
-
-
-def _stats(proc: DaemonProcess) -> dict:
-    async def ask() -> dict:
-        transport = await SocketTransport.connect(proc.socket, proc.db)
-        try:
-            return await transport.request({"op": "stats"})
-        finally:
-            await transport.close()
-
-    return asyncio.run(ask())
-
-
-def _wait(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -58,14 +39,6 @@ def _alive(pid: int) -> bool:
     # A zombie is dead too: its parent has not reaped it yet.
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _rows(db: str) -> int:
-    try:
-        with sqlite3.connect(db, timeout=10) as conn:
-            return int(conn.execute("SELECT count(*) FROM event").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
 
 
 def _restore(replica: Path, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -92,7 +65,7 @@ def test_round_trip_and_stats(tmp_path: Path, clients) -> None:
     replica = tmp_path / "replica"
     daemon = DaemonProcess(db, "--replicate", str(replica)).start()
     try:
-        replication = _stats(daemon)["replication"]
+        replication = daemon.stats()["replication"]
         assert replication["state"] == "running"
         assert replication["url"] == replica.as_uri()
         assert replication["restarts"] == 0 and _alive(replication["pid"])
@@ -134,20 +107,20 @@ def test_litestream_killed_under_load_every_acked_row_restored(tmp_path: Path, c
                     "--prefix", f"k{i}")
             for i in range(4)
         ]  # fmt: skip
-        _wait(lambda: _rows(db) > 500, what="the load to start")
+        wait_until(lambda: event_rows(db) > 500, what="the load to start")
         for kill in range(3):
-            pid = _stats(daemon)["replication"]["pid"]
+            pid = daemon.stats()["replication"]["pid"]
             os.kill(pid, signal.SIGKILL)
-            _wait(
+            wait_until(
                 lambda kill=kill: (
-                    _stats(daemon)["replication"]["restarts"] == kill + 1
-                    and _stats(daemon)["replication"]["state"] == "running"
+                    daemon.stats()["replication"]["restarts"] == kill + 1
+                    and daemon.stats()["replication"]["state"] == "running"
                 ),
                 what=f"the daemon to restart litestream (kill {kill + 1})",
             )
             time.sleep(1.0)  # writes keep coming while the new one catches up
         reports = [load.report() for load in loads]
-        replication = _stats(daemon)["replication"]
+        replication = daemon.stats()["replication"]
         assert replication["restarts"] == 3 and replication["state"] == "running"
     finally:
         assert daemon.stop() == 0
@@ -199,13 +172,13 @@ def test_litestream_killed_just_before_a_checkpoint_loses_nothing(tmp_path: Path
     try:
         page = 4096  # SQLite's default page size, which the daemon keeps
         threshold = 32 + 960 * (24 + page)  # the WAL header and 960 frames
-        _wait(
-            lambda: (_stats(daemon)["replication"]["wal_bytes"] or 0) >= threshold,
+        wait_until(
+            lambda: (daemon.stats()["replication"]["wal_bytes"] or 0) >= threshold,
             timeout=60,
             what="the WAL to near 1000 pages",
         )
-        os.kill(_stats(daemon)["replication"]["pid"], signal.SIGKILL)
-        _wait(lambda: _stats(daemon)["replication"]["restarts"] == 1, what="the restart")
+        os.kill(daemon.stats()["replication"]["pid"], signal.SIGKILL)
+        wait_until(lambda: daemon.stats()["replication"]["restarts"] == 1, what="the restart")
         assert writer.wait(60) == 0
     finally:
         if writer.poll() is None:
@@ -237,7 +210,7 @@ def test_daemon_killed_stopped_and_restarted_replica_catches_up(tmp_path: Path, 
     reports = []
     for life in ("killed", "stopped", "last"):
         daemon = DaemonProcess(db, "--replicate", str(replica)).start()
-        child = _stats(daemon)["replication"]["pid"]
+        child = daemon.stats()["replication"]["pid"]
         try:
             load = clients("insert", db, "--tasks", "16", "--rows", "100", "--prefix", life)
             reports.append(load.report())
@@ -247,7 +220,7 @@ def test_daemon_killed_stopped_and_restarted_replica_catches_up(tmp_path: Path, 
             else:
                 assert daemon.stop() == 0
         # The child goes with it (parent-death signal): no orphan beside the next one.
-        _wait(lambda child=child: not _alive(child), timeout=10, what="litestream to go")
+        wait_until(lambda child=child: not _alive(child), timeout=10, what="litestream to go")
     restored = tmp_path / "restored.db"
     done = _restore(replica, restored)
     assert done.returncode == 0, done.stderr
