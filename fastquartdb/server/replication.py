@@ -6,7 +6,8 @@ Litestream can be run safely::
     daemon start ─> engine opens with wal_autocheckpoint=0 ─> Litestream starts
     Litestream dies ─> logged, restarted after 0.5 s, 1 s, 2 s ... (at most 30 s)
     daemon stop ─> last commit ─> litestream sync -wait ─> SIGTERM, wait
-                ─> (not running? one `litestream replicate -once`) ─> checkpoint, close
+                ─> (sync failed, or not running? one `litestream replicate -once`)
+                ─> checkpoint, close
 
 Why the daemon never checkpoints while it replicates: Litestream copies WAL
 frames to the replica before they are checkpointed into the database file. A
@@ -29,10 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import hashlib
 import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -47,8 +51,12 @@ log = logging.getLogger("fastquartdb.server.litestream")
 
 #: Seconds Litestream gets to start (its control socket appears) before start fails.
 START_TIMEOUT = 15.0
-#: Seconds the final sync at shutdown may take, then SIGTERM's own sync, before SIGKILL.
-STOP_TIMEOUT = 40.0
+#: At shutdown, at most: ``litestream sync -wait``, then Litestream's exit after SIGTERM
+#: (it tries one more sync), then a catch-up ``replicate -once`` if the sync failed.
+#: 20 + 25 + 30 = 75 s in the worst case (an unreachable replica), inside a 90 s stop.
+SYNC_TIMEOUT = 20.0
+TERM_TIMEOUT = 25.0
+ONCE_TIMEOUT = 30.0
 #: First and largest pause before Litestream is restarted; it doubles in between.
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
@@ -58,14 +66,20 @@ STABLE_RUN = 60.0
 _INSTALL_HINT = "install it with: pip install 'fastquartdb[backup]' (or set FQDB_LITESTREAM)"
 
 
+# Looked up here, in the parent: the child between fork and exec must not dlopen (the
+# daemon has threads, and their locks are copied held).
+_prctl: Any = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError, AttributeError):
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent(parent: int) -> None:
     """In the child before exec: SIGTERM Litestream when the daemon dies, even by SIGKILL
     (Linux), so a restarted daemon never finds an orphan replicating beside its own."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the daemon died before prctl: do not outlive it
         os._exit(1)
 
@@ -150,8 +164,7 @@ class Replicator:
             ReplicationError: it exits at once (a bad URL, an unknown scheme) or does not
                 come up within START_TIMEOUT seconds; the message carries its own words.
         """
-        # A private folder for Litestream's config and control socket, for this run only.
-        self._dir = tempfile.mkdtemp(prefix="fqdb-litestream-")
+        self._dir = self._private_dir()
         self._config = os.path.join(self._dir, "litestream.yml")
         self._control = os.path.join(self._dir, "control.sock")
         try:
@@ -164,21 +177,27 @@ class Replicator:
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name="fqdb-litestream")
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
         """Copy the last commits to the replica, then stop Litestream.
 
         Call it after the daemon's last commit and before its final checkpoint.
+        Returns whether the replica is known to hold every commit.
         """
         if self._supervisor is not None:
             self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._supervisor
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a bug in supervision must not cost the final sync
+                log.exception("litestream supervision failed")
+        synced = False
         try:
-            synced = False
             if self._running():
                 synced = await self._sync()
-                code = await self._terminate()
-                synced = synced or code == 0
+                # Litestream exits 0 even when its own last sync failed: only the
+                # answer of `sync -wait` counts.
+                await self._terminate()
             if not synced:
                 # Litestream was down (or failed to sync): one catch-up run of its own.
                 synced = await self._replicate_once()
@@ -194,6 +213,7 @@ class Replicator:
         finally:
             self._state = "stopped"
             self._cleanup()
+        return synced
 
     def stats(self) -> dict[str, Any]:
         """What ``fqdb stats`` shows under ``replication``."""
@@ -236,13 +256,16 @@ class Replicator:
         return self._proc is not None and self._proc.returncode is None
 
     async def _litestream(self, *args: str, **options: Any) -> asyncio.subprocess.Process:
-        """``litestream ARGS...`` with its output (both streams) on one pipe."""
+        """``litestream ARGS...`` with its output (both streams) on one pipe; it dies with
+        the daemon."""
+        parent = os.getpid()
         return await asyncio.create_subprocess_exec(
             self.binary,
             *args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=lambda: _die_with_parent(parent),
             **options,
         )
 
@@ -250,14 +273,12 @@ class Replicator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._control)
         self._state = "starting"
-        parent = os.getpid()
         self._proc = await self._litestream(
             "replicate",
             "-config",
             self._config,
             "-no-expand-env",
             start_new_session=True,  # a Ctrl-C at the terminal reaches the daemon only
-            preexec_fn=lambda: _die_with_parent(parent),
         )
         self._started_at = time.monotonic()
         assert self._proc.stdout is not None
@@ -295,29 +316,28 @@ class Replicator:
     async def _supervise(self) -> None:
         delay = RESTART_DELAY
         while True:
-            assert self._proc is not None
-            code = await self._proc.wait()
-            self.last_exit = code
-            ran = time.monotonic() - self._started_at
-            if ran >= STABLE_RUN:
-                delay = RESTART_DELAY
+            if self._proc is not None:
+                code = await self._proc.wait()
+                self.last_exit = code
+                ran = time.monotonic() - self._started_at
+                if ran >= STABLE_RUN:
+                    delay = RESTART_DELAY
+                log.warning(
+                    "litestream (pid %d) exited with status %d after %.1f s; restarting in %.1f s",
+                    self._proc.pid,
+                    code,
+                    ran,
+                    delay,
+                )
             self._state = "restarting"
-            log.warning(
-                "litestream (pid %d) exited with status %d after %.1f s; restarting in %.1f s",
-                self._proc.pid,
-                code,
-                ran,
-                delay,
-            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RESTART_DELAY)
             try:
                 await self._spawn()
-            except OSError as exc:
+            except OSError as exc:  # the binary moved, no memory to fork: try again later
                 self.last_error = f"cannot start {self.binary}: {exc}"
-                log.error("%s", self.last_error)
+                log.error("%s; retrying in %.1f s", self.last_error, delay)
                 self._proc = None
-                await asyncio.sleep(delay)
                 continue
             self.restarts += 1
             self._state = "running"
@@ -329,13 +349,13 @@ class Replicator:
             "-wait",
             "-json",
             "-timeout",
-            str(int(STOP_TIMEOUT / 2)),
+            str(int(SYNC_TIMEOUT)),
             "-socket",
             self._control,
             self.db,
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT / 2 + 5)
+            out, _ = await asyncio.wait_for(proc.communicate(), SYNC_TIMEOUT + 2)
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
@@ -358,7 +378,7 @@ class Replicator:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+                await asyncio.wait_for(proc.wait(), TERM_TIMEOUT)
             except asyncio.TimeoutError:
                 log.error("litestream (pid %d) ignored SIGTERM; killing it", proc.pid)
                 proc.kill()
@@ -376,7 +396,7 @@ class Replicator:
             self.last_error = f"cannot start {self.binary}: {exc}"
             return False
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT)
+            out, _ = await asyncio.wait_for(proc.communicate(), ONCE_TIMEOUT)
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
@@ -387,6 +407,26 @@ class Replicator:
             self.last_error = lines[-1] if lines else f"exit status {proc.returncode}"
             return False
         return True
+
+    def _private_dir(self) -> str:
+        """A folder of this daemon's own for Litestream's config and control socket.
+
+        Named after the database, so the one a SIGKILLed daemon left is reused (the
+        owner lock says no other daemon serves this file); anything at that name that
+        is not our own plain directory is left alone for a fresh random one.
+        """
+        digest = hashlib.sha256(self.db.encode()).hexdigest()[:16]
+        path = os.path.join(tempfile.gettempdir(), f"fqdb-litestream-{os.getuid()}-{digest}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            info = os.lstat(path)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+                shutil.rmtree(path)
+                os.mkdir(path, 0o700)
+                return path
+        return tempfile.mkdtemp(prefix="fqdb-litestream-")
 
     def _cleanup(self) -> None:
         if self._dir:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -261,6 +262,68 @@ async def test_stopped_while_litestream_is_down_catches_up_once(tmp_path: Path) 
     done = await asyncio.to_thread(_restore, replica, restored)
     assert done.returncode == 0, done.stderr
     assert len(set(table_keys(str(restored)))) == 400
+
+
+def test_sigterm_to_daemon_and_litestream_together_loses_nothing(tmp_path: Path, clients) -> None:
+    """What systemd's default KillMode does: SIGTERM to every process of the unit at once.
+    Litestream's own last sync may fail (and it still exits 0); the daemon's catch-up run
+    copies what is missing."""
+    db = str(tmp_path / "app.db")
+    replica = tmp_path / "replica"
+    daemon = DaemonProcess(db, "--replicate", str(replica)).start()
+    load = clients(
+        "insert", db, "--tasks", "16", "--rows", "100000", "--seconds", "4", "--prefix", "t"
+    )
+    wait_until(lambda: event_rows(db) > 2000, what="the load")
+    child = daemon.stats()["replication"]["pid"]
+    os.kill(daemon.pid, signal.SIGTERM)
+    os.kill(child, signal.SIGTERM)
+    assert daemon.stop() == 0
+    report = load.report()
+    assert report["acked"], report
+    restored = tmp_path / "restored.db"
+    done = _restore(replica, restored)
+    assert done.returncode == 0, done.stderr
+    assert _assert_all_acked_present(str(restored), [report]) == len(set(report["acked"]))
+
+
+def test_litestream_that_cannot_be_restarted_is_retried(tmp_path: Path) -> None:
+    """The binary vanishes (an upgrade moved it) while Litestream is down: the daemon keeps
+    trying, says why in stats, and restarts it once the binary is back."""
+    binary = tmp_path / "bin" / "litestream"
+    binary.parent.mkdir()
+    shutil.copy(find_litestream(), binary)
+    db = str(tmp_path / "app.db")
+    replica = tmp_path / "replica"
+    env_before = os.environ.get("FQDB_LITESTREAM")
+    os.environ["FQDB_LITESTREAM"] = str(binary)
+    try:
+        daemon = DaemonProcess(db, "--replicate", str(replica)).start()
+    finally:
+        if env_before is None:
+            del os.environ["FQDB_LITESTREAM"]
+        else:
+            os.environ["FQDB_LITESTREAM"] = env_before
+    try:
+        aside = binary.with_name("litestream.moved")
+        binary.rename(aside)
+        os.kill(daemon.stats()["replication"]["pid"], signal.SIGKILL)
+        wait_until(
+            lambda: "cannot start" in (daemon.stats()["replication"]["last_error"] or ""),
+            what="a failed restart",
+        )
+        assert daemon.stats()["replication"]["state"] == "restarting"
+        aside.rename(binary)
+        wait_until(
+            lambda: (
+                daemon.stats()["replication"]["state"] == "running"
+                and daemon.stats()["replication"]["restarts"] == 1
+            ),
+            timeout=60,
+            what="the restart once the binary is back",
+        )
+    finally:
+        assert daemon.stop() == 0
 
 
 def test_bad_replication_settings_are_clear_errors(tmp_path: Path) -> None:
