@@ -184,7 +184,12 @@ async def _insert(
         await catalog.require_table(args.table)
         described = (await catalog.columns(args.table)).rows
         columns = [row[1] for row in described]
-        blob_columns = [row[1] for row in described if "BLOB" in str(row[2] or "").upper()]
+        # BLOB affinity: a declared type naming BLOB, or none at all (SQLite's rule).
+        blob_columns = [
+            row[1]
+            for row in described
+            if "BLOB" in str(row[2] or "").upper() or not str(row[2] or "").strip()
+        ]
         key = None
         if args.upsert is not None:
             key = upsert_key(

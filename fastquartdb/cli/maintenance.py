@@ -173,11 +173,22 @@ def vacuum(path: str) -> dict[str, int | str]:
 
 
 def _served(path: str) -> bool:
-    """Whether an ``fqdb-server`` holds ``path``'s owner lock right now."""
+    """Whether an ``fqdb-server`` holds ``path``'s owner lock right now.
+
+    Raises:
+        CommandError: the lock file exists but this user may not open it, so nobody
+            can tell (it is 0600 and belongs to the daemon's user).
+    """
+    lock = path + ".server.lock"
     try:
-        fd = os.open(path + ".server.lock", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return False
+    except PermissionError:
+        raise CommandError(
+            f"cannot tell whether an fqdb-server serves {path} ({lock} is not readable by "
+            "this user); run fqdb restore as the daemon's user"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -187,6 +198,34 @@ def _served(path: str) -> bool:
     return False
 
 
+def _take_over(new: str, dest: str) -> None:
+    """Put ``new`` at ``dest``: the old file's mode and owner (0600 for a new one), and
+    none of the old file's ``-wal``/``-shm``, which would otherwise be read as the new
+    file's. The old sidecars are moved aside first and put back if the rename fails."""
+    try:
+        old = os.stat(dest)
+    except FileNotFoundError:
+        os.chmod(new, 0o600)
+    else:
+        os.chmod(new, old.st_mode & 0o7777)
+        with contextlib.suppress(PermissionError):
+            os.chown(new, old.st_uid, old.st_gid)
+    moved: list[tuple[str, str]] = []
+    try:
+        for sidecar in (dest + "-wal", dest + "-shm"):
+            if os.path.exists(sidecar):
+                aside = new + sidecar[len(dest) :] + ".old"
+                os.replace(sidecar, aside)
+                moved.append((aside, sidecar))
+        os.replace(new, dest)
+    except BaseException:
+        for aside, sidecar in moved:
+            os.replace(aside, sidecar)
+        raise
+    for aside, _ in moved:
+        os.unlink(aside)
+
+
 def restore(
     url: str, dest: str, *, timestamp: str | None = None, force: bool = False
 ) -> dict[str, object]:
@@ -194,7 +233,8 @@ def restore(
 
     Litestream writes a temporary file beside ``dest``; it is checked with
     ``PRAGMA integrity_check`` and renamed into place only when whole and sound,
-    so a failed restore leaves ``dest`` as it was.
+    so a failed restore leaves ``dest`` as it was. A new file is 0600 (it holds
+    the same data as the replica); a replaced one keeps its mode and owner.
 
     Returns:
         ``{"url", "dest", "tables", "bytes", "integrity"}``.
@@ -246,12 +286,16 @@ def restore(
             conn.close()
         if verdict != "ok":
             raise CommandError(f"the restored copy of {source} is not sound: {verdict}")
-        for sidecar in (dest + "-wal", dest + "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(sidecar)
-        os.replace(tmp, dest)
+        _take_over(tmp, dest)
     finally:
-        for leftover in (tmp, tmp + "-wal", tmp + "-shm", tmp + "-journal"):
+        for leftover in (
+            tmp,
+            tmp + "-wal",
+            tmp + "-shm",
+            tmp + "-journal",
+            tmp + "-wal.old",
+            tmp + "-shm.old",
+        ):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
     return {

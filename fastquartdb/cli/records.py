@@ -8,8 +8,8 @@
 * **JSON lines** (``--nl``): one object per line; blank lines are skipped.
 
 JSON values must be numbers, strings, ``true``/``false`` or ``null``; a key
-missing from an object leaves that column to its default. In a BLOB column a
-value written as SQLite's literal ``X'00ff'`` (how ``fqdb rows`` prints a
+missing from an object leaves that column to its default. In a column of BLOB
+affinity (declared BLOB, or with no type) a value written as SQLite's literal ``X'00ff'`` (how ``fqdb rows`` prints a
 BLOB, in every format) is stored as those bytes, so ``fqdb rows --nl`` output
 loads back unchanged. CSV and JSON lines
 stream (the file can be larger than memory); a JSON array is read whole.

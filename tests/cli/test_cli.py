@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -465,6 +466,15 @@ def test_rows_output_loads_back_unchanged(target: str, tmp_path: Path) -> None:
     looks = json.dumps({"name": "X'00ff'", "size": 1})
     fqdb("insert", copy, "team", "-", "--nl", input=looks)
     assert query(copy, "SELECT name FROM team") == [("X'00ff'",)]
+    # A column with no type has BLOB affinity: its bytes come back as bytes too.
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
+        conn.execute("CREATE TABLE loose (k INTEGER PRIMARY KEY, v)")
+        conn.execute("INSERT INTO loose VALUES (1, x'cafe'), (2, 'text')")
+    again = fqdb("rows", copy, "loose", "--nl").out
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
+        conn.execute("DELETE FROM loose")
+    fqdb("insert", copy, "loose", "-", "--nl", input=again)
+    assert query(copy, "SELECT k, v FROM loose ORDER BY k") == [(1, b"\xca\xfe"), (2, "text")]
 
 
 def test_insert_upsert(target: str, tmp_path: Path) -> None:

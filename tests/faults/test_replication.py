@@ -372,6 +372,15 @@ def test_restore_errors(tmp_path: Path) -> None:
         assert dest.read_text() == "keep me"  # a refused restore loses nothing
     finally:
         assert daemon.stop() == 0
+    dest.chmod(0o640)
+    Path(str(dest) + "-wal").write_bytes(b"a stale WAL of the old file")
     forced = _restore(replica, dest, "--force")
     assert forced.returncode == 0, forced.stderr
+    # The replaced file keeps its mode; the old file's WAL is gone with it.
+    assert dest.stat().st_mode & 0o777 == 0o640
+    assert not Path(str(dest) + "-wal").exists()
     assert integrity(str(dest)) == "ok"
+    fresh = tmp_path / "fresh.db"
+    assert _restore(replica, fresh).returncode == 0
+    assert fresh.stat().st_mode & 0o777 == 0o600  # the data, readable by nobody else
+    assert not [p.name for p in tmp_path.iterdir() if ".restoring-" in p.name]
