@@ -16,7 +16,7 @@ import functools
 import itertools
 import json
 import operator
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ..client import AsyncDatabaseManager
@@ -395,25 +395,31 @@ class BaseModel:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValidationError(f"chunk_size must be a positive integer, got {brief(chunk_size)}")
         rows = rows if isinstance(rows, list) else list(rows)
+        ready: list[dict[str, Any]] | None = None
         if len(rows) <= chunk_size:
-            requests = cls._chunked(rows, chunk_size, base)
-            if not requests:
+            ready = cls._chunked(rows, chunk_size, base)
+            if not ready:
                 return 0
-            if len(requests) == 1:
-                return int(await cls._request(requests[0]))
+            if len(ready) == 1:
+                return int(await cls._request(ready[0]))
         db = await cls._db()
-        # Embedded, the engine's thread would only compete with the conversion for the
-        # GIL: convert everything first. Otherwise another process works meanwhile.
-        slices: list[list[Mapping[str, Any]]] = (
-            [rows]
-            if db.mode == "embedded"
-            else [rows[start : start + chunk_size] for start in range(0, len(rows), chunk_size)]
-        )
+        if ready is None and db.mode == "embedded":
+            # Embedded, the engine's thread would only compete with the conversion for
+            # the GIL: convert everything first. Otherwise another process works meanwhile.
+            ready = cls._chunked(rows, chunk_size, base)
+
+        def batches() -> Iterator[list[dict[str, Any]]]:
+            if ready is not None:
+                yield ready
+                return
+            for start in range(0, len(rows), chunk_size):
+                yield cls._chunked(rows[start : start + chunk_size], chunk_size, base)
+
         pending: list[asyncio.Future[Any]] = []
         async with db.transaction():
             try:
-                for part in slices:
-                    for request in cls._chunked(part, chunk_size, base):
+                for batch in batches():
+                    for request in batch:
                         pending.append(asyncio.ensure_future(db.request(request)))
                     await asyncio.sleep(0)  # let it go out now
             except BaseException:
