@@ -184,12 +184,11 @@ async def _insert(
         await catalog.require_table(args.table)
         described = (await catalog.columns(args.table)).rows
         columns = [row[1] for row in described]
-        # BLOB affinity: a declared type naming BLOB, or none at all (SQLite's rule).
-        blob_columns = [
-            row[1]
-            for row in described
-            if "BLOB" in str(row[2] or "").upper() or not str(row[2] or "").strip()
-        ]
+        blob_columns = []  # BLOB affinity: a declared type naming BLOB, or none (SQLite's rule)
+        for row in described:
+            declared = str(row[2] or "").upper()
+            if "BLOB" in declared or not declared.strip():
+                blob_columns.append(row[1])
         key = None
         if args.upsert is not None:
             key = upsert_key(

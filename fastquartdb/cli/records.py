@@ -9,10 +9,10 @@
 
 JSON values must be numbers, strings, ``true``/``false`` or ``null``; a key
 missing from an object leaves that column to its default. In a column of BLOB
-affinity (declared BLOB, or with no type) a value written as SQLite's literal ``X'00ff'`` (how ``fqdb rows`` prints a
-BLOB, in every format) is stored as those bytes, so ``fqdb rows --nl`` output
-loads back unchanged. CSV and JSON lines
-stream (the file can be larger than memory); a JSON array is read whole.
+affinity (declared BLOB, or with no type) a value written as SQLite's literal
+``X'00ff'`` (how ``fqdb rows`` prints a BLOB, in every format) is stored as
+those bytes, so ``fqdb rows --nl`` output loads back unchanged. CSV and JSON
+lines stream (the file can be larger than memory); a JSON array is read whole.
 """
 
 from __future__ import annotations

@@ -47,8 +47,6 @@ from .schema import (
     quote,
 )
 from .statements import (
-    _INT_MAX,
-    _INT_MIN,
     build_aggregate,
     build_count,
     build_delete,
@@ -59,6 +57,7 @@ from .statements import (
     build_upsert,
     build_upsert_many,
     check_value,
+    check_values,
 )
 
 __all__ = ["Engine", "Outcome", "translate_sqlite_error"]
@@ -382,18 +381,13 @@ class Engine:
             # Same table, columns and conflict mode as a request already checked and
             # built: only the values are new, and they are checked here.
             assert isinstance(values, dict)
-            params = list(values.values())
-            for name, value in zip(values, params):
-                kind = type(value)
-                if kind is str or value is None or kind is bytes or kind is bool:
-                    continue
-                if (kind is int and _INT_MIN <= value <= _INT_MAX) or (
-                    kind is float and value == value
-                ):
-                    continue
-                # Anything else is checked, and only now is its label built (brief() is
-                # slow, and this runs for every insert).
-                check_value(value, f"column {brief(name)}")
+            named: dict[str, Any] = values
+            params = list(named.values())
+
+            def column_of(value: Any) -> str:
+                return f"column {brief(next(n for n, v in named.items() if v is value))}"
+
+            check_values(params, column_of)
         else:
             sql, params = build_insert(table, req)
             if key is not None:

@@ -11,7 +11,8 @@ each group a list of ``[column, operator, value]`` conditions ANDed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ..protocol.errors import ValidationError, brief
@@ -31,6 +32,7 @@ __all__ = [
     "build_upsert",
     "build_upsert_many",
     "check_value",
+    "check_values",
 ]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
@@ -77,6 +79,24 @@ def check_value(value: Any, where: str) -> Any:
         f"value {brief(value)} for {where} has type {type(value).__name__}; "
         "use int, float, str, bytes, bool or None"
     )
+
+
+def check_values(values: Iterable[Any], where: Callable[[Any], str]) -> None:
+    """:func:`check_value` for every one of ``values``, on the hot path of every insert.
+
+    The common types are checked inline; anything else goes to ``check_value``, and
+    only if it is refused is ``where(value)`` asked to say where the value was found.
+    """
+    for value in values:
+        kind = type(value)
+        if kind is str or value is None or kind is bytes or kind is bool:
+            continue
+        if (kind is int and _INT_MIN <= value <= _INT_MAX) or (kind is float and value == value):
+            continue
+        try:
+            check_value(value, "a value")  # an int subclass, a big int, NaN, an object...
+        except ValidationError:
+            check_value(value, where(value))  # refused again, now saying where
 
 
 def _normalize_operator(op: object) -> str:
@@ -351,24 +371,19 @@ def build_insert_many(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[
     if not isinstance(rows, list):
         raise ValidationError("insert_many needs 'rows': a list of rows, each a list of values")
     width = len(names)
-    for index, row in enumerate(rows):
-        if type(row) is not list or len(row) != width:
-            raise ValidationError(
-                f"row {index} of insert_many must be a list of {width} values, got {brief(row)}"
-            )
-        # The common types are checked inline; anything else (or an int out of range,
-        # a NaN) goes to check_value, which says what is wrong. Hot: one pass per value.
-        for value in row:
-            kind = type(value)
-            if kind is str or value is None or kind is bytes:
-                continue
-            if (kind is int and _INT_MIN <= value <= _INT_MAX) or (
-                kind is float and value == value
-            ):
-                continue
-            if kind is bool:
-                continue
-            check_value(value, f"row {index} of insert_many")
+    if not all(type(row) is list and len(row) == width for row in rows):
+        index, row = next(
+            (i, r) for i, r in enumerate(rows) if type(r) is not list or len(r) != width
+        )
+        raise ValidationError(
+            f"row {index} of insert_many must be a list of {width} values, got {brief(row)}"
+        )
+
+    def row_of(value: Any) -> str:
+        index = next(i for i, row in enumerate(rows) if any(v is value for v in row))
+        return f"row {index} of insert_many"
+
+    check_values(itertools.chain.from_iterable(rows), row_of)
     cols = ", ".join(quote(n) for n in names)
     sql = f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({', '.join('?' * width)})"
     return sql, rows

@@ -212,6 +212,10 @@ async def serve(
         owner.acquire(config.socket)
         stack.callback(owner.release)
         _prepare_socket_path(config.socket)
+        # Removed after everything else has closed: until then clients find a socket
+        # that refuses them, not none (and a restarting daemon cannot take the path).
+        ours: list[int] = []  # the inode of our socket, once it exists
+        stack.callback(_remove_socket, config.socket, ours)
         replicator = Replicator(config.db, config.replicate) if config.replicate else None
         thread = await EngineThread.open(
             config.db,
@@ -247,7 +251,7 @@ async def serve(
             )
         finally:
             os.umask(old_umask)
-        stack.callback(_remove_socket, config.socket, os.stat(config.socket).st_ino)
+        ours.append(os.stat(config.socket).st_ino)
         stack.callback(server.close)  # first: accept no one new
         if config.allow_gids:
             os.chown(config.socket, -1, config.allow_gids[0])
@@ -262,8 +266,8 @@ async def serve(
             await shutdown_trigger()
 
 
-def _remove_socket(path: str, inode: int) -> None:
-    """Unlink our socket, unless another daemon has since put its own there."""
+def _remove_socket(path: str, ours: list[int]) -> None:
+    """Unlink our socket (if we made one), unless another daemon has since put its own there."""
     with contextlib.suppress(FileNotFoundError):
-        if os.stat(path).st_ino == inode:
+        if ours and os.stat(path).st_ino == ours[0]:
             os.unlink(path)

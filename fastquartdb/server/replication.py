@@ -177,11 +177,10 @@ class Replicator:
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name="fqdb-litestream")
 
-    async def stop(self) -> bool:
+    async def stop(self) -> None:
         """Copy the last commits to the replica, then stop Litestream.
 
         Call it after the daemon's last commit and before its final checkpoint.
-        Returns whether the replica is known to hold every commit.
         """
         if self._supervisor is not None:
             self._supervisor.cancel()
@@ -213,7 +212,6 @@ class Replicator:
         finally:
             self._state = "stopped"
             self._cleanup()
-        return synced
 
     def stats(self) -> dict[str, Any]:
         """What ``fqdb stats`` shows under ``replication``."""
