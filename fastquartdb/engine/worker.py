@@ -18,6 +18,16 @@ everyone else's are parked, in order, and run first once it ends. A holder
 that stays idle past ``idle_timeout`` or open past ``transaction_timeout`` is
 rolled back; its next request gets :class:`TransactionTimeoutError`. A holder
 whose session closes is rolled back at once.
+
+Cancellation of the worker task (``asyncio.run`` cancels every task when its
+main coroutine ends, so a program that never called ``close()`` ends this
+way) is a request to stop, not a licence to drop work: the batch on the
+thread is awaited and delivered truthfully (it runs to its end whatever we
+do), everything already queued still runs, an open transaction is rolled
+back, and then the task ends cancelled. Only a second cancellation fails
+what is left, each item with an error. If the loop dies without even that
+(closed with the task pending), the sqlite thread reports the count of what
+never ran when it closes the connection (see ``runner.py``).
 """
 
 from __future__ import annotations
@@ -97,6 +107,13 @@ def _waker(waiter: asyncio.Future[None]) -> Callable[[], None]:
     return wake
 
 
+def _thread_failed(exc: Exception, size: int) -> list[Outcome]:
+    """The thread itself failed (or is closed): fail the batch, keep serving."""
+    log.exception("database thread failed")
+    error = OperationalError(f"internal error while running the batch: {exc}")
+    return [(False, error)] * size
+
+
 def _ends_holder_batch(item: WorkItem, taken: int, max_batch: int) -> bool:
     return taken >= max_batch or _is_top(item, "commit") or _is_top(item, "rollback")
 
@@ -156,7 +173,9 @@ class BatchWorker:
         self._wakeup: asyncio.Future[None] | None = None
         self._space_waiters: deque[Callable[[], None]] = deque()
         self._stopping = False
+        self._cancelled = False
         self._task: asyncio.Task[None] | None = None
+        thread.count_unrun = lambda: self.depth
 
     # ------------------------------------------------------------ submitting
 
@@ -240,15 +259,29 @@ class BatchWorker:
         thread; only its reply is lost.
         """
         self._busy = True
+        stats = self.stats
+        stats.batches += 1
+        stats.requests += 1
         try:
-            stats = self.stats
-            stats.batches += 1
-            stats.requests += 1
-            ((ok, value),) = await self._hop(Engine.run_batch, [item.request])
-        finally:
-            self._busy = False
-            self._wake()
+            job = self.thread.submit(Engine.run_batch, [item.request])
+        except Exception as exc:
+            self._idle_again()
+            ((ok, value),) = _thread_failed(exc, 1)
+            self._deliver(item, ok, value)
+            return
+        try:
+            ((ok, value),) = await self._outcomes(job, 1)
+        except asyncio.CancelledError:
+            # The request still runs on the thread; until it ends the connection is
+            # not free (no inline read, no other batch may start).
+            job.add_done_callback(self._idle_again)
+            raise
+        self._idle_again()
         self._deliver(item, ok, value)
+
+    def _idle_again(self, _job: object = None) -> None:
+        self._busy = False
+        self._wake()
 
     async def put(self, item: WorkItem) -> None:
         """Queue ``item``, waiting while the queue is full."""
@@ -281,7 +314,9 @@ class BatchWorker:
         self._stopping = True
         self._wake()
         if self._task is not None:
-            await asyncio.shield(self._task)
+            # wait(), not await: the task may have ended cancelled (see the module docstring),
+            # which is not this caller's cancellation.
+            await asyncio.wait({self._task})
 
     # ------------------------------------------------------------ the loop
 
@@ -297,28 +332,41 @@ class BatchWorker:
             self._wakeup = None
 
     async def _run(self) -> None:
+        while True:
+            try:
+                if not await self._step():
+                    break
+            except asyncio.CancelledError:
+                if self._cancelled:  # cancelled twice: give up on what is left, say so
+                    self._fail_all(
+                        OperationalError("the database worker was cancelled; request not run")
+                    )
+                    raise
+                # Stop as stop() would: run what is queued, then end (cancelled).
+                self._cancelled = self._stopping = True
+        if self._cancelled:
+            raise asyncio.CancelledError
+
+    async def _step(self) -> bool:
+        """Serve one batch, or wait for work; False once stopping with nothing left."""
+        if self._busy:  # a caller is running a request directly (run_now)
+            await self._wait(None)
+            return True
+        if self._holder is not None:
+            serve = self._serve_holder
+        elif self._parked or self._items:
+            serve = self._serve_batch
+        elif self._stopping:
+            return False
+        else:
+            await self._wait(None)
+            return True
+        self._busy = True
         try:
-            while True:
-                if self._busy:  # a caller is running a request directly (run_now)
-                    await self._wait(None)
-                    continue
-                if self._holder is not None:
-                    serve = self._serve_holder
-                elif self._parked or self._items:
-                    serve = self._serve_batch
-                elif self._stopping:
-                    return
-                else:
-                    await self._wait(None)
-                    continue
-                self._busy = True
-                try:
-                    await serve()
-                finally:
-                    self._busy = False
-        except asyncio.CancelledError:
-            self._fail_all(OperationalError("the database worker was cancelled; request not run"))
-            raise
+            await serve()
+        finally:
+            self._busy = False
+        return True
 
     def _fail_all(self, error: FQDBError) -> None:
         for queue in (self._parked, self._items):
@@ -373,14 +421,34 @@ class BatchWorker:
     async def _hop(
         self, fn: Callable[..., list[Outcome]], requests: list[dict[str, Any]]
     ) -> list[Outcome]:
+        """Run a batch on the thread from the worker task and return its outcomes.
+
+        If the worker task is cancelled meanwhile, the batch still runs to its end on
+        the thread: wait for it, so its items get their true outcome, and stop after
+        what is queued (see the module docstring).
+        """
         try:
-            return await self.thread.call(fn, requests)
+            job = self.thread.submit(fn, requests)
+        except Exception as exc:
+            return _thread_failed(exc, len(requests))
+        try:
+            return await self._outcomes(job, len(requests))
+        except asyncio.CancelledError:
+            if self._cancelled:
+                raise
+            self._cancelled = self._stopping = True
+            return await self._outcomes(job, len(requests))
+
+    @staticmethod
+    async def _outcomes(job: asyncio.Future[list[Outcome]], size: int) -> list[Outcome]:
+        try:
+            # Shielded: cancelling the waiter must not cancel the job's future, which
+            # the thread resolves once the batch has really run.
+            return await asyncio.shield(job)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the thread itself failed: fail the batch, keep serving
-            log.exception("database thread failed")
-            error = OperationalError(f"internal error while running the batch: {exc}")
-            return [(False, error)] * len(requests)
+        except Exception as exc:
+            return _thread_failed(exc, size)
 
     async def _execute(self, batch: list[WorkItem], fn: Callable[..., list[Outcome]]) -> None:
         stats = self.stats
@@ -391,9 +459,13 @@ class BatchWorker:
         requests = [item.request for item in batch]
         try:
             outcomes = await self._hop(fn, requests)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # cancelled twice: the batch runs on, unobserved
+            error = OperationalError(
+                "the database worker was cancelled while this request ran; "
+                "whether it committed is unknown"
+            )
             for item in batch:
-                item.session.deliver(item, False, OperationalError("request cancelled by shutdown"))
+                item.session.deliver(item, False, error)
             raise
         # Replies only now: for a write batch, COMMIT has returned.
         for item, (ok, value) in zip(batch, outcomes):
