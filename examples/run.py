@@ -180,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stop = Stop()
     db = os.path.abspath(args.db)
+    # fqdb-server creates a missing file but never a missing directory; data/ is ours to make.
+    os.makedirs(os.path.dirname(db), exist_ok=True)
     socket = default_socket_path(db)
     daemon, ready = start_daemon(db, socket, stop, timeout=30)
     if not ready:

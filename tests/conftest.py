@@ -19,7 +19,11 @@ os.environ["FQDB_WIRE_CHECK"] = "1"
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> str:
-    """A path for a new database file in its own temporary directory."""
+    """A path for a new database file in its own (existing) temporary directory.
+
+    The directory exists: ``fqdb-server`` creates a missing file, never a missing directory.
+    """
+    (tmp_path / "data").mkdir(exist_ok=True)
     return str(tmp_path / "data" / "test.db")
 
 

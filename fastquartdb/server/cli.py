@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..protocol import DEFAULT_MAX_FRAME
+from ..protocol.errors import DatabaseError, FQDBError
 from .config import ServerConfig
-from .daemon import SocketInUseError, serve
+from .daemon import DatabasePathError, SocketInUseError, serve
 from .ownership import AlreadyServedError
 from .replication import ReplicationError
 
@@ -25,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="fqdb-server",
         description="Own one SQLite file and serve it to FastQuartDB clients over a Unix socket.",
     )
-    parser.add_argument("db", help="the SQLite database file (created if missing)")
+    parser.add_argument(
+        "db", help="the SQLite database file (created if missing; its directory must exist)"
+    )
     parser.add_argument(
         "--socket",
         help="Unix socket path (default: $FQDB_SOCKET, else <db>.sock; see PROTOCOL.md)",
@@ -34,27 +37,40 @@ def _parser() -> argparse.ArgumentParser:
         "--synchronous",
         choices=("full", "normal"),
         default="full",
-        help="full: every commit survives power loss (default); normal: faster, may lose the "
-        "last commits on power loss, never corrupts",
-    )
-    parser.add_argument("--max-batch", type=int, default=256, help="most requests per group commit")
-    parser.add_argument(
-        "--max-queue", type=int, default=8192, help="queued requests before reading pauses"
+        help="full: every commit survives power loss; normal: faster, may lose the "
+        "last commits on power loss, never corrupts (default: %(default)s)",
     )
     parser.add_argument(
-        "--max-frame", type=int, default=DEFAULT_MAX_FRAME, help="largest request frame in bytes"
+        "--max-batch",
+        type=int,
+        default=256,
+        help="most requests per group commit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=8192,
+        help="queued requests before reading pauses (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-frame",
+        type=int,
+        default=DEFAULT_MAX_FRAME,
+        help="largest request frame in bytes (default: %(default)s)",
     )
     parser.add_argument(
         "--transaction-timeout",
         type=float,
         default=30.0,
-        help="seconds an interactive transaction may stay open before it is rolled back (default 30)",
+        help="seconds an interactive transaction may stay open before it is rolled back "
+        "(default: %(default)g)",
     )
     parser.add_argument(
         "--transaction-idle-timeout",
         type=float,
         default=None,
-        help="seconds a transaction may wait for its holder's next request (default 10)",
+        help="seconds a transaction may wait for its holder's next request "
+        "(default: 10, or --transaction-timeout if that is shorter)",
     )
     parser.add_argument(
         "--allow-gid",
@@ -62,26 +78,31 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="GID",
-        help="also admit members of this group (repeatable)",
+        help="also admit members of this group (repeatable; default: only the daemon's own "
+        "user and root)",
     )
-    parser.add_argument("--read-only", action="store_true", help="serve reads only")
+    parser.add_argument(
+        "--read-only", action="store_true", help="serve reads only (default: reads and writes)"
+    )
     parser.add_argument(
         "--no-raw-sql",
         dest="raw_sql",
         action="store_false",
-        help="refuse the execute op (raw SQL); only the structured ops are served",
+        help="refuse the execute op (raw SQL); only the structured ops are served "
+        "(default: raw SQL allowed)",
     )
     parser.add_argument(
         "--replicate",
         metavar="URL",
         help="back the file up continuously with Litestream to URL (file:///dir, s3://bucket/path, "
-        "or a directory); needs fastquartdb[backup]",
+        "or a directory); needs fastquartdb[backup] (default: no replication)",
     )
     parser.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         type=str.upper,
+        help="what the daemon logs to stderr (default: %(default)s)",
     )
     parser.add_argument("--version", action="version", version=f"fqdb-server {__version__}")
     return parser
@@ -95,13 +116,14 @@ def _install_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _run(config: ServerConfig) -> None:
+async def _run(config: ServerConfig, started: list[bool]) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
     def announce(daemon: object) -> None:
+        started.append(True)
         print(
             f"fqdb-server: serving {config.db} on {config.socket} (pid {os.getpid()})",
             flush=True,
@@ -111,8 +133,20 @@ async def _run(config: ServerConfig) -> None:
     logging.getLogger("fastquartdb.server").info("stopped cleanly")
 
 
+def _not_served(config: ServerConfig, exc: BaseException) -> str:
+    """The one line that says why ``config.db`` could not be served, and what to do."""
+    if isinstance(exc, (AlreadyServedError, SocketInUseError, ReplicationError, DatabasePathError)):
+        return str(exc)
+    message = f"cannot serve {config.db}: {exc}"
+    if isinstance(exc, DatabaseError) and "not a database" in str(exc):
+        return f"{message}; name an SQLite database file, or a new file to create one"
+    if isinstance(exc, (FQDBError, OSError)):
+        return message
+    return f"{message} ({type(exc).__name__}; --log-level DEBUG shows the traceback)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the daemon; returns the exit code (0 after a clean shutdown)."""
+    """Run the daemon; returns the exit code (0 after a clean shutdown, 1 if it could not start)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s fqdb-server %(levelname)s %(message)s"
@@ -136,13 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fqdb-server: {exc}", file=sys.stderr)
         return 2
     _install_loop_policy()
+    started: list[bool] = []
     try:
-        asyncio.run(_run(config))
-    except (AlreadyServedError, SocketInUseError, ReplicationError) as exc:
-        print(f"fqdb-server: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"fqdb-server: cannot serve {config.db}: {exc}", file=sys.stderr)
+        asyncio.run(_run(config, started))
+    except Exception as exc:
+        if started:  # it served, then failed: a crash, whose traceback helps
+            raise
+        # Start-up failed: one line that says what is wrong and what to do.
+        logging.getLogger("fastquartdb.server").debug("start-up failed", exc_info=True)
+        print(f"fqdb-server: {_not_served(config, exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -21,8 +21,10 @@ import errno
 import logging
 import os
 import socket
+import sqlite3
 import stat
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,6 +47,33 @@ log = logging.getLogger("fastquartdb.server")
 
 class SocketInUseError(RuntimeError):
     """The socket path answers: some other server listens there."""
+
+
+class DatabasePathError(RuntimeError):
+    """The database path cannot name a database file (a directory, or its directory is missing)."""
+
+
+def check_database_path(path: str) -> None:
+    """Refuse a path that cannot be a database file before anything is created.
+
+    The file itself is created if missing; missing parent directories are not
+    (a typo in a path must not quietly grow a directory tree).
+
+    Raises:
+        DatabasePathError: ``path`` is a directory, or its directory does not exist.
+    """
+    if os.path.isdir(path):
+        raise DatabasePathError(
+            f"{path} is a directory, not a database file; "
+            f"name a file, e.g. {os.path.join(path, 'app.db')}"
+        )
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise DatabasePathError(
+            f"cannot create {path}: directory {parent} {what}; "
+            f"create it first (mkdir -p {parent}) or choose another path"
+        )
 
 
 def _prepare_socket_path(path: str) -> None:
@@ -199,18 +228,27 @@ async def serve(
         shutdown_trigger: awaited; when it returns the daemon drains and exits.
         ready: called once the socket accepts connections.
 
+    A start-up that fails leaves nothing behind: no socket, and neither the lock
+    file nor the database file if this start created them.
+
     Raises:
+        DatabasePathError: ``config.db`` is a directory or its directory is missing.
         AlreadyServedError: another daemon owns the file.
         SocketInUseError: something else listens on the socket path.
         ReplicationError: ``config.replicate`` is set and Litestream cannot run.
+        FQDBError: the file is not a database SQLite can open.
     """
-    os.makedirs(os.path.dirname(config.db) or ".", exist_ok=True)
+    check_database_path(config.db)
     assert config.socket is not None
+    created = [p for p in (config.db, config.lock_path) if not os.path.exists(p)]
+    started: list[Daemon] = []
     # Everything opened below is closed in reverse order, however far start-up got.
     async with contextlib.AsyncExitStack() as stack:
         owner = OwnerLock(config.lock_path)
         owner.acquire(config.socket)
         stack.callback(owner.release)
+        # Runs after everything else has closed, while the lock is still held.
+        stack.push(_undo_failed_start(config, owner, created, started))
         _prepare_socket_path(config.socket)
         # Removed after everything else has closed: until then clients find a socket
         # that refuses them, not none (and a restarting daemon cannot take the path).
@@ -258,12 +296,44 @@ async def serve(
             os.chmod(config.socket, 0o660)
         else:
             os.chmod(config.socket, 0o600)
+        started.append(daemon)
         if ready is not None:
             ready(daemon)
         if shutdown_trigger is None:
             await asyncio.Event().wait()
         else:
             await shutdown_trigger()
+
+
+def _undo_failed_start(
+    config: ServerConfig, owner: OwnerLock, created: list[str], started: list[Daemon]
+) -> Callable[..., bool]:
+    """An exit callback that removes what a failed start-up created (the lock file, a new DB)."""
+
+    def undo(exc_type: type[BaseException] | None, *_: object) -> bool:
+        if exc_type is None or started:
+            return False
+        if config.db in created and _holds_nothing(config.db):
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(config.db + suffix)
+        if config.lock_path in created:
+            owner.discard()
+        return False
+
+    return undo
+
+
+def _holds_nothing(path: str) -> bool:
+    """Whether ``path`` has no schema at all: safe to remove (nobody wrote to it meanwhile)."""
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)
+        try:
+            return bool(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
 
 
 def _remove_socket(path: str, ours: list[int]) -> None:

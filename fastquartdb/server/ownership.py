@@ -8,6 +8,7 @@ daemon can say which one is running.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 
@@ -48,3 +49,14 @@ class OwnerLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def discard(self) -> None:
+        """Remove the lock file, then drop the lock: a failed start-up leaves nothing behind.
+
+        Only for a lock file this daemon created. It is unlinked while the lock is
+        held, so no other daemon holds a lock on it at that moment.
+        """
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        self.release()
