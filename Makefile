@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## run: the daemon on data/app.db and the example app using it
+## run: the daemon on data/app.db and the example app using it (PORT=8000 by default)
+PORT ?= 8000
 run: $(STAMP)
-	$(BIN)/python examples/run.py
+	$(BIN)/python examples/run.py --port $(PORT)
 
 ## test: lint, type checks and the whole test suite
 test: lint typecheck pytest

@@ -16,6 +16,9 @@ Both children run in their own process groups: a terminal's Ctrl-C reaches
 only this script, which then stops them in that order, instead of reaching
 the daemon at the same moment as the web workers that still use it.
 
+If the port is taken, it says so and exits 1 before starting anything
+(``make run PORT=8001`` chooses another).
+
 Usage::
 
     python examples/run.py [--port 8000] [--db data/app.db] [--workers 4]
@@ -25,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
+import socket as socketlib
 import subprocess
 import sys
 import threading
@@ -107,6 +112,26 @@ class Stop:
         self.signal = self.signal or signal.Signals(signum).name
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (taken, or not an address here), or None if it can.
+
+    Checked before anything starts, so that a taken port is one clear line
+    instead of hypercorn's traceback after the daemon is already up.
+    """
+    probe = socketlib.socket(socketlib.AF_INET6 if ":" in host else socketlib.AF_INET)
+    try:
+        # As hypercorn binds it: a port in TIME_WAIT is not "taken".
+        probe.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"port {port} on {host} is taken (another server listens there)"
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    finally:
+        probe.close()
+    return None
+
+
 def start_daemon(db: str, socket: str, stop: Stop, timeout: float) -> tuple[Child, bool]:
     """Start fqdb-server and wait for its ready line; returns the child and whether it is ready."""
     daemon = Child(
@@ -178,6 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="hypercorn workers (default: 4)")
     args = parser.parse_args(argv)
 
+    taken = port_taken(args.host, args.port)
+    if taken:
+        print(
+            f"run.py: {taken}; choose another: make run PORT={args.port + 1} "
+            f"(or python examples/run.py --port {args.port + 1})",
+            file=sys.stderr,
+        )
+        return 1
     stop = Stop()
     db = os.path.abspath(args.db)
     # fqdb-server creates a missing file but never a missing directory; data/ is ours to make.
