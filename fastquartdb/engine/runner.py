@@ -218,10 +218,15 @@ class EngineThread:
             return
         self._hand_back(loop, ready, True, None)
         closer = self._serve()
-        abandoned = closer is None
-        self._finish(abandoned)
-        if closer is not None:
-            self._hand_back(closer.loop, closer.future, True, None)
+        try:
+            self._finish(abandoned=closer is None)
+        except BaseException as exc:
+            if closer is None:
+                raise
+            self._hand_back(closer.loop, closer.future, False, exc)  # close() raises it
+        else:
+            if closer is not None:
+                self._hand_back(closer.loop, closer.future, True, None)
 
     def _serve(self) -> _Job | None:
         """Run jobs until a close job (returned) or until the owner thread ended (None)."""

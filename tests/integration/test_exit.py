@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fastquartdb.client.transports import EmbeddedTransport
 from tests.e2e.servers import ROOT, Subprocess, app_env, free_port, group_members, kill_group
 from tests.helpers import integrity
 
@@ -69,6 +70,15 @@ def run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
 def rows(db: Path, sql: str = "SELECT count(*) FROM user") -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute(sql).fetchone()[0])
+
+
+def _rows_or_zero(db: Path) -> int:
+    if not db.exists():  # sqlite3.connect would create it
+        return 0
+    try:
+        return rows(db)
+    except sqlite3.OperationalError:  # no file or no table yet
+        return 0
 
 
 def test_readme_snippet_without_close_exits(tmp_path: Path) -> None:
@@ -309,9 +319,15 @@ def test_hypercorn_workers_that_never_close_stop_on_one_sigint(tmp_path: Path) -
     cmd = [sys.executable, "-m", "hypercorn", "noclose:app", "-w", "4", "-b", f"127.0.0.1:{port}"]
     server = Subprocess(cmd, tmp_path / "server.log", env).start()
     try:
+        db = tmp_path / "app.db"
+        # Every worker has opened the database (each commits one row as it starts).
+        deadline = time.monotonic() + 60
+        while _rows_or_zero(db) < 4:
+            assert server.running() and time.monotonic() < deadline, server.output()[-2000:]
+            time.sleep(0.05)
         code = _stop_hypercorn_with_one_sigint(server, port)
         assert code == 0, server.output()[-2000:]
-        assert rows(tmp_path / "app.db") == 4  # one row per worker, each committed
+        assert rows(db) == 4
     finally:
         kill_group(server.pid)
         if server.proc is not None:
@@ -339,3 +355,31 @@ def test_hypercorn_four_workers_embedded_stop_on_one_sigint(tmp_path: Path) -> N
         kill_group(server.pid)
         if server.proc is not None:
             server.proc.wait()
+
+
+async def test_a_cancelled_worker_runs_and_answers_what_is_queued(db_path: str) -> None:
+    # What asyncio.run does to the worker task when main() returns without close():
+    # more than one batch is queued; every request still runs, and each caller that is
+    # still waiting gets its true result, not "request not run".
+    transport = await EmbeddedTransport.open(db_path)
+    try:
+        await transport.request({"op": "execute", "sql": "CREATE TABLE t (x)", "params": []})
+        insert = "INSERT INTO t VALUES (?)"
+        calls = [
+            asyncio.ensure_future(
+                transport.request({"op": "execute", "sql": insert, "params": [i]})
+            )
+            for i in range(600)
+        ]
+        await asyncio.sleep(0)  # every call is queued or in the batch on the thread
+        task = transport.worker._task
+        assert task is not None and transport.worker.depth > 0
+        task.cancel()
+        results = await asyncio.gather(*calls)
+        assert [r["rowcount"] for r in results] == [1] * 600
+        await asyncio.wait({task})
+        assert task.cancelled()
+    finally:
+        await transport.close()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 600
