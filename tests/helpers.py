@@ -61,8 +61,8 @@ class DaemonProcess:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if ready else ""
         if not line.startswith("fqdb-server: serving"):
-            err = self.proc.stderr.read() if self.proc.stderr else ""
             self.proc.kill()
+            _, err = self.proc.communicate()  # reaped and its pipes closed: nothing leaks
             raise RuntimeError(f"fqdb-server did not start: {line!r} {err}")
         self.ready_line = line.strip()
         self.socket = self.ready_line.split(" on ", 1)[1].rsplit(" (pid", 1)[0]

@@ -16,6 +16,7 @@ async def test_readme_flow(tmp_path, monkeypatch, transport: str) -> None:
         age = Column("INTEGER")
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # a daemon creates the file, never its directory
     async with serving(transport, "data/mydb.sqlite"):
         await _readme_steps(User, transport, tmp_path)
 

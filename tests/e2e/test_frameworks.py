@@ -180,6 +180,7 @@ async def wait_for_clients(daemon: DaemonProcess, db: str, server: Subprocess) -
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 async def test_app_with_daemon(framework: str, tmp_path: Path) -> None:
     db = str(tmp_path / "data" / "app.db")
+    (tmp_path / "data").mkdir()  # fqdb-server creates the file, never its directory
     port = free_port()
     daemon = DaemonProcess(db).start()
     server = Subprocess(

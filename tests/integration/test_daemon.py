@@ -237,6 +237,7 @@ def test_socket_is_0600_whatever_the_umask(db_path: str) -> None:
 
 def test_long_database_path_uses_the_fallback_socket(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)  # fqdb-server creates the file, never its directory
     db = str(deep / "app.db")
     expected = default_socket_path(db)
     assert not expected.startswith(str(deep))
