@@ -8,6 +8,7 @@ thread of its own, every one of these hung in ``threading._shutdown``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import select
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -222,6 +224,28 @@ def _start_until_ready(tmp_path: Path, body: str) -> subprocess.Popen[str]:
     pytest.fail(f"the script did not start: {seen!r} {err}")
 
 
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Whatever happens in the block, the process is gone and its pipes closed after it."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def _wait_http(url: str, proc: subprocess.Popen[str]) -> httpx.Response:
+    # Quart runs before_serving before it listens: poll until the port answers.
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    while True:
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            assert proc.poll() is None and time.monotonic() < deadline, "the app never answered"
+            time.sleep(0.05)
+
+
 def _wait_exit(proc: subprocess.Popen[str]) -> tuple[int, str]:
     try:
         _, err = proc.communicate(timeout=EXIT_TIMEOUT)
@@ -287,9 +311,10 @@ def test_one_sigint_stops_quart_app_run_without_close(tmp_path: Path) -> None:
     # `python app.py` with Quart's app.run: before the fix it needed a second Ctrl-C.
     port = free_port()
     proc = _start_until_ready(tmp_path, f'{QUART_APP}\napp.run(host="127.0.0.1", port={port})\n')
-    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).json() == {"users": 1}
-    proc.send_signal(signal.SIGINT)
-    code, err = _wait_exit(proc)
+    with _reaped(proc):
+        assert _wait_http(f"http://127.0.0.1:{port}/", proc).json() == {"users": 1}
+        proc.send_signal(signal.SIGINT)
+        code, err = _wait_exit(proc)
     assert code == 0, err
     assert rows(tmp_path / "app.db") == 1
 
