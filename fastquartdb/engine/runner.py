@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from .deadline import DEFAULT_STATEMENT_TIMEOUT
 from .executor import Engine
 
 __all__ = ["EngineThread"]
@@ -50,8 +51,14 @@ class EngineThread:
         raw_sql: bool = True,
         lock_path: str | None = None,
         wal_autocheckpoint: int | None = None,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        max_statement_timeout: float | None = None,
     ) -> EngineThread:
-        """Start the thread, open and configure the connection on it."""
+        """Start the thread, open and configure the connection on it.
+
+        ``statement_timeout`` is every request's deadline (None: none);
+        ``max_statement_timeout`` caps the ``timeout`` one raw ``execute`` may ask for.
+        """
 
         def connector() -> sqlite3.Connection:
             return Engine.connect(
@@ -78,6 +85,8 @@ class EngineThread:
                     raw_sql=raw_sql,
                     lock_path=lock_path,
                     lock_timeout=busy_timeout,
+                    statement_timeout=statement_timeout,
+                    max_statement_timeout=max_statement_timeout,
                 )
             )
         except BaseException:

@@ -18,6 +18,11 @@ everyone else's are parked, in order, and run first once it ends. A holder
 that stays idle past ``idle_timeout`` or open past ``transaction_timeout`` is
 rolled back; its next request gets :class:`TransactionTimeoutError`. A holder
 whose session closes is rolled back at once.
+
+Deadlines: every request runs under its engine's statement deadline
+(:mod:`.deadline`). When a session closes, the worker asks the engine to stop
+that session's requests in the batch running now (their replies would go
+nowhere); :meth:`BatchWorker.stop` gives what still runs ``stop_grace`` seconds.
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ class BatchWorker:
         transaction_timeout: float = 30.0,
         idle_timeout: float | None = None,
         inline_reads: str | None = None,
+        stop_grace: float | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be positive")
@@ -157,6 +163,10 @@ class BatchWorker:
         self._space_waiters: deque[Callable[[], None]] = deque()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        #: Seconds a statement may still run once :meth:`stop` is called (None: its deadline).
+        self.stop_grace = stop_grace
+        # The batch on the sqlite thread now: a closed session's requests in it are stopped.
+        self._inflight: list[WorkItem] = []
 
     # ------------------------------------------------------------ submitting
 
@@ -244,7 +254,7 @@ class BatchWorker:
             stats = self.stats
             stats.batches += 1
             stats.requests += 1
-            ((ok, value),) = await self._hop(Engine.run_batch, [item.request])
+            ((ok, value),) = await self._hop(Engine.run_batch, [item.request], [item])
         finally:
             self._busy = False
             self._wake()
@@ -271,14 +281,23 @@ class BatchWorker:
             self._space_waiters.popleft()()
 
     def session_closed(self, session: Any) -> None:
-        """Forget ``session`` (already marked closed); roll back its open transaction at once."""
+        """Forget ``session`` (already marked closed); roll back its open transaction at once.
+
+        Its requests running now are stopped: nobody waits for their replies.
+        """
         for key in [k for k in self._dead_txns if k[0] is session]:
             del self._dead_txns[key]
+        deadlines = self.thread.engine.deadlines
+        for item in self._inflight:
+            if item.session is session:
+                deadlines.cancel(item.request)
         self._wake()
 
     async def stop(self) -> None:
         """Run everything already queued, roll back an open transaction, end the task."""
         self._stopping = True
+        if self.stop_grace is not None:
+            self.thread.engine.deadlines.shutdown(self.stop_grace)
         self._wake()
         if self._task is not None:
             await asyncio.shield(self._task)
@@ -371,8 +390,12 @@ class BatchWorker:
             await self._begin(begin)
 
     async def _hop(
-        self, fn: Callable[..., list[Outcome]], requests: list[dict[str, Any]]
+        self,
+        fn: Callable[..., list[Outcome]],
+        requests: list[dict[str, Any]],
+        items: list[WorkItem] | None = None,
     ) -> list[Outcome]:
+        self._inflight = items or []
         try:
             return await self.thread.call(fn, requests)
         except asyncio.CancelledError:
@@ -381,6 +404,10 @@ class BatchWorker:
             log.exception("database thread failed")
             error = OperationalError(f"internal error while running the batch: {exc}")
             return [(False, error)] * len(requests)
+        finally:
+            # Only now, with the batch over, may the ids of its requests be reused.
+            self._inflight = []
+            self.thread.engine.deadlines.forget()
 
     async def _execute(self, batch: list[WorkItem], fn: Callable[..., list[Outcome]]) -> None:
         stats = self.stats
@@ -390,7 +417,7 @@ class BatchWorker:
             stats.batch_max = len(batch)
         requests = [item.request for item in batch]
         try:
-            outcomes = await self._hop(fn, requests)
+            outcomes = await self._hop(fn, requests, batch)
         except asyncio.CancelledError:
             for item in batch:
                 item.session.deliver(item, False, OperationalError("request cancelled by shutdown"))
@@ -404,7 +431,7 @@ class BatchWorker:
             item.session.deliver(item, False, OperationalError("session closed"))
             return
         self.stats.requests += 1
-        ((ok, value),) = await self._hop(Engine.run_in_transaction, [item.request])
+        ((ok, value),) = await self._hop(Engine.run_in_transaction, [item.request], [item])
         if ok and self.thread.engine.in_transaction:
             self.stats.transactions += 1
             self._holder = (item.session, item.txn)
