@@ -358,12 +358,15 @@ class Sandbox:
         )
 
 
-def check_statement(sql: str, schema: Iterable[str] = ()) -> None:
+def check_statement(
+    sql: str, schema: Iterable[str] = (), params: list[Any] | dict[str, Any] | None = None
+) -> None:
     """Apply the sandbox's rules to ``sql`` without running it.
 
     ``sql`` is compiled (``EXPLAIN``: prepared, never executed) on a private
     in-memory database holding ``schema``, the ``sql`` column of the target's
-    ``sqlite_master``, under the same authorizer the engine uses. For a
+    ``sqlite_master``, under the same authorizer the engine uses (``params`` are
+    bound as the real statement's would be). For a
     statement that runs where no authorizer can be installed (a dqlite cluster).
 
     Raises:
@@ -379,7 +382,7 @@ def check_statement(sql: str, schema: Iterable[str] = ()) -> None:
                 conn.execute(ddl)
         sandbox = Sandbox(conn, defensive=False)
         with sandbox.raw():
-            _explain(conn, sql)
+            _explain(conn, sql, params or [])
     finally:
         conn.close()
 
@@ -387,12 +390,12 @@ def check_statement(sql: str, schema: Iterable[str] = ()) -> None:
 _EXPLAINED = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*explain\b", re.I | re.S)
 
 
-def _explain(conn: sqlite3.Connection, sql: str) -> Any:
+def _explain(conn: sqlite3.Connection, sql: str, params: list[Any] | dict[str, Any]) -> Any:
     # EXPLAIN compiles a statement (every authorizer question is asked) and runs nothing.
     # A statement that is an EXPLAIN already runs nothing either.
     text = sql if _EXPLAINED.match(sql) else "EXPLAIN " + sql
     try:
-        return conn.execute(text).fetchall()
+        return conn.execute(text, params).fetchall()
     except sqlite3.ProgrammingError as exc:
         if "one statement" in str(exc):
             raise ValidationError("raw SQL takes one statement per call") from None
