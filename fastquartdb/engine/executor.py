@@ -517,7 +517,7 @@ class Engine:
                     return handler(req)
                 raise
         except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc) from None
+            raise (self.sandbox.refusal() or translate_sqlite_error(exc)) from None
 
     def _execute_safely(self, req: dict[str, Any]) -> Outcome:
         deadlines = self.deadlines

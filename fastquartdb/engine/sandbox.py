@@ -261,6 +261,15 @@ class Sandbox:
         finally:
             self._armed = False
 
+    def refusal(self) -> ValidationError | None:
+        """Why the authorizer refused the last statement outside :meth:`raw`, once (else None).
+
+        The function rule also refuses the engine's own statements when they would fire
+        a trigger or read a view that calls a refused function.
+        """
+        why, self._denied = self._denied, None
+        return None if why is None else ValidationError(f"refused: {why}")
+
     def _load_vtables(self) -> None:
         version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
         if version == self._vtables_version:
