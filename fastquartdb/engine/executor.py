@@ -12,9 +12,14 @@ statement. A batch that may write runs as one group commit::
 
 One failing request never sinks its neighbours: single statements are undone
 by SQLite's statement journal, multi-statement requests by ``ROLLBACK TO``.
-If SQLite rolls back the whole transaction (disk full, I/O error), every
-request of the batch that had succeeded is reported failed, because its
-changes are gone.
+A failure that takes the whole transaction with it still fails alone: if
+SQLite rolls the transaction back during a request (a write stopped by its
+deadline, an I/O error) the others run again in a new one, and if ``COMMIT``
+fails on a deferred constraint the batch is committed again in halves down to
+the offender (see ``Engine._run_group``).
+
+Raw SQL runs under the sandbox's authorizer (:mod:`.sandbox`), and every
+request under its deadline (:mod:`.deadline`).
 """
 
 from __future__ import annotations
