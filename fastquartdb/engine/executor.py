@@ -626,6 +626,7 @@ class Engine:
                     break
                 results.append((i, outcome))
             if lost is not None:
+                self._forget_schema()  # DDL of the lost transaction is undone too
                 culprit, reason = lost
                 outcomes[culprit] = (False, reason)
                 todo = [i for i in todo if i != culprit]
@@ -641,6 +642,7 @@ class Engine:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                self._forget_schema()
                 error = translate_sqlite_error(exc)
                 if len(todo) == 1 or not isinstance(error, IntegrityError):
                     for i in todo:
