@@ -64,20 +64,20 @@ async def test_raw_sql_temp_objects_are_refused(db: AsyncDatabaseManager) -> Non
 
 
 async def test_fts5_works_and_its_shadow_tables_are_protected(db: AsyncDatabaseManager) -> None:
-    await db.execute("CREATE VIRTUAL TABLE doc USING fts5(body)")
-    await db.execute("INSERT INTO doc (body) VALUES ('hello sandbox')")
-    assert await db.fetch_all("SELECT body FROM doc WHERE doc MATCH 'hello'") == [
+    await db.execute("CREATE VIRTUAL TABLE sbdoc USING fts5(body)")
+    await db.execute("INSERT INTO sbdoc (body) VALUES ('hello sandbox')")
+    assert await db.fetch_all("SELECT body FROM sbdoc WHERE sbdoc MATCH 'hello'") == [
         {"body": "hello sandbox"}
     ]
     for sql in (
-        "INSERT INTO doc_data VALUES (99, X'00')",
-        "DELETE FROM doc_content",
-        "DROP TABLE doc_idx",
+        "INSERT INTO sbdoc_data VALUES (99, X'00')",
+        "DELETE FROM sbdoc_content",
+        "DROP TABLE sbdoc_idx",
     ):
         with pytest.raises(ValidationError, match="may only be changed through it"):
             await db.execute(sql)
-    await db.execute("DELETE FROM doc")
-    assert await db.fetch_all("SELECT body FROM doc") == []
+    await db.execute("DELETE FROM sbdoc")
+    assert await db.fetch_all("SELECT body FROM sbdoc") == []
 
 
 async def test_raw_statement_deadline_per_call(db: AsyncDatabaseManager) -> None:
