@@ -8,7 +8,9 @@ request that runs when:
 * its deadline passed (``statement_timeout``, or the ``timeout`` of one raw
   ``execute``): :class:`StatementTimeoutError`;
 * its client went away (:meth:`cancel`, called from the event loop's thread);
-* the daemon is shutting down and its grace period is over (:meth:`shutdown`).
+* the daemon is shutting down, its grace period is over and the request has
+  run for more than :data:`SHUTDOWN_SLICE` (:meth:`shutdown`): the queue is still
+  answered, but no long statement holds the exit up.
 
 Threads: :meth:`start` / :meth:`finish` / :meth:`reason` run on the connection's
 thread; :meth:`cancel`, :meth:`forget` and :meth:`shutdown` on the loop's. They
@@ -34,8 +36,11 @@ __all__ = ["DEFAULT_STATEMENT_TIMEOUT", "PROGRESS_STEPS", "Deadlines"]
 
 #: Seconds a statement may run unless configured otherwise (daemon and embedded mode).
 DEFAULT_STATEMENT_TIMEOUT = 5.0
-#: Virtual-machine steps between two looks at the clock (about 0.1-1 ms of work).
+#: Virtual-machine steps between two looks at the clock (about 0.1-1 ms of work). SQLite
+#: counts them per prepared statement across its runs, so short statements are asked too.
 PROGRESS_STEPS = 4000
+#: Once the shutdown grace is over, seconds a request may still run.
+SHUTDOWN_SLICE = 0.05
 
 
 class Deadlines:
@@ -57,6 +62,7 @@ class Deadlines:
         self._running: object = None
         self._cancelled: set[int] = set()
         self._stop_at = math.inf
+        self._started = 0.0
         self._why: str | None = None
         conn.set_progress_handler(self._progress, PROGRESS_STEPS)
 
@@ -83,7 +89,9 @@ class Deadlines:
         """``request`` starts running now, for at most ``timeout`` seconds."""
         self._why = None
         self._limit = timeout
-        self._deadline = math.inf if timeout is None else time.monotonic() + timeout
+        now = time.monotonic()
+        self._started = now
+        self._deadline = math.inf if timeout is None else now + timeout
         self._running = request
 
     def finish(self) -> None:
@@ -116,7 +124,7 @@ class Deadlines:
             self._cancelled = set()
 
     def shutdown(self, grace: float) -> None:
-        """From now on no statement runs past ``grace`` seconds from now."""
+        """``grace`` seconds from now, stop every request that runs longer than ``SHUTDOWN_SLICE``."""
         self._stop_at = min(self._stop_at, time.monotonic() + grace)
 
     # ------------------------------------------------------------ the handler
@@ -132,7 +140,7 @@ class Deadlines:
         if now >= self._deadline:
             self._why = "timeout"
             return 1
-        if now >= self._stop_at:
+        if now >= self._stop_at and now - self._started >= SHUTDOWN_SLICE:
             self._why = "the database is shutting down: the statement was stopped"
             return 1
         return 0

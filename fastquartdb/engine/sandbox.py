@@ -260,6 +260,7 @@ class Sandbox:
             raise
         finally:
             self._armed = False
+            self._denied = None  # told above, or nothing was refused
 
     def refusal(self) -> ValidationError | None:
         """Why the authorizer refused the last statement outside :meth:`raw`, once (else None).

@@ -141,3 +141,11 @@ def test_a_cancelled_request_is_stopped(engine: Engine) -> None:
     engine.deadlines.forget()
     assert not ok and "disconnected" in str(error)
     assert run(engine, raw("SELECT 1"))[0][0]  # the next request runs as usual
+
+
+def test_a_refusal_is_told_once_and_never_to_the_next_request(engine: Engine) -> None:
+    run(engine, raw("CREATE TABLE r (id INTEGER PRIMARY KEY, n INTEGER CHECK (n >= 0))"))
+    ((ok, error),) = run(engine, raw("PRAGMA ignore_check_constraints = 1"))
+    assert not ok and "refused" in str(error)
+    ((ok, error),) = run(engine, {"op": "insert", "table": "r", "values": {"n": -1}})
+    assert isinstance(error, IntegrityError), error  # its own error, not the refusal
