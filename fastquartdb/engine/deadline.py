@@ -69,10 +69,17 @@ class Deadlines:
     def timeout_for(self, request: dict[str, Any]) -> float | None:
         """The seconds ``request`` may run: its own raw-SQL ``timeout``, else the default.
 
+        ``ensure_table`` (the models' migrations) gets ``max_statement_timeout``.
+
         Raises:
             ValidationError: ``timeout`` is not a positive number, or above the cap.
         """
-        asked = request.get("timeout") if request.get("op") == "execute" else None
+        op = request.get("op")
+        if op == "ensure_table":
+            # A model's migration (an index built over a big table) may need longer than
+            # a request: it gets the longest bound there is.
+            return self.max_statement_timeout
+        asked = request.get("timeout") if op == "execute" else None
         if asked is None:
             return self.statement_timeout
         if isinstance(asked, bool) or not isinstance(asked, (int, float)) or not asked > 0:

@@ -149,3 +149,16 @@ def test_a_refusal_is_told_once_and_never_to_the_next_request(engine: Engine) ->
     assert not ok and "refused" in str(error)
     ((ok, error),) = run(engine, {"op": "insert", "table": "r", "values": {"n": -1}})
     assert isinstance(error, IntegrityError), error  # its own error, not the refusal
+
+
+def test_migrations_get_the_longest_bound(tmp_path: Path) -> None:
+    from fastquartdb.engine.deadline import Deadlines
+
+    conn = sqlite3.connect(":memory:")
+    deadlines = Deadlines(conn, 5.0, 60.0)
+    assert deadlines.timeout_for({"op": "ensure_table"}) == 60.0
+    assert deadlines.timeout_for({"op": "insert", "timeout": 1}) == 5.0  # only raw SQL asks
+    assert deadlines.timeout_for({"op": "execute", "timeout": 1}) == 1.0
+    with pytest.raises(ValidationError, match="max-statement-timeout"):
+        deadlines.timeout_for({"op": "execute", "timeout": 61})
+    conn.close()
