@@ -35,6 +35,7 @@ from .protocol.errors import (
     ReadOnlyError,
     RequestTimeoutError,
     SchemaError,
+    StatementTimeoutError,
     TransactionTimeoutError,
     ValidationError,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "ReadOnlyError",
     "RequestTimeoutError",
     "SchemaError",
+    "StatementTimeoutError",
     "Transaction",
     "TransactionTimeoutError",
     "ValidationError",

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
+from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import default_socket_path
 from ..protocol.errors import InterfaceError, NotInitializedError, ValidationError
 from .failover import FailoverTransport
@@ -156,6 +157,7 @@ class AsyncDatabaseManager:
         synchronous: str = "full",
         busy_timeout: float = 5.0,
         request_timeout: float | None = None,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
     ) -> AsyncDatabaseManager:
         """Open ``path`` and make it the process's database.
 
@@ -169,6 +171,9 @@ class AsyncDatabaseManager:
             busy_timeout: seconds to wait for another process's write lock.
             request_timeout: daemon mode: seconds to wait for a reply before
                 ``RequestTimeoutError`` (default: wait as long as it takes).
+            statement_timeout: embedded mode: seconds one request's statements may run
+                before ``StatementTimeoutError`` (None: no limit). A daemon uses its own
+                ``--statement-timeout``.
 
         Returns:
             The manager, also available as ``AsyncDatabaseManager.get()``.
@@ -205,6 +210,7 @@ class AsyncDatabaseManager:
             synchronous=synchronous,
             busy_timeout=busy_timeout,
             request_timeout=request_timeout,
+            statement_timeout=statement_timeout,
         )
         manager = cls(fspath, transport, use_filelock=use_filelock)
         cls._instance = manager
@@ -265,16 +271,30 @@ class AsyncDatabaseManager:
         return Transaction(self)
 
     async def execute(
-        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+        self,
+        sql: str,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """Run one raw SQL statement with bound parameters.
 
         Returns ``{"columns", "rows", "rowcount", "lastrowid"}``. The way to do
         what the model API does not; values are always bound, never spliced.
+        The statement runs in the sandbox the README's "Raw SQL" section describes.
+
+        Args:
+            timeout: seconds this statement may run instead of the statement timeout
+                (a daemon caps it at its ``--max-statement-timeout``).
+
+        Raises:
+            ValidationError: ``refused: ...`` when the sandbox refuses the statement.
+            StatementTimeoutError: it ran past its deadline and was stopped.
         """
-        result: dict[str, Any] = await self.request(
-            {"op": "execute", "sql": sql, "params": _params(params)}
-        )
+        request: dict[str, Any] = {"op": "execute", "sql": sql, "params": _params(params)}
+        if timeout is not None:
+            request["timeout"] = timeout
+        result: dict[str, Any] = await self.request(request)
         return result
 
     async def fetch_all(
@@ -346,11 +366,13 @@ async def _open_transport(
     synchronous: str,
     busy_timeout: float,
     request_timeout: float | None,
+    statement_timeout: float | None,
 ) -> Transport:
     embedded_options: dict[str, Any] = {
         "use_filelock": use_filelock,
         "synchronous": synchronous,
         "busy_timeout": busy_timeout,
+        "statement_timeout": statement_timeout,
     }
     if path.startswith("dqlite://"):
         if mode not in ("auto", "dqlite"):

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from ..engine import BatchWorker, EngineThread, WorkItem
+from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import decode_body, encode_body, error_code, error_from_code
 from ..protocol.errors import InterfaceError
 
@@ -67,6 +68,7 @@ class EmbeddedTransport(Transport):
         busy_timeout: float = 5.0,
         transaction_timeout: float = 30.0,
         wire_check: bool | None = None,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
     ) -> EmbeddedTransport:
         """Open the database file and start the worker."""
         thread = await EngineThread.open(
@@ -74,6 +76,7 @@ class EmbeddedTransport(Transport):
             synchronous=synchronous,
             busy_timeout=busy_timeout,
             lock_path=path + ".lock" if use_filelock else None,
+            statement_timeout=statement_timeout,
         )
         worker = BatchWorker(
             thread,

@@ -12,9 +12,14 @@ statement. A batch that may write runs as one group commit::
 
 One failing request never sinks its neighbours: single statements are undone
 by SQLite's statement journal, multi-statement requests by ``ROLLBACK TO``.
-If SQLite rolls back the whole transaction (disk full, I/O error), every
-request of the batch that had succeeded is reported failed, because its
-changes are gone.
+A failure that takes the whole transaction with it still fails alone: if
+SQLite rolls the transaction back during a request (a write stopped by its
+deadline, an I/O error) the others run again in a new one, and if ``COMMIT``
+fails on a deferred constraint the batch is committed again in halves down to
+the offender (see ``Engine._run_group``).
+
+Raw SQL runs under the sandbox's authorizer (:mod:`.sandbox`), and every
+request under its deadline (:mod:`.deadline`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from ..protocol.errors import (
     brief,
 )
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
+from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
 from .locking import ProcessLock
+from .sandbox import Sandbox
 from .schema import (
     TableInfo,
     check_identifier,
@@ -74,24 +81,11 @@ SCHEMA_CHECK_INTERVAL = 0.05
 # Ops that change nothing when they fail on validation, so a retry is safe.
 _SCHEMA_SAFE_RETRY = (READ_OPS | WRITE_OPS) - {"ping", "ensure_table", "execute"}
 
+# How often one batch may lose its transaction to single requests before all of it fails.
+_MAX_RESTARTS = 3
+
 # Requests made of several statements; they get a SAVEPOINT so a failure undoes all of them.
 _SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
-
-# What raw SQL (the ``execute`` op) may not do behind the engine's back.
-_GUARDED_PRAGMAS = frozenset(
-    {
-        "journal_mode",
-        "synchronous",
-        "wal_autocheckpoint",
-        "wal_checkpoint",
-        "locking_mode",
-        "writable_schema",
-        "foreign_keys",
-        "query_only",
-        "busy_timeout",
-        "journal_size_limit",
-    }
-)
 
 
 def translate_sqlite_error(exc: sqlite3.Error) -> FQDBError:
@@ -150,6 +144,8 @@ class Engine:
         raw_sql: bool = True,
         lock_path: str | None = None,
         lock_timeout: float = 5.0,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        max_statement_timeout: float | None = None,
     ) -> None:
         self.conn = conn
         #: With ``use_filelock``: held around every batch and interactive transaction.
@@ -163,8 +159,6 @@ class Engine:
         self._schema_checked = -SCHEMA_CHECK_INTERVAL
         # (table, column names, on_conflict) -> INSERT text: built once per shape.
         self._insert_sql: dict[tuple[Any, ...], str] = {}
-        self._raw = False
-        self._denied: str | None = None
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "fetch": self._fetch,
             "count": self._count,
@@ -182,7 +176,10 @@ class Engine:
             "commit": self._commit,
             "rollback": self._rollback,
         }
-        conn.set_authorizer(self._authorize)
+        #: The raw-SQL rules (an authorizer on ``conn``; see :mod:`.sandbox`).
+        self.sandbox = Sandbox(conn)
+        #: Every request's deadline (a progress handler on ``conn``; see :mod:`.deadline`).
+        self.deadlines = Deadlines(conn, statement_timeout, max_statement_timeout)
 
     # ------------------------------------------------------------------ setup
 
@@ -251,25 +248,6 @@ class Engine:
         """Whether a transaction is open on the connection."""
         return self.conn.in_transaction
 
-    def _authorize(self, action: int, arg1: str | None, arg2: str | None, *_: Any) -> int:
-        # Only raw SQL is policed; the engine's own statements are built from checked parts.
-        if not self._raw:
-            return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_PRAGMA and arg1 and arg1.lower() in _GUARDED_PRAGMAS:
-            if arg2 is not None or arg1.lower() == "wal_checkpoint":
-                self._denied = f"PRAGMA {arg1} is managed by FastQuartDB and cannot be changed"
-                return sqlite3.SQLITE_DENY
-        elif action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-            self._denied = "ATTACH/DETACH is not allowed: FastQuartDB serves one database file"
-            return sqlite3.SQLITE_DENY
-        elif action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT):
-            self._denied = "transaction control is not allowed in raw SQL: use db.transaction()"
-            return sqlite3.SQLITE_DENY
-        elif action == sqlite3.SQLITE_FUNCTION and arg2 and arg2.lower() == "load_extension":
-            self._denied = "load_extension is not allowed"
-            return sqlite3.SQLITE_DENY
-        return sqlite3.SQLITE_OK
-
     # ------------------------------------------------------------------ schema
 
     def _refresh_schema(self, force: bool = False) -> bool:
@@ -332,6 +310,12 @@ class Engine:
         table = req.get("table")
         info = self._tables.get(table) if type(table) is str else None
         if info is None or len(info.pk) != 1:
+            return False
+        # Also bounded in what it builds and sends back: no sorting, no long column list.
+        columns = req.get("columns")
+        if req.get("order_by") is not None or (
+            columns is not None and (type(columns) is not list or len(columns) > len(info.columns))
+        ):
             return False
         where = req.get("where")
         if type(where) is not list or len(where) != 1:
@@ -470,21 +454,13 @@ class Engine:
             params = {str(k): check_value(v, f"parameter {brief(k)}") for k, v in params.items()}
         else:
             raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
-        self._raw = True
-        self._denied = None
-        # SQLite asks the authorizer only when it prepares a statement, and the engine's
-        # own "COMMIT" may already sit prepared in the cache: setting the authorizer again
-        # expires every cached statement, so this raw SQL is checked for certain.
-        self.conn.set_authorizer(self._authorize)
         try:
-            cursor = self.conn.execute(sql, params)
-            rows = cursor.fetchall()
-        except sqlite3.DatabaseError as exc:
-            if self._denied is not None:
-                raise ValidationError(f"refused: {self._denied}") from None
+            with self.sandbox.raw():
+                cursor = self.conn.execute(sql, params)
+                rows = cursor.fetchall()
+        except sqlite3.Error as exc:
             raise translate_sqlite_error(exc) from None
         finally:
-            self._raw = False
             self._forget_schema()  # raw SQL may have changed any table
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return {
@@ -537,23 +513,37 @@ class Engine:
             except (ValidationError, sqlite3.OperationalError):
                 # Perhaps a table or column another process added (or changed) since
                 # we cached the schema: look again, and retry once if it changed.
-                if op in _SCHEMA_SAFE_RETRY and self._refresh_schema(force=True):
+                # (Never a request its deadline stopped.)
+                if (
+                    op in _SCHEMA_SAFE_RETRY
+                    and self.deadlines.reason() is None
+                    and self._refresh_schema(force=True)
+                ):
                     return handler(req)
                 raise
         except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc) from None
+            raise (self.sandbox.refusal() or translate_sqlite_error(exc)) from None
 
     def _execute_safely(self, req: dict[str, Any]) -> Outcome:
+        self.sandbox.refusal()  # a refusal from before this request is not its own
+        deadlines = self.deadlines
+        try:
+            deadlines.start(req, deadlines.timeout_for(req))
+        except ValidationError as exc:
+            return False, exc
         try:
             return True, self.execute(req)
         except FQDBError as exc:
-            return False, exc
+            # Stopped by its deadline, its client's disconnect or shutdown: say which.
+            return False, deadlines.reason() or exc
         except Exception as exc:
             # Input no check foresaw (a list where a name goes, a value nested 1000 deep):
             # this request fails, and its batch and the daemon go on.
             return False, ValidationError(
                 f"malformed {_op(req) or 'request'}: {type(exc).__name__}: {brief(exc)}"
             )
+        finally:
+            deadlines.finish()
 
     def _run_one(self, req: dict[str, Any], savepoint: bool) -> Outcome:
         if savepoint and _op(req) in _SAVEPOINT_OPS:
@@ -584,10 +574,9 @@ class Engine:
         """Run ``requests`` as one group commit and return one outcome per request, in order.
 
         A batch of reads only runs without a transaction. Otherwise
-        ``BEGIN IMMEDIATE`` ... ``COMMIT``; if the commit fails, every request
-        is reported failed with the commit's error.
+        ``BEGIN IMMEDIATE`` ... ``COMMIT`` (see :meth:`_run_group` for how a request
+        whose failure sinks the whole transaction still fails alone).
         """
-        conn = self.conn
         try:
             self._refresh_schema()
         except sqlite3.Error as exc:
@@ -595,43 +584,78 @@ class Engine:
             return [(False, error)] * len(requests)
         if all(_op(req) in READ_OPS for req in requests):
             return [self._run_one(req, False) for req in requests]
-        if all(_op(req) in TRANSACTION_OPS for req in requests):
-            return [(False, _NO_TXN_ERROR)] * len(requests)
-        try:
-            conn.execute(self._begin_sql)
-        except sqlite3.Error as exc:
-            error = translate_sqlite_error(exc)
-            return [(False, error)] * len(requests)
-        outcomes: list[Outcome] = []
-        for req in requests:
-            if _op(req) in TRANSACTION_OPS:
-                # Outside an interactive transaction these would end the shared batch.
-                outcomes.append((False, _NO_TXN_ERROR))
-                continue
-            outcome = self._run_one(req, True)
-            if not conn.in_transaction:
-                # SQLite rolled the whole transaction back (SQLITE_FULL, IOERR, ...):
-                # what earlier requests did is gone, so they must not be acknowledged.
-                reason = outcome[1] if not outcome[0] else OperationalError("transaction lost")
-                lost = OperationalError(f"rolled back with its batch: {reason}")
-                outcomes = [(False, lost)] * len(outcomes)
-                outcomes.append((False, reason) if not outcome[0] else (False, lost))
-                try:
-                    conn.execute(self._begin_sql)
-                except sqlite3.Error as exc:
-                    error = translate_sqlite_error(exc)
-                    remaining = len(requests) - len(outcomes)
-                    return outcomes + [(False, error)] * remaining
-                continue
-            outcomes.append(outcome)
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            error = translate_sqlite_error(exc)
-            return [(False, error)] * len(requests)
+        outcomes: list[Outcome] = [(False, _NO_TXN_ERROR)] * len(requests)
+        # Outside an interactive transaction begin/commit/rollback would end the shared batch.
+        todo = [i for i, req in enumerate(requests) if _op(req) not in TRANSACTION_OPS]
+        if todo:
+            self._run_group(requests, todo, outcomes)
         return outcomes
+
+    def _run_group(
+        self, requests: list[dict[str, Any]], todo: list[int], outcomes: list[Outcome]
+    ) -> None:
+        """Run ``requests[i] for i in todo`` in one transaction, setting ``outcomes[i]``.
+
+        A failing request fails alone, also when its failure takes the whole
+        transaction with it:
+
+        * SQLite rolls the transaction back during a request (an interrupted write,
+          SQLITE_FULL, an I/O error): that request fails, and the others run again in
+          a new transaction (their first run is undone, and nobody was told of it). After
+          ``_MAX_RESTARTS`` such losses the world is broken: the rest fail too.
+        * COMMIT fails on a constraint checked only then (a deferred foreign key): the
+          group is rolled back and split in halves, each committed on its own, in order,
+          down to the single requests that cannot commit.
+        """
+        conn = self.conn
+        restarts = 0
+        while todo:
+            try:
+                conn.execute(self._begin_sql)
+            except sqlite3.Error as exc:
+                error = translate_sqlite_error(exc)
+                for i in todo:
+                    outcomes[i] = (False, error)
+                return
+            results: list[tuple[int, Outcome]] = []
+            lost: tuple[int, FQDBError] | None = None
+            for i in todo:
+                outcome = self._run_one(requests[i], True)
+                if not conn.in_transaction:
+                    reason = outcome[1] if not outcome[0] else OperationalError("transaction lost")
+                    lost = (i, reason)
+                    break
+                results.append((i, outcome))
+            if lost is not None:
+                self._forget_schema()  # DDL of the lost transaction is undone too
+                culprit, reason = lost
+                outcomes[culprit] = (False, reason)
+                todo = [i for i in todo if i != culprit]
+                restarts += 1
+                if restarts > _MAX_RESTARTS:
+                    sunk = OperationalError(f"rolled back with its batch: {reason}")
+                    for i in todo:
+                        outcomes[i] = (False, sunk)
+                    return
+                continue
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._forget_schema()
+                error = translate_sqlite_error(exc)
+                if len(todo) == 1 or not isinstance(error, IntegrityError):
+                    for i in todo:
+                        outcomes[i] = (False, error)
+                    return
+                half = len(todo) // 2
+                self._run_group(requests, todo[:half], outcomes)
+                self._run_group(requests, todo[half:], outcomes)
+                return
+            for i, outcome in results:
+                outcomes[i] = outcome
+            return
 
     def run_in_transaction(self, requests: list[dict[str, Any]]) -> list[Outcome]:
         """Run requests of an interactive transaction (already begun, or begun by them).

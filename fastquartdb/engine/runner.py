@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from ..protocol.errors import InterfaceError
+from .deadline import DEFAULT_STATEMENT_TIMEOUT
 from .executor import Engine
 
 __all__ = ["EngineThread"]
@@ -111,8 +112,13 @@ class EngineThread:
         raw_sql: bool = True,
         lock_path: str | None = None,
         wal_autocheckpoint: int | None = None,
+        statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        max_statement_timeout: float | None = None,
     ) -> EngineThread:
         """Start the thread, open and configure the connection on it.
+
+        ``statement_timeout`` is every request's deadline (None: none);
+        ``max_statement_timeout`` caps the ``timeout`` one raw ``execute`` may ask for.
 
         Raises:
             FQDBError: the file cannot be opened as a database (translated by the engine).
@@ -133,6 +139,8 @@ class EngineThread:
                     raw_sql=raw_sql,
                     lock_path=lock_path,
                     lock_timeout=busy_timeout,
+                    statement_timeout=statement_timeout,
+                    max_statement_timeout=max_statement_timeout,
                 )
             except BaseException:
                 conn.close()

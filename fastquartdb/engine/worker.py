@@ -28,6 +28,11 @@ back, and then the task ends cancelled. Only a second cancellation fails
 what is left, each item with an error. If the loop dies without even that
 (closed with the task pending), the sqlite thread reports the count of what
 never ran when it closes the connection (see ``runner.py``).
+
+Deadlines: every request runs under its engine's statement deadline
+(:mod:`.deadline`). When a session closes, the worker asks the engine to stop
+that session's requests in the batch running now (their replies would go
+nowhere); :meth:`BatchWorker.stop` gives what still runs ``stop_grace`` seconds.
 """
 
 from __future__ import annotations
@@ -144,6 +149,7 @@ class BatchWorker:
         transaction_timeout: float = 30.0,
         idle_timeout: float | None = None,
         inline_reads: str | None = None,
+        stop_grace: float | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be positive")
@@ -176,6 +182,10 @@ class BatchWorker:
         self._cancelled = False
         self._task: asyncio.Task[None] | None = None
         thread.count_unrun = lambda: self.depth
+        #: Seconds a statement may still run once :meth:`stop` is called (None: its deadline).
+        self.stop_grace = stop_grace
+        # The batch on the sqlite thread now: a closed session's requests in it are stopped.
+        self._inflight: list[WorkItem] = []
 
     # ------------------------------------------------------------ submitting
 
@@ -263,7 +273,7 @@ class BatchWorker:
         stats.batches += 1
         stats.requests += 1
         try:
-            job = self.thread.submit(Engine.run_batch, [item.request])
+            job = self._submit(Engine.run_batch, [item.request], [item])
         except Exception as exc:
             self._idle_again()
             ((ok, value),) = _thread_failed(exc, 1)
@@ -282,6 +292,23 @@ class BatchWorker:
     def _idle_again(self, _job: object = None) -> None:
         self._busy = False
         self._wake()
+
+    def _submit(
+        self,
+        fn: Callable[..., list[Outcome]],
+        requests: list[dict[str, Any]],
+        items: list[WorkItem],
+    ) -> asyncio.Future[list[Outcome]]:
+        """Hand ``requests`` to the thread as one batch; ``items`` are in flight until it ends."""
+        job = self.thread.submit(fn, requests)
+        self._inflight = items
+        job.add_done_callback(self._batch_over)
+        return job
+
+    def _batch_over(self, _job: object = None) -> None:
+        # Only now, with the batch over on the thread, may the ids of its requests be reused.
+        self._inflight = []
+        self.thread.engine.deadlines.forget()
 
     async def put(self, item: WorkItem) -> None:
         """Queue ``item``, waiting while the queue is full."""
@@ -304,14 +331,23 @@ class BatchWorker:
             self._space_waiters.popleft()()
 
     def session_closed(self, session: Any) -> None:
-        """Forget ``session`` (already marked closed); roll back its open transaction at once."""
+        """Forget ``session`` (already marked closed); roll back its open transaction at once.
+
+        Its requests running now are stopped: nobody waits for their replies.
+        """
         for key in [k for k in self._dead_txns if k[0] is session]:
             del self._dead_txns[key]
+        deadlines = self.thread.engine.deadlines
+        for item in self._inflight:
+            if item.session is session:
+                deadlines.cancel(item.request)
         self._wake()
 
     async def stop(self) -> None:
         """Run everything already queued, roll back an open transaction, end the task."""
         self._stopping = True
+        if self.stop_grace is not None:
+            self.thread.engine.deadlines.shutdown(self.stop_grace)
         self._wake()
         if self._task is not None:
             # wait(), not await: the task may have ended cancelled (see the module docstring),
@@ -419,7 +455,10 @@ class BatchWorker:
             await self._begin(begin)
 
     async def _hop(
-        self, fn: Callable[..., list[Outcome]], requests: list[dict[str, Any]]
+        self,
+        fn: Callable[..., list[Outcome]],
+        requests: list[dict[str, Any]],
+        items: list[WorkItem] | None = None,
     ) -> list[Outcome]:
         """Run a batch on the thread from the worker task and return its outcomes.
 
@@ -428,7 +467,7 @@ class BatchWorker:
         what is queued (see the module docstring).
         """
         try:
-            job = self.thread.submit(fn, requests)
+            job = self._submit(fn, requests, items or [])
         except Exception as exc:
             return _thread_failed(exc, len(requests))
         try:
@@ -458,7 +497,7 @@ class BatchWorker:
             stats.batch_max = len(batch)
         requests = [item.request for item in batch]
         try:
-            outcomes = await self._hop(fn, requests)
+            outcomes = await self._hop(fn, requests, batch)
         except asyncio.CancelledError:  # cancelled twice: the batch runs on, unobserved
             error = OperationalError(
                 "the database worker was cancelled while this request ran; "
@@ -476,7 +515,7 @@ class BatchWorker:
             item.session.deliver(item, False, OperationalError("session closed"))
             return
         self.stats.requests += 1
-        ((ok, value),) = await self._hop(Engine.run_in_transaction, [item.request])
+        ((ok, value),) = await self._hop(Engine.run_in_transaction, [item.request], [item])
         if ok and self.thread.engine.in_transaction:
             self.stats.transactions += 1
             self._holder = (item.session, item.txn)

@@ -21,6 +21,7 @@ that builtin (``ValidationError`` is a ``ValueError``, ``RequestTimeoutError`` a
             ├── ConnectionLostError     (also ConnectionError) the daemon went away
             ├── DaemonUnavailableError  mode="daemon" and no daemon answers
             ├── RequestTimeoutError     (also TimeoutError) no reply in time
+            ├── StatementTimeoutError   (also TimeoutError) a statement ran past its deadline
             └── TransactionTimeoutError the daemon rolled a transaction back
 
 Each class has a stable ``code``; a reply ``{"ok": false, "error": {"code",
@@ -49,6 +50,7 @@ __all__ = [
     "ReadOnlyError",
     "RequestTimeoutError",
     "SchemaError",
+    "StatementTimeoutError",
     "TransactionTimeoutError",
     "ValidationError",
     "brief",
@@ -165,6 +167,17 @@ class RequestTimeoutError(OperationalError, TimeoutError):
     code = "request_timeout"
 
 
+class StatementTimeoutError(OperationalError, TimeoutError):
+    """A statement ran longer than its deadline and was stopped; its changes are undone.
+
+    The deadline is the statement timeout (``fqdb-server --statement-timeout``,
+    ``init_engine(statement_timeout=)`` embedded), or the ``timeout=`` given to one
+    ``db.execute()``. Make the statement cheaper, or give a raw one more time.
+    """
+
+    code = "statement_timeout"
+
+
 class TransactionTimeoutError(OperationalError, TimeoutError):
     """An interactive transaction stayed idle or open too long and was rolled back."""
 
@@ -188,6 +201,7 @@ _CLASSES: tuple[type[FQDBError], ...] = (
     ConnectionLostError,
     DaemonUnavailableError,
     RequestTimeoutError,
+    StatementTimeoutError,
     TransactionTimeoutError,
 )
 

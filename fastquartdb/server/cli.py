@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
+from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import DEFAULT_MAX_FRAME
 from ..protocol.errors import DatabaseError, FQDBError
 from .config import ServerConfig
@@ -71,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds a transaction may wait for its holder's next request "
         "(default: 10, or --transaction-timeout if that is shorter)",
+    )
+    parser.add_argument(
+        "--statement-timeout",
+        type=float,
+        default=DEFAULT_STATEMENT_TIMEOUT,
+        help="seconds one request's statements may run before they are stopped with "
+        f"StatementTimeoutError (default {DEFAULT_STATEMENT_TIMEOUT:g}; 0 for no limit)",
+    )
+    parser.add_argument(
+        "--max-statement-timeout",
+        type=float,
+        default=60.0,
+        help="the longest timeout= one raw db.execute() may ask for (default 60)",
     )
     parser.add_argument(
         "--allow-gid",
@@ -165,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_only=args.read_only,
             raw_sql=args.raw_sql,
             replicate=args.replicate,
+            statement_timeout=args.statement_timeout or None,
+            max_statement_timeout=args.max_statement_timeout,
         )
     except ValueError as exc:
         print(f"fqdb-server: {exc}", file=sys.stderr)

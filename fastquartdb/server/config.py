@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import DEFAULT_MAX_FRAME, default_socket_path
 
 __all__ = ["ServerConfig"]
@@ -29,6 +30,9 @@ class ServerConfig:
         read_only: serve reads only.
         raw_sql: accept the ``execute`` op (raw SQL); ``--no-raw-sql`` turns it off.
         busy_timeout: seconds to wait for another process's write lock on the file.
+        statement_timeout: seconds any one request's statements may run before they are
+            stopped with ``StatementTimeoutError`` (None: no limit).
+        max_statement_timeout: the longest ``timeout`` one raw ``execute`` may ask for.
         replicate: a Litestream replica URL (``file:///backups/app``, ``s3://bucket/app``)
             or a directory; the daemon runs Litestream for the file while it serves.
     """
@@ -46,6 +50,8 @@ class ServerConfig:
     raw_sql: bool = True
     busy_timeout: float = 5.0
     replicate: str | None = None
+    statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT
+    max_statement_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         self.db = os.path.realpath(self.db)
@@ -59,6 +65,10 @@ class ServerConfig:
                 raise ValueError(f"{name} must be positive")
         if self.transaction_timeout <= 0:
             raise ValueError("transaction_timeout must be positive")
+        if self.statement_timeout is not None and self.statement_timeout <= 0:
+            raise ValueError("statement_timeout must be positive")
+        if self.max_statement_timeout <= 0:
+            raise ValueError("max_statement_timeout must be positive")
         if self.transaction_idle_timeout is None:
             self.transaction_idle_timeout = min(10.0, self.transaction_timeout)
         if self.transaction_idle_timeout <= 0:

@@ -39,6 +39,9 @@ from .replication import Replicator
 
 __all__ = ["Daemon", "serve"]
 
+#: Seconds a statement still running at SIGTERM may go on before it is stopped.
+STOP_GRACE = 2.0
+
 #: How many recent requests the latency percentiles of ``stats`` cover.
 LATENCY_WINDOW = 8192
 
@@ -263,6 +266,8 @@ async def serve(
             raw_sql=config.raw_sql,
             # Replicating: Litestream checkpoints, never the daemon (see replication.py).
             wal_autocheckpoint=0 if replicator else None,
+            statement_timeout=config.statement_timeout,
+            max_statement_timeout=config.max_statement_timeout,
         )
         stack.push_async_callback(thread.close)  # last: the final checkpoint
         if replicator is not None:
@@ -275,7 +280,10 @@ async def serve(
             max_queue=config.max_queue,
             transaction_timeout=config.transaction_timeout,
             idle_timeout=config.transaction_idle_timeout,
-            inline_reads="all",
+            # Only primary-key lookups run on the loop's thread: anything costlier (a count
+            # with 999 LIKE filters) would stall hello, stats and every other client.
+            inline_reads="point",
+            stop_grace=STOP_GRACE,
         )
         worker.start()
         daemon = Daemon(config, thread, worker, replicator)

@@ -35,6 +35,11 @@ DQLITE_SKIPS: dict[str, tuple[str, str]] = {
         "normalises a file path ('dir/./name'); a dqlite URL names a cluster database, not a file",
         "",
     ),
+    "test_raw_statement_deadline_per_call": (
+        "the dqlite transport has no statement deadline: a statement runs on the cluster's "
+        "leader, which FastQuartDB cannot interrupt",
+        "",
+    ),
     "test_values_with_sql_are_stored_literally": (
         "dqlite's wire protocol sends text NUL-terminated, so text containing NUL cannot be "
         "carried (the transport refuses it with ValidationError)",

@@ -48,6 +48,7 @@ EXPECTED_CODES = {
     "connection_lost": "ConnectionLostError",
     "daemon_unavailable": "DaemonUnavailableError",
     "request_timeout": "RequestTimeoutError",
+    "statement_timeout": "StatementTimeoutError",
     "transaction_timeout": "TransactionTimeoutError",
 }
 

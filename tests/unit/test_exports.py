@@ -25,6 +25,7 @@ EXPECTED = [
     "ReadOnlyError",
     "RequestTimeoutError",
     "SchemaError",
+    "StatementTimeoutError",
     "Transaction",
     "TransactionTimeoutError",
     "ValidationError",

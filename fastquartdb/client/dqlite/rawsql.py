@@ -1,9 +1,9 @@
-"""Raw SQL over dqlite: the checks the engine's authorizer makes, done on the text.
+"""Raw SQL over dqlite: what the transport needs to know of a statement's text.
 
-dqlite offers no authorizer hook, so the ``execute`` op's guards (no transaction
-control, no ATTACH, no managed PRAGMA, no load_extension, one statement per
-call) look at the statement text, outside quotes and comments. ``:name``
-placeholders become ``?N``, because dqlite binds parameters by position only.
+The sandbox's rules are not checked here: the transport runs every raw statement
+through the engine's own authorizer first (:func:`fastquartdb.engine.sandbox.check_statement`).
+This module only tells a statement's kind by its first word (outside comments),
+and turns ``:name`` placeholders into ``?N``, because dqlite binds by position only.
 """
 
 from __future__ import annotations
@@ -11,31 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ...protocol.errors import ProgrammingError, ValidationError
+from ...protocol.errors import ProgrammingError
 
 __all__ = [
     "DML_WORDS",
     "ROW_WORDS",
     "TRANSACTION_WORDS",
-    "check_raw_sql",
     "first_word",
     "number_named",
 ]
 
-_GUARDED_PRAGMAS = frozenset(
-    {
-        "journal_mode",
-        "synchronous",
-        "wal_autocheckpoint",
-        "wal_checkpoint",
-        "locking_mode",
-        "writable_schema",
-        "foreign_keys",
-        "query_only",
-        "busy_timeout",
-        "journal_size_limit",
-    }
-)
 TRANSACTION_WORDS = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
 ROW_WORDS = frozenset({"SELECT", "WITH", "PRAGMA", "VALUES", "EXPLAIN"})
 DML_WORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
@@ -50,36 +35,9 @@ def _skip_leading(sql: str) -> int:
 
 
 def first_word(sql: str) -> str:
+    """The statement's first keyword, upper-case ("" if none)."""
     match = _WORD.match(sql, _skip_leading(sql))
     return match.group(0).upper() if match else ""
-
-
-def check_raw_sql(sql: str) -> None:
-    """What the engine's authorizer refuses, checked on the text (dqlite has no authorizer hook)."""
-    word = first_word(sql)
-    if word in TRANSACTION_WORDS:
-        raise ValidationError(
-            "refused: transaction control is not allowed in raw SQL: use db.transaction()"
-        )
-    if word in ("ATTACH", "DETACH"):
-        raise ValidationError(
-            "refused: ATTACH/DETACH is not allowed: FastQuartDB serves one database"
-        )
-    lowered = sql.lower()
-    if "load_extension" in lowered:
-        raise ValidationError("refused: load_extension is not allowed")
-    if word == "PRAGMA":
-        match = re.match(r"\s*pragma\s+(?:\w+\s*\.\s*)?(\w+)\s*(.?)", lowered[_skip_leading(sql) :])
-        if (
-            match
-            and match.group(1) in _GUARDED_PRAGMAS
-            and (match.group(2) in ("=", "(") or match.group(1) == "wal_checkpoint")
-        ):
-            raise ValidationError(
-                f"refused: PRAGMA {match.group(1)} is managed by FastQuartDB and cannot be changed"
-            )
-    if _has_second_statement(sql):
-        raise ValidationError("raw SQL takes one statement per call")
 
 
 def _scan(sql: str) -> list[tuple[int, int]]:
@@ -130,30 +88,3 @@ def number_named(sql: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
             last = match.end()
     out.append(sql[last:])
     return "".join(out), [params[name] for name in order]
-
-
-def _has_second_statement(sql: str) -> bool:
-    """Is there anything but whitespace and comments after the first ``;`` outside quotes?"""
-    i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch in "'\"`[":
-            close = "]" if ch == "[" else ch
-            j = sql.find(close, i + 1)
-            while j != -1 and close != "]" and j + 1 < n and sql[j + 1] == close:
-                j = sql.find(close, j + 2)
-            if j == -1:
-                return False
-            i = j + 1
-        elif sql.startswith("--", i):
-            j = sql.find("\n", i)
-            i = n if j == -1 else j + 1
-        elif sql.startswith("/*", i):
-            j = sql.find("*/", i + 2)
-            i = n if j == -1 else j + 2
-        elif ch == ";":
-            rest = sql[i + 1 :]
-            return bool(rest[_skip_leading(rest) :].strip(" ;\t\n"))
-        else:
-            i += 1
-    return False

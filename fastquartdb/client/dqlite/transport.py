@@ -33,6 +33,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ...engine.executor import translate_sqlite_error
+from ...engine.sandbox import check_statement
 from ...engine.schema import (
     TableInfo,
     check_identifier,
@@ -71,7 +73,7 @@ from ...protocol.messages import READ_OPS
 from ..transports import Transport
 from . import wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
-from .rawsql import DML_WORDS, ROW_WORDS, TRANSACTION_WORDS, check_raw_sql, first_word, number_named
+from .rawsql import DML_WORDS, ROW_WORDS, TRANSACTION_WORDS, first_word, number_named
 
 __all__ = ["DqliteTransport", "parse_dqlite_url", "translate_dqlite_error"]
 
@@ -276,6 +278,8 @@ class DqliteTransport(Transport):
         self._txn: Any = None
         self._txn_broken = False
         self._tables: dict[str, TableInfo] = {}
+        # The schema's DDL as of the last raw statement checked (see _check_raw).
+        self._raw_schema: list[str] | None = None
         self._closed = False
 
     @classmethod
@@ -762,7 +766,7 @@ class DqliteTransport(Transport):
             values = [check_value(v, "a parameter") for v in params]
         else:
             raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
-        check_raw_sql(sql)
+        await self._check_raw(s, sql, values)
         self._tables.clear()  # raw SQL may change any table
         word = first_word(sql)
         if word in ROW_WORDS or re.search(r"\breturning\b", sql, re.I):
@@ -782,6 +786,27 @@ class DqliteTransport(Transport):
             "rowcount": result.rows_affected if word in DML_WORDS else -1,
             "lastrowid": result.last_insert_id if word in DML_WORDS else None,
         }
+
+    async def _check_raw(self, s: _Session, sql: str, values: list[Any]) -> None:
+        """The engine's sandbox rules for raw SQL, on a local copy of the cluster's schema.
+
+        dqlite has no authorizer hook, so the statement is compiled (never run) by
+        :func:`fastquartdb.engine.sandbox.check_statement` against the schema read
+        from the leader; the copy is read again when the statement does not compile
+        against it (a table another client created), and cached otherwise.
+        """
+        for attempt in (0, 1):
+            if self._raw_schema is None or attempt:
+                _, rows = await s.read(
+                    "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+                )
+                self._raw_schema = [row[0] for row in rows]
+            try:
+                check_statement(sql, self._raw_schema, values)
+                return
+            except sqlite3.Error as exc:
+                if attempt:
+                    raise translate_sqlite_error(exc) from None
 
     async def _ping(self, s: _Session, req: dict[str, Any]) -> str:
         await s.read("SELECT 1")
