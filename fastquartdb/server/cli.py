@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from .._version import __version__
 from ..protocol import DEFAULT_MAX_FRAME
 from .config import ServerConfig
-from .daemon import SocketInUseError, serve
+from .daemon import Daemon, SocketInUseError, serve
 from .ownership import AlreadyServedError
 from .replication import ReplicationError
 
@@ -78,6 +78,17 @@ def _parser() -> argparse.ArgumentParser:
         "or a directory); needs fastquartdb[backup]",
     )
     parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (loopback only unless "
+        "--metrics-public; a port alone means 127.0.0.1); needs fastquartdb[metrics]",
+    )
+    parser.add_argument(
+        "--metrics-public",
+        action="store_true",
+        help="allow --metrics on an address other hosts can reach",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -101,11 +112,13 @@ async def _run(config: ServerConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    def announce(daemon: object) -> None:
+    def announce(daemon: Daemon) -> None:
         print(
             f"fqdb-server: serving {config.db} on {config.socket} (pid {os.getpid()})",
             flush=True,
         )
+        if daemon.metrics is not None:  # after the ready line, which tools read first
+            print(f"fqdb-server: metrics on {daemon.metrics.url}", flush=True)
 
     await serve(config, shutdown_trigger=stop.wait, ready=announce)
     logging.getLogger("fastquartdb.server").info("stopped cleanly")
@@ -131,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_only=args.read_only,
             raw_sql=args.raw_sql,
             replicate=args.replicate,
+            metrics=args.metrics,
+            metrics_public=args.metrics_public,
         )
     except ValueError as exc:
         print(f"fqdb-server: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..protocol import DEFAULT_MAX_FRAME, default_socket_path
+from .metrics import check_metrics_address
 
 __all__ = ["ServerConfig"]
 
@@ -31,6 +32,8 @@ class ServerConfig:
         busy_timeout: seconds to wait for another process's write lock on the file.
         replicate: a Litestream replica URL (``file:///backups/app``, ``s3://bucket/app``)
             or a directory; the daemon runs Litestream for the file while it serves.
+        metrics: ``HOST:PORT`` (or a port) to serve Prometheus metrics on; None: off.
+        metrics_public: allow ``metrics`` on a non-loopback address.
     """
 
     db: str
@@ -46,6 +49,8 @@ class ServerConfig:
     raw_sql: bool = True
     busy_timeout: float = 5.0
     replicate: str | None = None
+    metrics: str | None = None
+    metrics_public: bool = False
 
     def __post_init__(self) -> None:
         self.db = os.path.realpath(self.db)
@@ -63,6 +68,8 @@ class ServerConfig:
             self.transaction_idle_timeout = min(10.0, self.transaction_timeout)
         if self.transaction_idle_timeout <= 0:
             raise ValueError("transaction_idle_timeout must be positive")
+        if self.metrics is not None:
+            check_metrics_address(self.metrics, self.metrics_public)
         if self.replicate is not None and self.read_only:
             raise ValueError(
                 "--replicate needs a daemon that writes (Litestream checkpoints the file); "
