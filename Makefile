@@ -3,18 +3,28 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The bench extra (matplotlib, SQLAlchemy, py-spy: ~250 MB) has a step of its own, so
+# `make test` and `make run` never install it.
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: all venv run test lint fmt typecheck pytest clean bench bench-quick fuzz test-dqlite
+.PHONY: all venv bench-venv run test lint fmt typecheck pytest clean bench bench-quick fuzz test-dqlite
 
 all: test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,examples,bench,backup]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,examples,backup]'
 	touch $(STAMP)
 
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
 venv: $(STAMP)
+
+## bench-venv: add the bench extra (charts, SQLAlchemy, py-spy) to the venv
+bench-venv: $(BENCH_STAMP)
 
 ## run: the daemon on data/app.db and the example app using it (PORT=8000 by default)
 PORT ?= 8000
@@ -39,11 +49,11 @@ test-dqlite: $(STAMP)
 	FQDB_REQUIRE_DQLITE=1 $(BIN)/pytest tests/dqlite
 
 ## bench: the benchmark suite (all scenarios, 3 interleaved repeats, ~5 min)
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 ## bench-quick: the same code on tiny sizes (< 1 min); results in a git-ignored folder
-bench-quick: $(STAMP)
+bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick --out bench/results/quick
 
 ## fuzz: a long protocol-fuzzing soak against a running daemon (FUZZ_MINUTES, default 30)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import shlex
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from .contenders import CONTENDERS
+from .contenders import CONTENDERS, unavailable
 from .machine import describe, source_fingerprint
 from .report import MIB, print_tables, write_charts, write_json, write_markdown
 from .results import METRICS, evaluate_targets, summarize
@@ -100,8 +101,14 @@ def _plan(args: argparse.Namespace) -> tuple[dict[str, Scenario], list[str]]:
     scenarios = scenarios_for(sizes)
     selected = [s for s in SCENARIOS if not args.scenario or s in args.scenario]
 
+    missing = unavailable()
+    for name, why in missing.items():
+        _progress(f"contender {name} left out: {why}")
+
     def keep(case: Case) -> bool:
         if args.contender and case.contender not in args.contender:
+            return False
+        if case.contender in missing:
             return False
         return not (args.sync and case.synchronous not in args.sync)
 
@@ -299,7 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     charts: dict[str, str] = {}
     if not args.no_charts:
-        charts = write_charts(data, args.out)
+        if importlib.util.find_spec("matplotlib") is None:
+            _progress("charts skipped: matplotlib is not installed (pip install -e '.[bench]')")
+        else:
+            charts = write_charts(data, args.out)
     if not args.replot:
         write_json(data, os.path.join(args.out, "latest.json"))
     write_markdown(data, os.path.join(args.out, "latest.md"), charts)

@@ -253,6 +253,21 @@ CONTENDERS: dict[str, tuple[str, bool]] = {
 }
 
 
+#: contender name -> the module it needs beyond the test install (the ``bench`` extra).
+NEEDS: dict[str, str] = {"sqlalchemy": "sqlalchemy"}
+
+
+def unavailable() -> dict[str, str]:
+    """Contenders whose library is not installed -> why (they are left out of the run)."""
+    import importlib.util
+
+    return {
+        name: f"{module} is not installed (pip install -e '.[bench]', or make bench)"
+        for name, module in NEEDS.items()
+        if importlib.util.find_spec(module) is None
+    }
+
+
 def make_client(contender: str, db: str, synchronous: str, socket: str | None) -> Client:
     """The client for ``contender``."""
     args = (db, synchronous, socket)

@@ -80,7 +80,11 @@ def list_query(query: Mapping[str, str]) -> tuple[dict[str, Any], int | None]:
 
 async def create(body: bytes | str) -> Row:
     """Insert the user in a JSON body and return the stored row."""
-    data = validate_row(User, parse_json_object(body))
+    return await insert(validate_row(User, parse_json_object(body)))
+
+
+async def insert(data: Row) -> Row:
+    """Insert checked ``data`` (a JSON body, or a ``User.schema("create")`` dump); the row."""
     user_id = await User.insert(data)
     # The row as written: User has no column defaults, so nothing needs reading back.
     return {**dict.fromkeys(User.__columns__), **data, "id": user_id}
@@ -99,7 +103,11 @@ async def get(user_id: int) -> Row | None:
 
 async def update(user_id: int, body: bytes | str) -> Row | None:
     """Apply a JSON body of changes; the updated row, or None when there is no such user."""
-    data = validate_row(User, parse_json_object(body))
+    return await change(user_id, validate_row(User, parse_json_object(body)))
+
+
+async def change(user_id: int, data: Row) -> Row | None:
+    """Apply checked changes (a ``User.schema("update")`` dump, ``exclude_unset=True``)."""
     if "id" in data:
         raise ValidationError("a user's id cannot be changed")
     if not await User.update(data, {"id": user_id}):

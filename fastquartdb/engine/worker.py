@@ -53,6 +53,7 @@ from ..protocol.errors import (
 )
 from ..protocol.messages import READ_OPS
 from .executor import Engine, Outcome
+from .histogram import BATCH_SIZE_BOUNDS, Buckets
 from .runner import EngineThread
 
 __all__ = ["BatchWorker", "Session", "WorkItem"]
@@ -126,12 +127,22 @@ def _ends_holder_batch(item: WorkItem, taken: int, max_batch: int) -> bool:
 class WorkerStats:
     """Counters the daemon's ``stats`` op reports."""
 
-    __slots__ = ("batch_max", "batches", "errors", "requests", "transactions", "txn_timeouts")
+    __slots__ = (
+        "batch_max",
+        "batch_sizes",
+        "batches",
+        "errors",
+        "requests",
+        "transactions",
+        "txn_timeouts",
+    )
 
     def __init__(self) -> None:
         self.requests = 0
         self.batches = 0
         self.batch_max = 0
+        #: Requests per batch (the Prometheus histogram): counted per batch, not per request.
+        self.batch_sizes = Buckets(BATCH_SIZE_BOUNDS)
         self.errors = 0
         self.transactions = 0
         self.txn_timeouts = 0
@@ -245,6 +256,7 @@ class BatchWorker:
         stats = self.stats
         stats.batches += 1
         stats.requests += 1
+        stats.batch_sizes.add(1)
         ((ok, value),) = self.thread.engine.run_batch([item.request])
         self._deliver(item, ok, value)
 
@@ -272,6 +284,7 @@ class BatchWorker:
         stats = self.stats
         stats.batches += 1
         stats.requests += 1
+        stats.batch_sizes.add(1)
         try:
             job = self._submit(Engine.run_batch, [item.request], [item])
         except Exception as exc:
@@ -493,6 +506,7 @@ class BatchWorker:
         stats = self.stats
         stats.batches += 1
         stats.requests += len(batch)
+        stats.batch_sizes.add(len(batch))
         if len(batch) > stats.batch_max:
             stats.batch_max = len(batch)
         requests = [item.request for item in batch]

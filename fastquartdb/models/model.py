@@ -17,7 +17,7 @@ import itertools
 import json
 import operator
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from ..client import AsyncDatabaseManager
 from ..engine import check_identifier
@@ -25,6 +25,10 @@ from ..engine.schema import check_expression
 from ..protocol.errors import ValidationError, brief
 from .columns import Column
 from .filters import normalize_filters
+from .rows import RowT, check_row_type
+
+if TYPE_CHECKING:
+    import pydantic
 
 __all__ = ["BaseModel"]
 
@@ -45,8 +49,8 @@ class _instance_or_class(Generic[T]):
         return functools.partial(self.func, owner if instance is None else instance)
 
 
-class BaseModel:
-    """Base class of every model.
+class BaseModel(Generic[RowT]):
+    """Base class of every model; ``BaseModel[UserRow]`` types its rows (see ``rows.py``).
 
     Example::
 
@@ -102,7 +106,15 @@ class BaseModel:
         pk = [name for name, column in columns.items() if column.primary_key]
         cls.__pk__ = tuple(pk)
         cls.__callable_defaults__ = [(n, c) for n, c in columns.items() if callable(c.default)]
+        check_row_type(cls, BaseModel)
         AsyncDatabaseManager._models[table] = cls
+
+    @classmethod
+    def schema(cls, kind: str = "read") -> type[pydantic.BaseModel]:
+        """A pydantic v2 model of ``kind`` ("create", "update", "read"); see ``schemas.py``."""
+        from .schemas import model_schema
+
+        return model_schema(cls, kind)
 
     # ------------------------------------------------------------ helpers
 
@@ -501,7 +513,7 @@ class BaseModel:
         limit: int | None = None,
         offset: int | None = None,
         join: Iterable[Any] | None = None,
-    ) -> list[Row]:
+    ) -> list[RowT]:
         """Return matching rows as plain dicts (JSON-ready apart from bytes/dates).
 
         Args:
@@ -520,7 +532,7 @@ class BaseModel:
                              filters={"user.age": [(">", 20)]})
         """
         request, scope = cls._select(filters, columns, order_by, limit, offset, join)
-        return cls._rows(await cls._request(request), scope)
+        return cast("list[RowT]", cls._rows(await cls._request(request), scope))
 
     @classmethod
     async def fetch_one(
@@ -530,7 +542,7 @@ class BaseModel:
         order_by: Iterable[str] | str | None = None,
         offset: int | None = None,
         join: Iterable[Any] | None = None,
-    ) -> Row | None:
+    ) -> RowT | None:
         """The first matching row, or None."""
         rows = await cls.fetch(filters, columns, order_by, 1, offset, join)
         return rows[0] if rows else None
@@ -661,7 +673,7 @@ class BaseModel:
     @classmethod
     async def iterate(
         cls, filters: Any = None, batch_size: int = 500, columns: Iterable[str] | None = None
-    ) -> AsyncIterator[Row]:
+    ) -> AsyncIterator[RowT]:
         """Yield matching rows in primary-key order, ``batch_size`` at a time.
 
         Each batch is its own short read (keyset pagination on the primary key),
@@ -693,7 +705,7 @@ class BaseModel:
             for row in rows:
                 if wanted is not None and key not in wanted:
                     del row[key]
-                yield row
+                yield cast("RowT", row)
             if len(rows) < batch_size:
                 return
 

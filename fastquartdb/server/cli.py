@@ -15,7 +15,7 @@ from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import DEFAULT_MAX_FRAME
 from ..protocol.errors import DatabaseError, FQDBError
 from .config import ServerConfig
-from .daemon import DatabasePathError, SocketInUseError, serve
+from .daemon import Daemon, DatabasePathError, SocketInUseError, serve
 from .ownership import AlreadyServedError
 from .replication import ReplicationError
 
@@ -112,6 +112,17 @@ def _parser() -> argparse.ArgumentParser:
         "or a directory); needs fastquartdb[backup] (default: no replication)",
     )
     parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (loopback only unless "
+        "--metrics-public; a port alone means 127.0.0.1); needs fastquartdb[metrics]",
+    )
+    parser.add_argument(
+        "--metrics-public",
+        action="store_true",
+        help="allow --metrics on an address other hosts can reach",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -136,12 +147,14 @@ async def _run(config: ServerConfig, started: list[bool]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    def announce(daemon: object) -> None:
+    def announce(daemon: Daemon) -> None:
         started.append(True)
         print(
             f"fqdb-server: serving {config.db} on {config.socket} (pid {os.getpid()})",
             flush=True,
         )
+        if daemon.metrics is not None:  # after the ready line, which tools read first
+            print(f"fqdb-server: metrics on {daemon.metrics.url}", flush=True)
 
     await serve(config, shutdown_trigger=stop.wait, ready=announce)
     logging.getLogger("fastquartdb.server").info("stopped cleanly")
@@ -181,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             replicate=args.replicate,
             statement_timeout=args.statement_timeout or None,
             max_statement_timeout=args.max_statement_timeout,
+            metrics=args.metrics,
+            metrics_public=args.metrics_public,
         )
     except ValueError as exc:
         print(f"fqdb-server: {exc}", file=sys.stderr)

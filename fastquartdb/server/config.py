@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import DEFAULT_MAX_FRAME, default_socket_path
+from .metrics import check_metrics_address
 
 __all__ = ["ServerConfig"]
 
@@ -35,6 +36,8 @@ class ServerConfig:
         max_statement_timeout: the longest ``timeout`` one raw ``execute`` may ask for.
         replicate: a Litestream replica URL (``file:///backups/app``, ``s3://bucket/app``)
             or a directory; the daemon runs Litestream for the file while it serves.
+        metrics: ``HOST:PORT`` (or a port) to serve Prometheus metrics on; None: off.
+        metrics_public: allow ``metrics`` on a non-loopback address.
     """
 
     db: str
@@ -52,6 +55,8 @@ class ServerConfig:
     replicate: str | None = None
     statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT
     max_statement_timeout: float = 60.0
+    metrics: str | None = None
+    metrics_public: bool = False
 
     def __post_init__(self) -> None:
         self.db = os.path.realpath(self.db)
@@ -73,6 +78,8 @@ class ServerConfig:
             self.transaction_idle_timeout = min(10.0, self.transaction_timeout)
         if self.transaction_idle_timeout <= 0:
             raise ValueError("transaction_idle_timeout must be positive")
+        if self.metrics is not None:
+            check_metrics_address(self.metrics, self.metrics_public)
         if self.replicate is not None and self.read_only:
             raise ValueError(
                 "--replicate needs a daemon that writes (Litestream checkpoints the file); "

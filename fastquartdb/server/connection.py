@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..engine import WorkItem
 from ..protocol import (
+    ALL_OPS,
     PROTOCOL_VERSION,
     FrameDecoder,
     FrameError,
@@ -53,6 +54,9 @@ _HEADER = struct.Struct(">I")
 _CREDS = struct.Struct("3i")
 # Ops the connection answers itself instead of queueing.
 _ANSWERED_HERE = frozenset({"hello", "stats"})
+# The op label of the request counters: any other string a client sends counts as "other",
+# so a client cannot grow the counters (and the metrics' label sets) without bound.
+_COUNTED_OPS = frozenset(ALL_OPS)
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
@@ -92,6 +96,8 @@ class ClientConnection(asyncio.Protocol):
         # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.
         self._loop = asyncio.get_running_loop()
         self._latencies = daemon.latencies
+        self._latency_buckets = daemon.latency_buckets
+        self._outcomes = daemon.outcomes
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -187,12 +193,14 @@ class ClientConnection(asyncio.Protocol):
             if txn is None or type(txn) is int:
                 self._queue(WorkItem(message, self, txn, None, perf_counter()))
                 return
+            self._count(op, "validation")
             self.send(
                 error_reply(request_id, "validation", f"'txn' must be an integer, got {brief(txn)}")
             )
             return
         self.requests += 1
         if op == "stats":
+            self._count(op, "ok")
             self.send(ok_reply(request_id, self.daemon.stats()))
             return
         self._hello(request_id, message)
@@ -204,6 +212,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             accepted = self.daemon.worker.offer(item)
         except OperationalError as exc:
+            self._count(item.request.get("op"), exc.code)
             self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
             return
         if not accepted:
@@ -222,6 +231,7 @@ class ClientConnection(asyncio.Protocol):
             )
             return
         self._greeted = True
+        self._count("hello", "ok")
         self.send(ok_reply(request_id, self.daemon.hello()))
 
     def _drain_backlog(self) -> None:
@@ -235,6 +245,7 @@ class ClientConnection(asyncio.Protocol):
         except OperationalError as exc:  # shutting down: nothing more will run
             while backlog:
                 item = backlog.popleft()
+                self._count(item.request.get("op"), exc.code)
                 self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
         if backlog:
             worker.when_space(self._drain_backlog)
@@ -265,11 +276,21 @@ class ClientConnection(asyncio.Protocol):
     # ------------------------------------------------------------ replies
 
     def deliver(self, item: WorkItem, ok: bool, value: Any) -> None:
-        """The worker's reply for ``item``: queue it for the next write."""
+        """The worker's reply for ``item``: count it, queue it for the next write."""
+        request = item.request
+        op = request.get("op")
+        code = "ok" if ok else error_code(value)
+        # Counted even when the client is gone: the request ran. Plain dict counters; the
+        # metrics exporter reads them from its own thread (see metrics.py).
+        key = (op if op in _COUNTED_OPS else "other", code)
+        outcomes = self._outcomes
+        outcomes[key] = outcomes.get(key, 0) + 1
         if self.closed:
             return
-        self._latencies.append(perf_counter() - item.received)
-        request_id = item.request.get("id")
+        elapsed = perf_counter() - item.received
+        self._latencies.append(elapsed)
+        self._latency_buckets.add(elapsed)
+        request_id = request.get("id")
         if ok:
             try:
                 frame = encode_ok_frame(request_id, value)
@@ -280,7 +301,12 @@ class ClientConnection(asyncio.Protocol):
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
         else:
-            self.send(error_reply(request_id, error_code(value), str(value)))
+            self.send(error_reply(request_id, code, str(value)))
+
+    def _count(self, op: Any, outcome: str) -> None:
+        """Count a request answered without the worker (the rare paths)."""
+        key = (op if op in _COUNTED_OPS else "other", outcome)
+        self._outcomes[key] = self._outcomes.get(key, 0) + 1
 
     def send(self, reply: dict[str, Any]) -> None:
         """Queue a reply; every reply of this loop iteration goes out in one write."""

@@ -31,9 +31,11 @@ from typing import Any
 
 from .._version import __version__
 from ..engine import BatchWorker, EngineThread
+from ..engine.histogram import LATENCY_BOUNDS, Buckets
 from ..protocol import ALL_OPS, PROTOCOL_VERSION
 from .config import ServerConfig
 from .connection import ClientConnection
+from .metrics import MetricsExporter, parse_metrics_address
 from .ownership import OwnerLock
 from .replication import Replicator
 
@@ -126,6 +128,12 @@ class Daemon:
         self.clients_total = 0
         #: Seconds from arrival to reply of the most recent requests (for stats).
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        #: The same latencies since start, bucketed (for metrics).
+        self.latency_buckets = Buckets(LATENCY_BOUNDS)
+        #: (op, "ok" or the error code) -> requests answered so far.
+        self.outcomes: dict[tuple[str, str], int] = {}
+        #: The Prometheus exporter, when ``--metrics`` asked for one.
+        self.metrics: MetricsExporter | None = None
         self._uid = os.getuid()
         self._allowed_gids = frozenset(config.allow_gids)
 
@@ -288,6 +296,10 @@ async def serve(
         worker.start()
         daemon = Daemon(config, thread, worker, replicator)
         stack.push_async_callback(daemon.drain)
+        if config.metrics is not None:
+            # Its own thread: scrapes never run on this loop. Stopped before the drain.
+            daemon.metrics = MetricsExporter(daemon, *parse_metrics_address(config.metrics))
+            stack.callback(daemon.metrics.stop)
         loop = asyncio.get_running_loop()
         # Created 0600 whatever the umask: no window in which others could connect.
         old_umask = os.umask(0o177)
