@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -71,7 +70,7 @@ from ...protocol.messages import READ_OPS
 from ..transports import Transport
 from . import wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
-from .rawsql import DML_WORDS, ROW_WORDS, TRANSACTION_WORDS, check_raw_sql, first_word, number_named
+from .rawsql import TRANSACTION_WORDS, check_raw_sql, classify, first_word, number_named
 
 __all__ = ["DqliteTransport", "parse_dqlite_url", "translate_dqlite_error"]
 
@@ -229,6 +228,35 @@ async def _quietly(session: _Session, *statements: str) -> None:
         await session.conn.close()
 
 
+async def _all_or_nothing(session: _Session, run: Callable[[_Session], Awaitable[Any]]) -> Any:
+    """``run`` in one transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, or a savepoint
+    inside an open interactive transaction. Any failure undoes all of it."""
+    if session.in_transaction:
+        await session.control('SAVEPOINT "fqdb_request"')
+        try:
+            result = await run(session)
+        except _Lost:
+            raise
+        except BaseException:
+            # Any failure, cancellation included: undo this request's part only.
+            await _quietly(session, 'ROLLBACK TO "fqdb_request"', 'RELEASE "fqdb_request"')
+            raise
+        await session.control('RELEASE "fqdb_request"')
+        return result
+    await session.control("BEGIN IMMEDIATE")
+    inner = _Session(session.conn, in_transaction=True)
+    try:
+        result = await run(inner)
+    except _Lost:
+        raise
+    except BaseException:
+        # Never leave BEGIN open on the shared connection: the next request would run in it.
+        await _quietly(session, "ROLLBACK")
+        raise
+    await session.commit()
+    return result
+
+
 def _wire_params(params: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
     if len(params) > wire.MAX_PARAMS:
         raise ValidationError(
@@ -259,12 +287,19 @@ class DqliteTransport(Transport):
         connect_timeout: float = 2.0,
         failover_timeout: float = 20.0,
         busy_timeout: float = 5.0,
+        read_timeout: float | None = 30.0,
     ) -> None:
         self.nodes = list(nodes)
         self.database = database
         self.connect_timeout = connect_timeout
         self.failover_timeout = failover_timeout
         self.busy_timeout = busy_timeout
+        #: The longest wait for one answer of the leader; ``None``: no limit. A leader
+        #: that stops answering is abandoned sooner, as soon as another node names a
+        #: new leader (see :meth:`_stalled`).
+        self.read_timeout = read_timeout
+        # Where to look first for the leader: the one another node named last.
+        self._hint: str | None = None
         #: Times the transport had to find a new leader.
         self.failovers = 0
         self._conn: NodeConnection | None = None
@@ -317,7 +352,9 @@ class DqliteTransport(Transport):
                     problems[node] = str(exc)
                     continue
                 if conn is not None:
+                    conn.stalled = self._stalled
                     self._conn = conn
+                    self._hint = None
                     return conn
                 problems[node] = "knows no leader yet"
             if self._closed:
@@ -333,11 +370,48 @@ class DqliteTransport(Transport):
             delay = min(delay * 2, 0.2)
 
     def _candidates(self) -> list[str]:
-        # The last leader first: after a restart of the client it is usually still leading.
-        if self._conn is not None and self._conn.address in self.nodes:
-            first = self._conn.address
+        # The leader another node named, else the last leader: usually still leading.
+        first = self._hint or (self._conn.address if self._conn is not None else None)
+        if first in self.nodes:
             return [first] + [n for n in self.nodes if n != first]
         return list(self.nodes)
+
+    async def _stalled(self, conn: NodeConnection, waited: float) -> None:
+        """The leader has not answered for ``waited`` s: give up on it if the cluster
+        has elected another leader (a frozen node keeps its sockets open, so only the
+        other nodes can tell), or past ``read_timeout``.
+
+        Raises:
+            NodeUnavailable: abandon the request (the transport fails over).
+        """
+        others = [n for n in self.nodes if n != conn.address]
+        answers = await asyncio.gather(*(self._ask_leader(n) for n in others))
+        named = {a for a in answers if a and a != conn.address}
+        if named:
+            self._hint = sorted(named)[0]
+            raise NodeUnavailable(
+                f"dqlite leader {conn.address} did not answer for {waited:.1f} s and the "
+                f"cluster elected {self._hint}"
+            )
+        if self.read_timeout is not None and waited >= self.read_timeout:
+            raise NodeUnavailable(
+                f"dqlite leader {conn.address} did not answer within read_timeout="
+                f"{self.read_timeout:g} s"
+            )
+
+    async def _ask_leader(self, node: str) -> str | None:
+        """Who ``node`` says leads (``""``: nobody yet), or None if it does not answer."""
+        timeout = min(self.connect_timeout, 1.0)
+        try:
+            conn = await NodeConnection.connect(node, timeout)
+        except NodeUnavailable:
+            return None
+        try:
+            return (await asyncio.wait_for(conn.leader(), timeout)).address
+        except (NodeUnavailable, DqliteRequestError, wire.WireError, asyncio.TimeoutError):
+            return None
+        finally:
+            await conn.close()
 
     async def _try_leader(self, node: str) -> NodeConnection | None:
         """Ask ``node`` who leads; return an open connection to the leader, or None."""
@@ -575,30 +649,7 @@ class DqliteTransport(Transport):
     ) -> Any:
         if req.get("op") not in _ATOMIC_OPS:
             return await handler(self, session, req)
-        if session.in_transaction:
-            await session.control('SAVEPOINT "fqdb_request"')
-            try:
-                result = await handler(self, session, req)
-            except _Lost:
-                raise
-            except BaseException:
-                # Any failure, cancellation included: undo this request's part only.
-                await _quietly(session, 'ROLLBACK TO "fqdb_request"', 'RELEASE "fqdb_request"')
-                raise
-            await session.control('RELEASE "fqdb_request"')
-            return result
-        await session.control("BEGIN IMMEDIATE")
-        inner = _Session(session.conn, in_transaction=True)
-        try:
-            result = await handler(self, inner, req)
-        except _Lost:
-            raise
-        except BaseException:
-            # Never leave BEGIN open on the shared connection: the next request would run in it.
-            await _quietly(session, "ROLLBACK")
-            raise
-        await session.commit()
-        return result
+        return await _all_or_nothing(session, lambda inner: handler(self, inner, req))
 
     async def _table(self, session: _Session, name: object) -> TableInfo:
         """The live shape of table ``name``, read with the engine's PRAGMAs."""
@@ -764,11 +815,14 @@ class DqliteTransport(Transport):
             raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
         check_raw_sql(sql)
         self._tables.clear()  # raw SQL may change any table
-        word = first_word(sql)
-        if word in ROW_WORDS or re.search(r"\breturning\b", sql, re.I):
-            columns, rows = await s.read(sql, values)
-            if word in DML_WORDS or word == "WITH":
-                s.committable = s.committable or not s.in_transaction
+        kind = classify(sql)
+        if kind.returns_rows:
+            if kind.writes and not s.in_transaction:
+                # A QUERY that writes is applied by dqlite 1.11 only inside an explicit
+                # transaction, whose COMMIT (an EXEC) goes through Raft: see Statement.
+                columns, rows = await _all_or_nothing(s, lambda inner: inner.read(sql, values))
+            else:
+                columns, rows = await s.read(sql, values)
             return {
                 "columns": list(columns),
                 "rows": [list(r) for r in rows],
@@ -776,11 +830,12 @@ class DqliteTransport(Transport):
                 "lastrowid": None,
             }
         result = await s.write(sql, values)
+        dml = kind.writes and kind.word != "PRAGMA"
         return {
             "columns": [],
             "rows": [],
-            "rowcount": result.rows_affected if word in DML_WORDS else -1,
-            "lastrowid": result.last_insert_id if word in DML_WORDS else None,
+            "rowcount": result.rows_affected if dml else -1,
+            "lastrowid": result.last_insert_id if dml else None,
         }
 
     async def _ping(self, s: _Session, req: dict[str, Any]) -> str:

@@ -1,0 +1,165 @@
+"""Issue 13 on a real dqlite cluster: RETURNING, the PRAGMA guard, a frozen leader, quorum loss.
+
+The raw-SQL cases share the session's cluster (a new database each); the
+freeze and the quorum loss stop nodes, so they run on a cluster of their own,
+one for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from fastquartdb import AsyncDatabaseManager
+from fastquartdb.client.dqlite import DqliteTransport
+from fastquartdb.client.dqlite.connection import NodeConnection
+from fastquartdb.protocol.errors import (
+    ConnectionLostError,
+    DaemonUnavailableError,
+    FQDBError,
+    ValidationError,
+)
+
+from .cluster import Cluster
+
+
+async def _leader_named_by(address: str) -> str | None:
+    try:
+        conn = await NodeConnection.connect(address, 0.5)
+    except ConnectionError:
+        return None
+    try:
+        return (await asyncio.wait_for(conn.leader(), 0.5)).address
+    except (ConnectionError, asyncio.TimeoutError):
+        return None
+    finally:
+        await conn.close()
+
+
+async def test_returning_is_applied_and_replicated(
+    ddb: AsyncDatabaseManager, dqlite_cluster: Cluster
+) -> None:
+    await ddb.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, v INTEGER)")
+    await ddb.execute("INSERT INTO item (v) VALUES (1), (2)")
+    result = await ddb.execute("UPDATE item SET v = v + 10 RETURNING id, v")
+    assert sorted(result["rows"]) == [[1, 11], [2, 12]]
+    inserted = await ddb.execute("INSERT INTO item (v) VALUES (?) RETURNING id", [7])
+    assert inserted["rows"] == [[3]]
+    deleted = await ddb.execute("DELETE FROM item WHERE v = 7 RETURNING v")
+    assert deleted["rows"] == [[7]]
+    cte = await ddb.execute(
+        "WITH n(x) AS (VALUES (100)) INSERT INTO item (v) SELECT x FROM n RETURNING v"
+    )
+    assert cte["rows"] == [[100]]
+    async with ddb.transaction():  # inside a transaction: applied at its COMMIT
+        assert (await ddb.execute("UPDATE item SET v = 0 WHERE id = 1 RETURNING v"))["rows"] == [
+            [0]
+        ]
+    # The leader is alive and takes the next write (it used to die on this one).
+    await ddb.execute("INSERT INTO item (v) VALUES (5)")
+    assert all(node.running for node in dqlite_cluster.nodes)
+    rows = await ddb.fetch_all("SELECT id, v FROM item ORDER BY id")
+    assert rows == [
+        {"id": 1, "v": 0},
+        {"id": 2, "v": 12},
+        {"id": 3, "v": 100},  # the deleted row's rowid is free again
+        {"id": 4, "v": 5},
+    ]
+    # Committed, not only answered: a connection of its own sees the same rows.
+    database = ddb.transport.database  # type: ignore[attr-defined]
+    other = await DqliteTransport.open(dqlite_cluster.url(database))
+    try:
+        fresh = await other.request({"op": "execute", "sql": "SELECT id, v FROM item ORDER BY id"})
+        assert fresh["rows"] == [[r["id"], r["v"]] for r in rows]
+    finally:
+        await other.close()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'PRAGMA "foreign_keys" = OFF',
+        "PRAGMA [foreign_keys] = OFF",
+        "PRAGMA `foreign_keys` = 0",
+        "PRAGMA 'foreign_keys' = 0",
+        'PRAGMA main."foreign_keys" = OFF',
+        "PRAGMA/**/foreign_keys(0)",
+        "SELECT \"load_extension\"('x')",
+    ],
+)
+async def test_quoted_pragma_is_refused(ddb: AsyncDatabaseManager, sql: str) -> None:
+    with pytest.raises(ValidationError, match="refused"):
+        await ddb.execute(sql)
+    assert (await ddb.fetch_one("PRAGMA foreign_keys")) == {"foreign_keys": 1}
+
+
+@pytest.mark.slow
+async def test_frozen_leader_is_abandoned_and_quorum_loss_is_named(own_cluster: Cluster) -> None:
+    db = await AsyncDatabaseManager.init_engine(own_cluster.url("freeze"))
+    acked: list[int] = []
+    try:
+        await db.execute("CREATE TABLE w (n INTEGER PRIMARY KEY)")
+        for n in range(5):
+            await db.execute("INSERT INTO w (n) VALUES (?)", [n])
+            acked.append(n)
+        leader = own_cluster.leader()
+        others = [node for node in own_cluster.nodes if node is not leader]
+        os.kill(leader.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        elected_at: float | None = None
+        resumed_at: float | None = None
+        errors: list[str] = []
+        try:
+            n = 5
+            while resumed_at is None and time.monotonic() - frozen_at < 30:
+                attempt = asyncio.ensure_future(db.execute("INSERT INTO w (n) VALUES (?)", [n]))
+                while not attempt.done():
+                    await asyncio.wait([attempt], timeout=0.2)
+                    if elected_at is None:
+                        named = {await _leader_named_by(o.address) for o in others}
+                        if named & {o.address for o in others}:
+                            elected_at = time.monotonic()
+                try:
+                    attempt.result()
+                    acked.append(n)
+                    resumed_at = time.monotonic()
+                except (ConnectionLostError, DaemonUnavailableError) as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                n += 1
+            # Written while the old leader is still frozen: it was abandoned, not waited for.
+            assert resumed_at is not None, f"writes did not resume in 30 s: {errors}"
+            assert leader.running and db.transport.leader != leader.address  # type: ignore[attr-defined]
+        finally:
+            os.kill(leader.pid, signal.SIGCONT)
+        assert elected_at is not None
+        print(
+            f"\nRELIABILITY dqlite SIGSTOP leader: new leader named after "
+            f"{elected_at - frozen_at:.1f} s, writes resumed after {resumed_at - frozen_at:.1f} s "
+            f"({resumed_at - elected_at:.1f} s after the election); errors meanwhile: {errors}"
+        )
+        rows = await db.fetch_all("SELECT n FROM w ORDER BY n")
+        stored = [r["n"] for r in rows]
+        assert set(acked) <= set(stored) and len(stored) == len(set(stored))
+
+        # Quorum loss: two of three nodes gone. The error names it and what to do.
+        current = own_cluster.leader()
+        for node in own_cluster.nodes:
+            if node is not current:
+                node.kill()
+        lost_at = time.monotonic()
+        with pytest.raises(FQDBError) as info:
+            for n in range(1000, 1100):
+                await db.execute("INSERT INTO w (n) VALUES (?)", [n])
+        message = str(info.value)
+        print(
+            f"RELIABILITY dqlite quorum loss: {type(info.value).__name__} after "
+            f"{time.monotonic() - lost_at:.1f} s: {message}"
+        )
+        assert "held the write lock" not in message
+        assert "quorum" in message and "start" in message
+    finally:
+        await AsyncDatabaseManager.close()
