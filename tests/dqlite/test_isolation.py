@@ -117,12 +117,15 @@ async def test_frozen_leader_is_abandoned_and_quorum_loss_is_named(own_cluster: 
             n = 5
             while resumed_at is None and time.monotonic() - frozen_at < 30:
                 attempt = asyncio.ensure_future(db.execute("INSERT INTO w (n) VALUES (?)", [n]))
-                while not attempt.done():
+                while not attempt.done() and time.monotonic() - frozen_at < 30:
                     await asyncio.wait([attempt], timeout=0.2)
                     if elected_at is None:
                         named = {await _leader_named_by(o.address) for o in others}
                         if named & {o.address for o in others}:
                             elected_at = time.monotonic()
+                if not attempt.done():
+                    attempt.cancel()
+                    break
                 try:
                     attempt.result()
                     acked.append(n)

@@ -68,7 +68,7 @@ from ...protocol.errors import (
 )
 from ...protocol.messages import READ_OPS
 from ..transports import Transport
-from . import wire
+from . import cluster, wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
 from .rawsql import TRANSACTION_WORDS, check_raw_sql, classify, first_word, number_named
 
@@ -360,9 +360,10 @@ class DqliteTransport(Transport):
             if self._closed:
                 raise InterfaceError("the database is closed; call init_engine() again")
             if time.monotonic() >= deadline:
+                _, state = await cluster.describe(self.nodes, min(self.connect_timeout, 1.0))
                 raise DaemonUnavailableError(
                     f"no dqlite leader among {', '.join(self.nodes)} within "
-                    f"{self.failover_timeout:g} s ("
+                    f"{self.failover_timeout:g} s: {state} ("
                     + "; ".join(f"{n}: {p}" for n, p in problems.items())
                     + ")"
                 )
@@ -385,7 +386,9 @@ class DqliteTransport(Transport):
             NodeUnavailable: abandon the request (the transport fails over).
         """
         others = [n for n in self.nodes if n != conn.address]
-        answers = await asyncio.gather(*(self._ask_leader(n) for n in others))
+        answers = await asyncio.gather(
+            *(cluster.ask_leader(n, self._probe_timeout) for n in others)
+        )
         named = {a for a in answers if a and a != conn.address}
         if named:
             self._hint = sorted(named)[0]
@@ -399,19 +402,9 @@ class DqliteTransport(Transport):
                 f"{self.read_timeout:g} s"
             )
 
-    async def _ask_leader(self, node: str) -> str | None:
-        """Who ``node`` says leads (``""``: nobody yet), or None if it does not answer."""
-        timeout = min(self.connect_timeout, 1.0)
-        try:
-            conn = await NodeConnection.connect(node, timeout)
-        except NodeUnavailable:
-            return None
-        try:
-            return (await asyncio.wait_for(conn.leader(), timeout)).address
-        except (NodeUnavailable, DqliteRequestError, wire.WireError, asyncio.TimeoutError):
-            return None
-        finally:
-            await conn.close()
+    @property
+    def _probe_timeout(self) -> float:
+        return min(self.connect_timeout, 1.0)
 
     async def _try_leader(self, node: str) -> NodeConnection | None:
         """Ask ``node`` who leads; return an open connection to the leader, or None."""
@@ -486,22 +479,31 @@ class DqliteTransport(Transport):
                     await self._drop_connection()
                     self.failovers += 1
                     if not (read or lost.safe or not lost.committable):
+                        _, state = await cluster.describe(self.nodes, self._probe_timeout)
                         raise ConnectionLostError(
                             f"the connection to the dqlite leader was lost during "
-                            f"{request.get('op')}: its outcome is unknown ({lost})"
+                            f"{request.get('op')}: its outcome is unknown ({lost}); {state}"
                         ) from None
                     if time.monotonic() >= deadline:
+                        _, state = await cluster.describe(self.nodes, self._probe_timeout)
                         raise ConnectionLostError(
                             f"no dqlite leader took {request.get('op')} within "
-                            f"{self.failover_timeout:g} s ({lost}); it was not applied"
+                            f"{self.failover_timeout:g} s ({lost}); it was not applied; {state}"
                         ) from None
                     log.info("dqlite leader lost (%s); retrying %s", lost, request.get("op"))
                     continue
-                except DatabaseBusyError:
+                except DatabaseBusyError as busy:
                     if busy_deadline is None:
                         busy_deadline = time.monotonic() + self.busy_timeout
                     elif time.monotonic() >= busy_deadline:
-                        raise
+                        # Busy may be another client's transaction, or a cluster that
+                        # cannot commit (a new leader still applying, no quorum): say which.
+                        healthy, state = await cluster.describe(self.nodes, self._probe_timeout)
+                        if healthy:
+                            raise
+                        raise DatabaseBusyError(
+                            f"dqlite answered busy for {self.busy_timeout:g} s: {state}"
+                        ) from busy
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
