@@ -53,10 +53,14 @@ log = logging.getLogger("fastquartdb.server.litestream")
 START_TIMEOUT = 15.0
 #: At shutdown, at most: ``litestream sync -wait``, then Litestream's exit after SIGTERM
 #: (it tries one more sync), then a catch-up ``replicate -once`` if the sync failed.
-#: 20 + 25 + 30 = 75 s in the worst case (an unreachable replica), inside a 90 s stop.
+#: 20 + 25 + 5 = 50 s in the worst case (an unreachable replica), inside a 90 s stop;
+#: a replica that refuses writes at once costs about 1 + 5 s.
 SYNC_TIMEOUT = 20.0
 TERM_TIMEOUT = 25.0
 ONCE_TIMEOUT = 30.0
+#: The catch-up run's budget right after a failed ``sync -wait`` (the replica refuses
+#: writes: Litestream would retry its last sync for 30 s), so SIGTERM stays prompt.
+RETRY_ONCE_TIMEOUT = 5.0
 #: First and largest pause before Litestream is restarted; it doubles in between.
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
@@ -120,9 +124,13 @@ def replica_url(target: str) -> str:
     if "://" not in target:
         return Path(os.path.abspath(target)).as_uri()
     parts = urlsplit(target)
-    if parts.scheme == "file" and not parts.path.startswith("/"):
+    if parts.scheme == "file" and (
+        not parts.path.startswith("/") or parts.netloc not in ("", "localhost")
+    ):
+        # file://relative/x is host "relative", path "/x": Litestream would write /x.
         raise ReplicationError(
-            f"{target} has no absolute path; write file:///absolute/path (three slashes)"
+            f"{target} has no absolute path; write file:///absolute/path (three slashes), "
+            f"or give a plain path (a relative one is taken from the current directory)"
         )
     return target
 
@@ -167,13 +175,25 @@ class Replicator:
         self._dir = self._private_dir()
         self._config = os.path.join(self._dir, "litestream.yml")
         self._control = os.path.join(self._dir, "control.sock")
+        # Litestream's own state beside the database: ours to remove if this start fails.
+        meta = os.path.join(os.path.dirname(self.db), f".{os.path.basename(self.db)}-litestream")
+        meta_is_new = not os.path.exists(meta)
         try:
             self._write_config()
             await self._spawn()
             await self._wait_ready()
+            # Litestream starts even when it cannot write the replica (it only logs, then
+            # retries for ever): one sync proves the replica takes the database.
+            if not await self._sync(START_TIMEOUT):
+                raise ReplicationError(
+                    f"litestream cannot write the replica {self.url}: {self.last_error}"
+                )
         except BaseException:
-            await self._terminate()
+            # Its last sync would fail the same way, retried for 30 s: skip it.
+            await self._terminate(skip_last_sync=True)
             self._cleanup()
+            if meta_is_new:
+                shutil.rmtree(meta, ignore_errors=True)
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name="fqdb-litestream")
 
@@ -191,15 +211,18 @@ class Replicator:
             except Exception:  # a bug in supervision must not cost the final sync
                 log.exception("litestream supervision failed")
         synced = False
+        budget = ONCE_TIMEOUT
         try:
             if self._running():
+                budget = RETRY_ONCE_TIMEOUT  # a sync just failed: no 30 s more on it
                 synced = await self._sync()
                 # Litestream exits 0 even when its own last sync failed: only the
-                # answer of `sync -wait` counts.
-                await self._terminate()
+                # answer of `sync -wait` counts. When ours failed, its own would too
+                # (retried for 30 s): skip it, the catch-up run below tries once more.
+                await self._terminate(skip_last_sync=not synced)
             if not synced:
                 # Litestream was down (or failed to sync): one catch-up run of its own.
-                synced = await self._replicate_once()
+                synced = await self._replicate_once(budget)
             if not synced:
                 log.error(
                     "the replica at %s may lack the last commits: Litestream could not sync "
@@ -340,20 +363,20 @@ class Replicator:
             self.restarts += 1
             self._state = "running"
 
-    async def _sync(self) -> bool:
+    async def _sync(self, timeout: float = SYNC_TIMEOUT) -> bool:
         """``litestream sync -wait``: every commit so far is on the replica when it returns."""
         proc = await self._litestream(
             "sync",
             "-wait",
             "-json",
             "-timeout",
-            str(int(SYNC_TIMEOUT)),
+            str(int(timeout)),
             "-socket",
             self._control,
             self.db,
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), SYNC_TIMEOUT + 2)
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout + 2)
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
@@ -367,14 +390,25 @@ class Replicator:
         log.info("litestream synced %s to %s: %s", self.db, self.url, " ".join(text.split()))
         return True
 
-    async def _terminate(self) -> int | None:
-        """SIGTERM (Litestream syncs once more and exits), SIGKILL if it hangs."""
+    async def _terminate(self, skip_last_sync: bool = False) -> int | None:
+        """SIGTERM (Litestream syncs once more and exits), SIGKILL if it hangs.
+
+        ``skip_last_sync``: a second SIGTERM, which makes Litestream 0.5 give up its
+        last sync ("press Ctrl+C again to skip") instead of retrying it for 30 s.
+        """
         proc = self._proc
         if proc is None:
             return None
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
+            if skip_last_sync:
+                # The second signal counts only once the first is being handled.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 0.3)
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), TERM_TIMEOUT)
             except asyncio.TimeoutError:
@@ -384,7 +418,7 @@ class Replicator:
         self.last_exit = proc.returncode
         return proc.returncode
 
-    async def _replicate_once(self) -> bool:
+    async def _replicate_once(self, timeout: float = ONCE_TIMEOUT) -> bool:
         log.info("litestream is not running; one catch-up run before the daemon stops")
         try:
             proc = await self._litestream(
@@ -394,7 +428,7 @@ class Replicator:
             self.last_error = f"cannot start {self.binary}: {exc}"
             return False
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), ONCE_TIMEOUT)
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
@@ -406,6 +440,10 @@ class Replicator:
             return False
         return True
 
+    def _private_name(self) -> str:
+        digest = hashlib.sha256(self.db.encode()).hexdigest()[:16]
+        return os.path.join(tempfile.gettempdir(), f"fqdb-litestream-{os.getuid()}-{digest}")
+
     def _private_dir(self) -> str:
         """A folder of this daemon's own for Litestream's config and control socket.
 
@@ -413,8 +451,7 @@ class Replicator:
         owner lock says no other daemon serves this file); anything at that name that
         is not our own plain directory is left alone for a fresh random one.
         """
-        digest = hashlib.sha256(self.db.encode()).hexdigest()[:16]
-        path = os.path.join(tempfile.gettempdir(), f"fqdb-litestream-{os.getuid()}-{digest}")
+        path = self._private_name()
         try:
             os.mkdir(path, 0o700)
             return path
