@@ -67,7 +67,7 @@ from ...protocol.errors import (
     brief,
 )
 from ...protocol.messages import READ_OPS
-from ..transports import Transport
+from ..transports import Transport, check_wire_size
 from . import cluster, wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
 from .rawsql import TRANSACTION_WORDS, check_raw_sql, classify, first_word, number_named
@@ -446,6 +446,7 @@ class DqliteTransport(Transport):
     async def request(self, request: dict[str, Any]) -> Any:
         if self._closed:
             raise InterfaceError("the database is closed; call init_engine() again")
+        check_wire_size(request)  # the daemon's limit: the same in every mode
         op = request.get("op")
         txn = request.get("txn")
         if op in ("begin", "commit", "rollback"):
