@@ -20,6 +20,7 @@ from fastquartdb.client.dqlite.connection import NodeConnection
 from fastquartdb.protocol.errors import (
     ConnectionLostError,
     DaemonUnavailableError,
+    DatabaseBusyError,
     FQDBError,
     ValidationError,
 )
@@ -59,6 +60,10 @@ async def test_returning_is_applied_and_replicated(
         assert (await ddb.execute("UPDATE item SET v = 0 WHERE id = 1 RETURNING v"))["rows"] == [
             [0]
         ]
+    # A PRAGMA that sets something is a write as well (it used to go out as a bare QUERY).
+    await ddb.execute("PRAGMA user_version = 7")
+    assert await ddb.fetch_one("PRAGMA user_version") == {"user_version": 7}
+    assert len(await ddb.fetch_all("PRAGMA table_info(item)")) == 2
     # The leader is alive and takes the next write (it used to die on this one).
     await ddb.execute("INSERT INTO item (v) VALUES (5)")
     assert all(node.running for node in dqlite_cluster.nodes)
@@ -95,6 +100,49 @@ async def test_quoted_pragma_is_refused(ddb: AsyncDatabaseManager, sql: str) -> 
     with pytest.raises(ValidationError, match="refused"):
         await ddb.execute(sql)
     assert (await ddb.fetch_one("PRAGMA foreign_keys")) == {"foreign_keys": 1}
+
+
+def test_raw_sql_is_read_as_sqlite_tokenizes_it() -> None:
+    from fastquartdb.client.dqlite.rawsql import Statement, check_raw_sql, classify, number_named
+
+    trigger = (
+        "CREATE TRIGGER t AFTER INSERT ON item BEGIN "
+        "UPDATE item SET v = CASE WHEN 1 THEN 2 END; DELETE FROM item WHERE 0; END;"
+    )
+    for fine in (trigger, "SELECT 'PRAGMA foreign_keys = 0; x' AS t -- ; BEGIN", "SELECT 1;;"):
+        check_raw_sql(fine)
+    for refused in ("SELECT 1; SELECT 2", "/* x */ ROLLBACK", "pragma MAIN.Foreign_Keys=0"):
+        with pytest.raises(ValidationError):
+            check_raw_sql(refused)
+    assert classify("WITH a AS (SELECT 1) DELETE FROM item RETURNING v").writes
+    assert classify("WITH a AS (SELECT 1) DELETE FROM item RETURNING v").returns_rows
+    assert not classify("WITH a AS (SELECT 1) SELECT replace(x, 'a', 'b') FROM a").writes
+    assert not classify("INSERT INTO item (v) VALUES ('returning')").returns_rows
+    assert classify("PRAGMA user_version = 1") == Statement("PRAGMA", True, False)
+    assert classify("PRAGMA user_version(1)") == Statement("PRAGMA", True, False)
+    assert classify("PRAGMA table_info(item)") == Statement("PRAGMA", False, True)
+    assert classify("PRAGMA user_version") == Statement("PRAGMA", False, True)
+    assert number_named("SELECT :a, ':b', @c, :a", {"a": 1, "c": 2}) == (
+        "SELECT ?1, ':b', ?2, ?1",
+        [1, 2],
+    )
+
+
+async def test_busy_from_another_client_still_says_so(dqlite_cluster: Cluster) -> None:
+    """With a healthy cluster, busy means another client's transaction, and says that."""
+    url = dqlite_cluster.url()
+    holder = await DqliteTransport.open(url)
+    waiter = await DqliteTransport.open(url, busy_timeout=0.3)
+    try:
+        await holder.request({"op": "execute", "sql": "CREATE TABLE b (x)"})
+        await holder.request({"op": "begin", "txn": 1})
+        await holder.request({"op": "execute", "sql": "INSERT INTO b VALUES (1)", "txn": 1})
+        with pytest.raises(DatabaseBusyError, match="another client held the write lock"):
+            await waiter.request({"op": "execute", "sql": "INSERT INTO b VALUES (2)"})
+        await holder.request({"op": "rollback", "txn": 1})
+    finally:
+        await holder.close()
+        await waiter.close()
 
 
 @pytest.mark.slow

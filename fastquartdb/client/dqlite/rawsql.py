@@ -48,6 +48,21 @@ _GUARDED_PRAGMAS = frozenset(
         "journal_size_limit",
     }
 )
+#: PRAGMAs whose ``(argument)`` form only reads (it names a table, an index or a limit).
+_READ_PRAGMAS_WITH_ARG = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+    }
+)
 TRANSACTION_WORDS = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
 ROW_WORDS = frozenset({"SELECT", "WITH", "PRAGMA", "VALUES", "EXPLAIN"})
 DML_WORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
@@ -116,7 +131,8 @@ class Statement:
     """How a raw statement must be sent to dqlite.
 
     ``writes``: it changes rows (``INSERT``/``UPDATE``/``DELETE``/``REPLACE``, also
-    after a ``WITH``) or may set something (a ``PRAGMA`` with an argument).
+    after a ``WITH``) or sets something (``PRAGMA x = v``; ``PRAGMA x(v)`` but for the
+    pragmas that only read); such a PRAGMA answers no rows and goes out as an EXEC.
     ``returns_rows``: it answers rows (a read, or a write with ``RETURNING``).
     dqlite 1.11 applies a write only through EXEC; a QUERY that writes outside an
     explicit transaction is never replicated and leaves the leader's WAL broken
@@ -148,9 +164,13 @@ def classify(sql: str) -> Statement:
             elif word == "WITH" and main == "WITH" and upper in (DML_WORDS | {"SELECT", "VALUES"}):
                 main = upper  # the statement after the common table expressions
     writes = main in DML_WORDS
-    if word == "PRAGMA":
-        writes = _pragma(tokens)[1] is not None
     returns_rows = returning or (word in ROW_WORDS and main not in DML_WORDS)
+    if word == "PRAGMA":
+        # "PRAGMA x = v" sets (and answers no rows: as a QUERY dqlite fails it with "not
+        # an error" after running it); "PRAGMA x(arg)" reads only for the pragmas below.
+        name, setter = _pragma(tokens)
+        writes = setter == "=" or (setter == "(" and name not in _READ_PRAGMAS_WITH_ARG)
+        returns_rows = not writes
     return Statement(word, writes, returns_rows)
 
 
