@@ -53,14 +53,10 @@ log = logging.getLogger("fastquartdb.server.litestream")
 START_TIMEOUT = 15.0
 #: At shutdown, at most: ``litestream sync -wait``, then Litestream's exit after SIGTERM
 #: (it tries one more sync), then a catch-up ``replicate -once`` if the sync failed.
-#: 20 + 25 + 5 = 50 s in the worst case (an unreachable replica), inside a 90 s stop;
-#: a replica that refuses writes at once costs about 1 + 5 s.
+#: 20 + 25 + 30 = 75 s in the worst case (an unreachable replica), inside a 90 s stop.
 SYNC_TIMEOUT = 20.0
 TERM_TIMEOUT = 25.0
 ONCE_TIMEOUT = 30.0
-#: The catch-up run's budget right after a failed ``sync -wait`` (the replica refuses
-#: writes: Litestream would retry its last sync for 30 s), so SIGTERM stays prompt.
-RETRY_ONCE_TIMEOUT = 5.0
 #: First and largest pause before Litestream is restarted; it doubles in between.
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
@@ -211,18 +207,15 @@ class Replicator:
             except Exception:  # a bug in supervision must not cost the final sync
                 log.exception("litestream supervision failed")
         synced = False
-        budget = ONCE_TIMEOUT
         try:
             if self._running():
-                budget = RETRY_ONCE_TIMEOUT  # a sync just failed: no 30 s more on it
                 synced = await self._sync()
                 # Litestream exits 0 even when its own last sync failed: only the
-                # answer of `sync -wait` counts. When ours failed, its own would too
-                # (retried for 30 s): skip it, the catch-up run below tries once more.
-                await self._terminate(skip_last_sync=not synced)
+                # answer of `sync -wait` counts.
+                await self._terminate()
             if not synced:
                 # Litestream was down (or failed to sync): one catch-up run of its own.
-                synced = await self._replicate_once(budget)
+                synced = await self._replicate_once()
             if not synced:
                 log.error(
                     "the replica at %s may lack the last commits: Litestream could not sync "
@@ -418,7 +411,7 @@ class Replicator:
         self.last_exit = proc.returncode
         return proc.returncode
 
-    async def _replicate_once(self, timeout: float = ONCE_TIMEOUT) -> bool:
+    async def _replicate_once(self) -> bool:
         log.info("litestream is not running; one catch-up run before the daemon stops")
         try:
             proc = await self._litestream(
@@ -428,7 +421,7 @@ class Replicator:
             self.last_error = f"cannot start {self.binary}: {exc}"
             return False
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            out, _ = await asyncio.wait_for(proc.communicate(), ONCE_TIMEOUT)
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
