@@ -46,6 +46,11 @@ async def test_returning_is_applied_and_replicated(
 ) -> None:
     await ddb.execute("CREATE TABLE item (id INTEGER PRIMARY KEY, v INTEGER)")
     await ddb.execute("INSERT INTO item (v) VALUES (1), (2)")
+    # A column dqlite types by its declaration: the write still runs exactly once.
+    await ddb.execute("CREATE TABLE flag (id INTEGER PRIMARY KEY, on_ BOOLEAN)")
+    flagged = await ddb.execute("INSERT INTO flag (on_) VALUES (1) RETURNING id, on_")
+    assert flagged["rows"] == [[1, 1]]
+    assert await ddb.fetch_all("SELECT id FROM flag") == [{"id": 1}]
     result = await ddb.execute("UPDATE item SET v = v + 10 RETURNING id, v")
     assert sorted(result["rows"]) == [[1, 11], [2, 12]]
     inserted = await ddb.execute("INSERT INTO item (v) VALUES (?) RETURNING id", [7])

@@ -202,12 +202,14 @@ class _Session:
         self.committable = True
 
     async def read(
-        self, sql: str, params: list[Any] | tuple[Any, ...] = ()
+        self, sql: str, params: list[Any] | tuple[Any, ...] = (), *, again: bool = True
     ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        """Rows of ``sql``; ``again=False`` for a statement that writes (RETURNING),
+        which must never run twice, so its typed values are not asked for again."""
         columns, rows, typed = await self._call(
             lambda: self.conn.query(sql, _wire_params(params)), False
         )
-        if typed and columns and len(set(columns)) == len(columns):
+        if again and typed and columns and len(set(columns)) == len(columns):
             # dqlite types values by their column's declaration (BOOLEAN, DATE, DATETIME,
             # TIMESTAMP) and then sends NULL as 0 or "": ask again through expressions,
             # which have no declared type, so every value comes back as SQLite stored it.
@@ -823,9 +825,11 @@ class DqliteTransport(Transport):
             if kind.writes and not s.in_transaction:
                 # A QUERY that writes is applied by dqlite 1.11 only inside an explicit
                 # transaction, whose COMMIT (an EXEC) goes through Raft: see Statement.
-                columns, rows = await _all_or_nothing(s, lambda inner: inner.read(sql, values))
+                columns, rows = await _all_or_nothing(
+                    s, lambda inner: inner.read(sql, values, again=False)
+                )
             else:
-                columns, rows = await s.read(sql, values)
+                columns, rows = await s.read(sql, values, again=not kind.writes)
             return {
                 "columns": list(columns),
                 "rows": [list(r) for r in rows],
