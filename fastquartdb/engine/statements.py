@@ -33,6 +33,7 @@ __all__ = [
     "build_upsert_many",
     "check_value",
     "check_values",
+    "check_where_size",
 ]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
@@ -57,6 +58,15 @@ OPERATORS: dict[str, str] = {
     "IS NOT": "IS NOT",
 }
 _OPERATOR_LIST = " ".join(OPERATORS)
+
+#: Most conditions one filter holds, over all its groups. SQLite refuses an expression
+#: tree deeper than 1000 (SQLITE_MAX_EXPR_DEPTH) and binds at most 32766 values per
+#: statement; the checks below say so before any SQL is built, in every mode.
+MAX_CONDITIONS = 1000
+MAX_FILTER_VALUES = 30000
+#: Terms joined in one flat chain; longer lists are nested as a balanced tree, so that
+#: 1000 conditions make a tree about 30 deep instead of 1000 (SQLite's limit).
+_CHAIN = 32
 
 
 def check_value(value: Any, where: str) -> Any:
@@ -154,12 +164,51 @@ def _condition(table: Scope, cond: object, params: list[Any]) -> str:
     return f"{column} {op} ?"
 
 
+def check_where_size(where: object) -> None:
+    """Refuse a filter SQLite could not take: more than :data:`MAX_CONDITIONS` conditions,
+    or more than :data:`MAX_FILTER_VALUES` values in them.
+
+    Raises:
+        ValidationError: naming the limit and what to do instead.
+    """
+    if not isinstance(where, list):
+        return  # build_where says what is wrong with its shape
+    conditions = values = 0
+    for group in where:
+        if isinstance(group, list):
+            conditions += len(group)
+            for cond in group:
+                if isinstance(cond, (list, tuple)) and len(cond) == 3:
+                    value = cond[2]
+                    values += len(value) if isinstance(value, (list, tuple)) else 1
+    if conditions > MAX_CONDITIONS:
+        raise ValidationError(
+            f"{conditions} filter conditions in one request: at most {MAX_CONDITIONS} "
+            f"(SQLite's expression limit); for many values of one column use "
+            f"('in', [...]), or split the request"
+        )
+    if values > MAX_FILTER_VALUES:
+        raise ValidationError(
+            f"{values} values in one filter: at most {MAX_FILTER_VALUES} (SQLite binds at "
+            f"most 32766 per statement); split the request"
+        )
+
+
+def _join(parts: list[str], op: str) -> str:
+    """``parts`` joined by ``op``: a flat chain, or a balanced tree of chains when long."""
+    if len(parts) <= _CHAIN:
+        return f" {op} ".join(parts)
+    middle = len(parts) // 2
+    return f"({_join(parts[:middle], op)}) {op} ({_join(parts[middle:], op)})"
+
+
 def build_where(table: Scope, where: object, params: list[Any], keyword: str = "WHERE") -> str:
     """Return ``" WHERE ..."`` (or ``""`` for no filter), appending parameters to ``params``."""
     if where is None:
         return ""
     if not isinstance(where, list):
         raise ValidationError(f"'where' must be a list of condition groups, got {brief(where)}")
+    check_where_size(where)
     groups: list[str] = []
     local: list[Any] = []
     match_all = False
@@ -174,11 +223,11 @@ def build_where(table: Scope, where: object, params: list[Any], keyword: str = "
             match_all = True
             continue
         parts = [_condition(table, cond, local) for cond in group]
-        groups.append(parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")")
+        groups.append(parts[0] if len(parts) == 1 else "(" + _join(parts, "AND") + ")")
     if match_all or not groups:
         return ""
     params.extend(local)
-    return f" {keyword} " + (groups[0] if len(groups) == 1 else " OR ".join(groups))
+    return f" {keyword} " + (groups[0] if len(groups) == 1 else _join(groups, "OR"))
 
 
 def _columns(table: TableInfo | JoinScope, columns: object) -> str:

@@ -243,11 +243,19 @@ class Column:
         if value is None:
             return None
         try:
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValidationError(
                 f"{self._where()} is JSON and cannot store {brief(value)}: {exc}"
             ) from None
+        except RecursionError:
+            text = None
+        if text is None or _json_depth(value, text) > MAX_JSON_DEPTH:
+            raise ValidationError(
+                f"{self._where()} is JSON nested more than {MAX_JSON_DEPTH} levels deep; "
+                f"store it flatter (or as TEXT): deeper JSON cannot be read back reliably"
+            )
+        return text
 
 
 def _bool_from_db(value: Any) -> Any:
@@ -262,13 +270,39 @@ def _datetime_from_db(value: Any) -> Any:
     return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
+#: Deepest nesting of lists and maps a JSON column takes. Python's json module recurses
+#: once per level (deep text raises RecursionError) and SQLite's JSON functions stop at
+#: 1000 levels; 100 is far beyond real data and safe for both, whatever the call stack.
+MAX_JSON_DEPTH = 100
+
+
+def _json_depth(value: Any, text: str) -> int:
+    """How deeply ``value`` (whose JSON is ``text``) nests lists and maps."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than its number of brackets: the usual, cheap case
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:  # iterative: a deep value must not hit the recursion limit here either
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, (list, tuple)):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 def _json_from_db(value: Any) -> Any:
     # A JSON number is stored as a number (the JSON type has NUMERIC affinity): it already is the value.
     if not isinstance(value, str):
         return value
     try:
         return json.loads(value)
-    except ValueError:  # written by another tool: hand it back as it is
+    except (ValueError, RecursionError):
+        # Not JSON this column could have written (another tool, raw SQL, nested past
+        # MAX_JSON_DEPTH): hand the text back as it is, so one bad row never makes the
+        # table unreadable.
         return value
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..engine import OPERATORS
+from ..engine.statements import check_where_size
 from ..protocol.errors import ValidationError, brief
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ def normalize_filters(
         return None
     if isinstance(filters, Mapping):
         group = _group(columns, table, filters)
+        check_where_size([group])  # before anything is sent: the same limit in every mode
         return [group] if group else None
     if isinstance(filters, (list, tuple)):
         groups = []
@@ -117,6 +119,7 @@ def normalize_filters(
             if not group:
                 return None  # an empty group matches every row
             groups.append(group)
+        check_where_size(groups)
         return groups or None
     raise ValidationError(
         f"filters must be a map like {{'age': [('>', 20)]}} or a list of such maps, got {brief(filters)}"

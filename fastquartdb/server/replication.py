@@ -120,9 +120,13 @@ def replica_url(target: str) -> str:
     if "://" not in target:
         return Path(os.path.abspath(target)).as_uri()
     parts = urlsplit(target)
-    if parts.scheme == "file" and not parts.path.startswith("/"):
+    if parts.scheme == "file" and (
+        not parts.path.startswith("/") or parts.netloc not in ("", "localhost")
+    ):
+        # file://relative/x is host "relative", path "/x": Litestream would write /x.
         raise ReplicationError(
-            f"{target} has no absolute path; write file:///absolute/path (three slashes)"
+            f"{target} has no absolute path; write file:///absolute/path (three slashes), "
+            f"or give a plain path (a relative one is taken from the current directory)"
         )
     return target
 
@@ -167,13 +171,25 @@ class Replicator:
         self._dir = self._private_dir()
         self._config = os.path.join(self._dir, "litestream.yml")
         self._control = os.path.join(self._dir, "control.sock")
+        # Litestream's own state beside the database: ours to remove if this start fails.
+        meta = os.path.join(os.path.dirname(self.db), f".{os.path.basename(self.db)}-litestream")
+        meta_is_new = not os.path.exists(meta)
         try:
             self._write_config()
             await self._spawn()
             await self._wait_ready()
+            # Litestream starts even when it cannot write the replica (it only logs, then
+            # retries for ever): one sync proves the replica takes the database.
+            if not await self._sync(START_TIMEOUT):
+                raise ReplicationError(
+                    f"litestream cannot write the replica {self.url}: {self.last_error}"
+                )
         except BaseException:
-            await self._terminate()
+            # Its last sync would fail the same way, retried for 30 s: skip it.
+            await self._terminate(skip_last_sync=True)
             self._cleanup()
+            if meta_is_new:
+                shutil.rmtree(meta, ignore_errors=True)
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name="fqdb-litestream")
 
@@ -340,20 +356,20 @@ class Replicator:
             self.restarts += 1
             self._state = "running"
 
-    async def _sync(self) -> bool:
+    async def _sync(self, timeout: float = SYNC_TIMEOUT) -> bool:
         """``litestream sync -wait``: every commit so far is on the replica when it returns."""
         proc = await self._litestream(
             "sync",
             "-wait",
             "-json",
             "-timeout",
-            str(int(SYNC_TIMEOUT)),
+            str(int(timeout)),
             "-socket",
             self._control,
             self.db,
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), SYNC_TIMEOUT + 2)
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout + 2)
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
@@ -367,14 +383,25 @@ class Replicator:
         log.info("litestream synced %s to %s: %s", self.db, self.url, " ".join(text.split()))
         return True
 
-    async def _terminate(self) -> int | None:
-        """SIGTERM (Litestream syncs once more and exits), SIGKILL if it hangs."""
+    async def _terminate(self, skip_last_sync: bool = False) -> int | None:
+        """SIGTERM (Litestream syncs once more and exits), SIGKILL if it hangs.
+
+        ``skip_last_sync``: a second SIGTERM, which makes Litestream 0.5 give up its
+        last sync ("press Ctrl+C again to skip") instead of retrying it for 30 s.
+        """
         proc = self._proc
         if proc is None:
             return None
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
+            if skip_last_sync:
+                # The second signal counts only once the first is being handled.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 0.3)
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), TERM_TIMEOUT)
             except asyncio.TimeoutError:
@@ -406,6 +433,10 @@ class Replicator:
             return False
         return True
 
+    def _private_name(self) -> str:
+        digest = hashlib.sha256(self.db.encode()).hexdigest()[:16]
+        return os.path.join(tempfile.gettempdir(), f"fqdb-litestream-{os.getuid()}-{digest}")
+
     def _private_dir(self) -> str:
         """A folder of this daemon's own for Litestream's config and control socket.
 
@@ -413,8 +444,7 @@ class Replicator:
         owner lock says no other daemon serves this file); anything at that name that
         is not our own plain directory is left alone for a fresh random one.
         """
-        digest = hashlib.sha256(self.db.encode()).hexdigest()[:16]
-        path = os.path.join(tempfile.gettempdir(), f"fqdb-litestream-{os.getuid()}-{digest}")
+        path = self._private_name()
         try:
             os.mkdir(path, 0o700)
             return path

@@ -750,3 +750,71 @@ async def test_init_engine_bad_mode(db: AsyncDatabaseManager) -> None:
     with pytest.raises(ValidationError) as info:
         await AsyncDatabaseManager.init_engine(db.path, mode="turbo")
     check(info, "mode must be one of auto, daemon, embedded, got 'turbo'")
+
+
+# ------------------------------------------------------------------ limits (issue 13)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+async def test_deep_json_is_refused_at_write_naming_the_limit(db: AsyncDatabaseManager) -> None:
+    with pytest.raises(ValidationError) as info:
+        await Item.insert({"sku": "deep", "name": "deep", "meta": _nested(5000)})
+    check(info, "column 'meta' of table 'items'", "more than 100 levels deep")
+    with pytest.raises(ValidationError, match="more than 100 levels"):
+        await Item.insert({"sku": "deep", "name": "deep", "meta": {"a": _nested(101)}})
+    await Item.insert({"sku": "ok", "name": "ok", "meta": _nested(100)})
+    assert (await Item.fetch_one(filters={"sku": "ok"}))["meta"] == _nested(100)
+    assert await Item.count() == 1
+
+
+async def test_one_bad_json_row_never_makes_the_table_unreadable(
+    db: AsyncDatabaseManager,
+) -> None:
+    """JSON too deep for Python's parser (stored by raw SQL, or by another tool) comes back
+    as the text it is, like any text that is not JSON; the other rows decode as usual."""
+    await Item.insert({"sku": "a", "name": "a", "meta": {"k": 1}})
+    deep = "[" * 5000 + "]" * 5000
+    await db.execute(
+        "INSERT INTO items (sku, name, meta) VALUES ('b', 'b', :m), ('c', 'c', 'not json')",
+        {"m": deep},
+    )
+    rows = {r["sku"]: r["meta"] for r in await Item.fetch(order_by="sku")}
+    assert rows == {"a": {"k": 1}, "b": deep, "c": "not json"}
+    assert [r["meta"] async for r in Item.iterate(batch_size=2)] == [{"k": 1}, deep, "not json"]
+
+
+async def test_too_many_filter_conditions_is_a_validation_error(
+    seeded: AsyncDatabaseManager,
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        await User.fetch(filters={"age": [(">", i) for i in range(10_000)]})
+    check(info, "10000 filter conditions in one request: at most 1000")
+    with pytest.raises(ValidationError, match="at most 1000"):
+        await User.count(filters=[{"id": i} for i in range(10_000)])
+    with pytest.raises(ValidationError, match="at most 1000"):
+        await User.delete(filters=[{"age": None}] * 1001)
+    # 1000 conditions is fine (nested so SQLite's expression depth is never reached); IS NULL
+    # binds no value, so this runs on dqlite too (255 bound values per statement there).
+    assert await User.count(filters=[{"age": None}] * 1000) == 1
+    assert await User.count(filters={"age": [("IS", None)] * 1000}) == 1
+
+
+async def test_a_value_larger_than_one_frame_is_refused_in_every_mode(
+    seeded: AsyncDatabaseManager,
+) -> None:
+    """What the daemon could not carry (one 64 MiB frame) is refused embedded and on dqlite
+    too, with the same error, before anything runs."""
+    big = "x" * (64 * 1024 * 1024 + 1)
+    with pytest.raises(ValidationError) as info:
+        await User.insert({"username": big})
+    check(info, "exceeds the maximum frame size of 67108864 bytes")
+    with pytest.raises(ValidationError, match="maximum frame size"):
+        await User.fetch(filters={"username": big})
+    with pytest.raises(ValidationError, match="maximum frame size"):
+        await seeded.execute("SELECT length(?)", [big])

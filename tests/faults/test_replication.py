@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from fastquartdb.server.replication import ReplicationError, find_litestream
+from fastquartdb.server.replication import ReplicationError, Replicator, find_litestream
 from tests.helpers import DaemonProcess, event_rows, integrity, table_keys, wait_until
 
 try:
@@ -351,8 +351,29 @@ def test_bad_replication_settings_are_clear_errors(tmp_path: Path) -> None:
     assert "FQDB_LITESTREAM=/no/ls is not an executable file" in missing.stderr
     read_only = run("--replicate", str(tmp_path / "r"), "--read-only")
     assert read_only.returncode == 2 and "drop --read-only" in read_only.stderr
-    # None of these left a daemon's socket or Litestream's state behind.
+    # A URL whose host part is really a relative path (it would write to /x).
+    host = run("--replicate", "file://relative/x")
+    assert host.returncode == 1 and "write file:///absolute/path" in host.stderr
+    assert not os.path.exists("/x")
+    # A replica Litestream cannot write: Litestream starts (and only logs), so the daemon
+    # must see it fail one sync and stop, promptly, with Litestream's own words.
+    started = time.monotonic()
+    forbidden = run("--replicate", "/proc/forbidden/replica")
+    took = time.monotonic() - started
+    print(
+        f"\nRELIABILITY --replicate /proc/forbidden/replica: exit {forbidden.returncode} in {took:.1f} s"
+    )
+    assert forbidden.returncode == 1, forbidden.stderr
+    assert "cannot write the replica file:///proc/forbidden/replica" in forbidden.stderr
+    assert "mkdir /proc/forbidden" in forbidden.stderr  # Litestream's words
+    assert took < 15, "Litestream's 30 s of shutdown retries were not skipped"
+    # None of these left a daemon's socket, Litestream's state or a Litestream behind.
     assert not os.path.exists(db + ".sock")
+    assert not os.path.exists(tmp_path / ".app.db-litestream")
+    private = Replicator(os.path.realpath(db), str(tmp_path / "r"))._private_name()
+    assert not os.path.exists(private)
+    leftovers = subprocess.run(["pgrep", "-f", private], capture_output=True)
+    assert leftovers.returncode == 1, leftovers.stdout
 
 
 def test_restore_errors(tmp_path: Path) -> None:

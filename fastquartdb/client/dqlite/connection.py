@@ -5,12 +5,19 @@ connection is used by one caller at a time (the transport's lock sees to
 that): send a message, read its response. A query's rows may come in several
 ROWS messages; :meth:`NodeConnection.query` reads them all before it returns,
 so the connection is always left at a message boundary.
+
+A node that stops answering (SIGSTOPped, its host frozen) keeps the TCP
+connection open, so a read could wait forever: every ``probe_interval``
+seconds of silence while a response is awaited, :attr:`NodeConnection.stalled`
+(set by the transport) is asked whether to go on waiting; it raises
+:class:`NodeUnavailable` to abandon the request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import wire
@@ -68,6 +75,11 @@ class NodeConnection:
         self._writer = writer
         self._messages = wire.MessageReader()
         self.closed = False
+        #: Called with this connection and the seconds waited so far, after every
+        #: ``probe_interval`` seconds without a byte while a response is awaited;
+        #: it returns to go on waiting or raises NodeUnavailable to give up.
+        self.stalled: Callable[[NodeConnection, float], Awaitable[None]] | None = None
+        self.probe_interval = 0.5
 
     @classmethod
     async def connect(cls, address: str, timeout: float = 2.0) -> NodeConnection:
@@ -91,6 +103,7 @@ class NodeConnection:
         return self
 
     async def _receive(self) -> wire.Message:
+        waited = 0.0
         while True:
             try:
                 message = self._messages.next_message()
@@ -100,7 +113,15 @@ class NodeConnection:
             if message is not None:
                 return message
             try:
-                data = await self._reader.read(65536)
+                # Cancelling StreamReader.read on the timeout loses no data.
+                data = await asyncio.wait_for(
+                    self._reader.read(65536), self.probe_interval if self.stalled else None
+                )
+            except asyncio.TimeoutError:  # before OSError (its base on 3.11+): a silence so far
+                assert self.stalled is not None
+                waited += self.probe_interval
+                await self.stalled(self, waited)
+                continue
             except OSError as exc:
                 self._abort()
                 raise NodeUnavailable(f"dqlite node {self.address} went away: {exc!r}") from None

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -70,10 +69,10 @@ from ...protocol.errors import (
     brief,
 )
 from ...protocol.messages import READ_OPS
-from ..transports import Transport
-from . import wire
+from ..transports import Transport, check_wire_size
+from . import cluster, wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
-from .rawsql import DML_WORDS, ROW_WORDS, TRANSACTION_WORDS, first_word, number_named
+from .rawsql import TRANSACTION_WORDS, classify, first_word, number_named
 
 __all__ = ["DqliteTransport", "parse_dqlite_url", "translate_dqlite_error"]
 
@@ -205,12 +204,14 @@ class _Session:
         self.committable = True
 
     async def read(
-        self, sql: str, params: list[Any] | tuple[Any, ...] = ()
+        self, sql: str, params: list[Any] | tuple[Any, ...] = (), *, again: bool = True
     ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        """Rows of ``sql``; ``again=False`` for a statement that writes (RETURNING),
+        which must never run twice, so its typed values are not asked for again."""
         columns, rows, typed = await self._call(
             lambda: self.conn.query(sql, _wire_params(params)), False
         )
-        if typed and columns and len(set(columns)) == len(columns):
+        if again and typed and columns and len(set(columns)) == len(columns):
             # dqlite types values by their column's declaration (BOOLEAN, DATE, DATETIME,
             # TIMESTAMP) and then sends NULL as 0 or "": ask again through expressions,
             # which have no declared type, so every value comes back as SQLite stored it.
@@ -229,6 +230,35 @@ async def _quietly(session: _Session, *statements: str) -> None:
             await session.control(statement)
     except (FQDBError, _Lost):
         await session.conn.close()
+
+
+async def _all_or_nothing(session: _Session, run: Callable[[_Session], Awaitable[Any]]) -> Any:
+    """``run`` in one transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, or a savepoint
+    inside an open interactive transaction. Any failure undoes all of it."""
+    if session.in_transaction:
+        await session.control('SAVEPOINT "fqdb_request"')
+        try:
+            result = await run(session)
+        except _Lost:
+            raise
+        except BaseException:
+            # Any failure, cancellation included: undo this request's part only.
+            await _quietly(session, 'ROLLBACK TO "fqdb_request"', 'RELEASE "fqdb_request"')
+            raise
+        await session.control('RELEASE "fqdb_request"')
+        return result
+    await session.control("BEGIN IMMEDIATE")
+    inner = _Session(session.conn, in_transaction=True)
+    try:
+        result = await run(inner)
+    except _Lost:
+        raise
+    except BaseException:
+        # Never leave BEGIN open on the shared connection: the next request would run in it.
+        await _quietly(session, "ROLLBACK")
+        raise
+    await session.commit()
+    return result
 
 
 def _wire_params(params: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
@@ -261,12 +291,19 @@ class DqliteTransport(Transport):
         connect_timeout: float = 2.0,
         failover_timeout: float = 20.0,
         busy_timeout: float = 5.0,
+        read_timeout: float | None = 30.0,
     ) -> None:
         self.nodes = list(nodes)
         self.database = database
         self.connect_timeout = connect_timeout
         self.failover_timeout = failover_timeout
         self.busy_timeout = busy_timeout
+        #: The longest wait for one answer of the leader; ``None``: no limit. A leader
+        #: that stops answering is abandoned sooner, as soon as another node names a
+        #: new leader (see :meth:`_stalled`).
+        self.read_timeout = read_timeout
+        # Where to look first for the leader: the one another node named last.
+        self._hint: str | None = None
         #: Times the transport had to find a new leader.
         self.failovers = 0
         self._conn: NodeConnection | None = None
@@ -321,15 +358,18 @@ class DqliteTransport(Transport):
                     problems[node] = str(exc)
                     continue
                 if conn is not None:
+                    conn.stalled = self._stalled
                     self._conn = conn
+                    self._hint = None
                     return conn
                 problems[node] = "knows no leader yet"
             if self._closed:
                 raise InterfaceError("the database is closed; call init_engine() again")
             if time.monotonic() >= deadline:
+                _, state = await cluster.describe(self.nodes, min(self.connect_timeout, 1.0))
                 raise DaemonUnavailableError(
                     f"no dqlite leader among {', '.join(self.nodes)} within "
-                    f"{self.failover_timeout:g} s ("
+                    f"{self.failover_timeout:g} s: {state} ("
                     + "; ".join(f"{n}: {p}" for n, p in problems.items())
                     + ")"
                 )
@@ -337,11 +377,40 @@ class DqliteTransport(Transport):
             delay = min(delay * 2, 0.2)
 
     def _candidates(self) -> list[str]:
-        # The last leader first: after a restart of the client it is usually still leading.
-        if self._conn is not None and self._conn.address in self.nodes:
-            first = self._conn.address
+        # The leader another node named, else the last leader: usually still leading.
+        first = self._hint or (self._conn.address if self._conn is not None else None)
+        if first in self.nodes:
             return [first] + [n for n in self.nodes if n != first]
         return list(self.nodes)
+
+    async def _stalled(self, conn: NodeConnection, waited: float) -> None:
+        """The leader has not answered for ``waited`` s: give up on it if the cluster
+        has elected another leader (a frozen node keeps its sockets open, so only the
+        other nodes can tell), or past ``read_timeout``.
+
+        Raises:
+            NodeUnavailable: abandon the request (the transport fails over).
+        """
+        others = [n for n in self.nodes if n != conn.address]
+        answers = await asyncio.gather(
+            *(cluster.ask_leader(n, self._probe_timeout) for n in others)
+        )
+        named = {a for a in answers if a and a != conn.address}
+        if named:
+            self._hint = sorted(named)[0]
+            raise NodeUnavailable(
+                f"dqlite leader {conn.address} did not answer for {waited:.1f} s and the "
+                f"cluster elected {self._hint}"
+            )
+        if self.read_timeout is not None and waited >= self.read_timeout:
+            raise NodeUnavailable(
+                f"dqlite leader {conn.address} did not answer within read_timeout="
+                f"{self.read_timeout:g} s"
+            )
+
+    @property
+    def _probe_timeout(self) -> float:
+        return min(self.connect_timeout, 1.0)
 
     async def _try_leader(self, node: str) -> NodeConnection | None:
         """Ask ``node`` who leads; return an open connection to the leader, or None."""
@@ -383,6 +452,7 @@ class DqliteTransport(Transport):
     async def request(self, request: dict[str, Any]) -> Any:
         if self._closed:
             raise InterfaceError("the database is closed; call init_engine() again")
+        check_wire_size(request)  # the daemon's limit: the same in every mode
         op = request.get("op")
         txn = request.get("txn")
         if op in ("begin", "commit", "rollback"):
@@ -416,22 +486,31 @@ class DqliteTransport(Transport):
                     await self._drop_connection()
                     self.failovers += 1
                     if not (read or lost.safe or not lost.committable):
+                        _, state = await cluster.describe(self.nodes, self._probe_timeout)
                         raise ConnectionLostError(
                             f"the connection to the dqlite leader was lost during "
-                            f"{request.get('op')}: its outcome is unknown ({lost})"
+                            f"{request.get('op')}: its outcome is unknown ({lost}); {state}"
                         ) from None
                     if time.monotonic() >= deadline:
+                        _, state = await cluster.describe(self.nodes, self._probe_timeout)
                         raise ConnectionLostError(
                             f"no dqlite leader took {request.get('op')} within "
-                            f"{self.failover_timeout:g} s ({lost}); it was not applied"
+                            f"{self.failover_timeout:g} s ({lost}); it was not applied; {state}"
                         ) from None
                     log.info("dqlite leader lost (%s); retrying %s", lost, request.get("op"))
                     continue
-                except DatabaseBusyError:
+                except DatabaseBusyError as busy:
                     if busy_deadline is None:
                         busy_deadline = time.monotonic() + self.busy_timeout
                     elif time.monotonic() >= busy_deadline:
-                        raise
+                        # Busy may be another client's transaction, or a cluster that
+                        # cannot commit (a new leader still applying, no quorum): say which.
+                        healthy, state = await cluster.describe(self.nodes, self._probe_timeout)
+                        if healthy:
+                            raise
+                        raise DatabaseBusyError(
+                            f"dqlite answered busy for {self.busy_timeout:g} s: {state}"
+                        ) from busy
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
@@ -579,30 +658,7 @@ class DqliteTransport(Transport):
     ) -> Any:
         if req.get("op") not in _ATOMIC_OPS:
             return await handler(self, session, req)
-        if session.in_transaction:
-            await session.control('SAVEPOINT "fqdb_request"')
-            try:
-                result = await handler(self, session, req)
-            except _Lost:
-                raise
-            except BaseException:
-                # Any failure, cancellation included: undo this request's part only.
-                await _quietly(session, 'ROLLBACK TO "fqdb_request"', 'RELEASE "fqdb_request"')
-                raise
-            await session.control('RELEASE "fqdb_request"')
-            return result
-        await session.control("BEGIN IMMEDIATE")
-        inner = _Session(session.conn, in_transaction=True)
-        try:
-            result = await handler(self, inner, req)
-        except _Lost:
-            raise
-        except BaseException:
-            # Never leave BEGIN open on the shared connection: the next request would run in it.
-            await _quietly(session, "ROLLBACK")
-            raise
-        await session.commit()
-        return result
+        return await _all_or_nothing(session, lambda inner: handler(self, inner, req))
 
     async def _table(self, session: _Session, name: object) -> TableInfo:
         """The live shape of table ``name``, read with the engine's PRAGMAs."""
@@ -768,11 +824,16 @@ class DqliteTransport(Transport):
             raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
         await self._check_raw(s, sql, values)
         self._tables.clear()  # raw SQL may change any table
-        word = first_word(sql)
-        if word in ROW_WORDS or re.search(r"\breturning\b", sql, re.I):
-            columns, rows = await s.read(sql, values)
-            if word in DML_WORDS or word == "WITH":
-                s.committable = s.committable or not s.in_transaction
+        kind = classify(sql)
+        if kind.returns_rows:
+            if kind.writes and not s.in_transaction:
+                # A QUERY that writes is applied by dqlite 1.11 only inside an explicit
+                # transaction, whose COMMIT (an EXEC) goes through Raft: see Statement.
+                columns, rows = await _all_or_nothing(
+                    s, lambda inner: inner.read(sql, values, again=False)
+                )
+            else:
+                columns, rows = await s.read(sql, values, again=not kind.writes)
             return {
                 "columns": list(columns),
                 "rows": [list(r) for r in rows],
@@ -780,11 +841,12 @@ class DqliteTransport(Transport):
                 "lastrowid": None,
             }
         result = await s.write(sql, values)
+        dml = kind.writes and kind.word != "PRAGMA"
         return {
             "columns": [],
             "rows": [],
-            "rowcount": result.rows_affected if word in DML_WORDS else -1,
-            "lastrowid": result.last_insert_id if word in DML_WORDS else None,
+            "rowcount": result.rows_affected if dml else -1,
+            "lastrowid": result.last_insert_id if dml else None,
         }
 
     async def _check_raw(self, s: _Session, sql: str, values: list[Any]) -> None:
