@@ -108,15 +108,25 @@ async def test_quoted_pragma_is_refused(ddb: AsyncDatabaseManager, sql: str) -> 
 
 
 def test_raw_sql_is_read_as_sqlite_tokenizes_it() -> None:
-    from fastquartdb.client.dqlite.rawsql import Statement, check_raw_sql, classify, number_named
+    from fastquartdb.client.dqlite.rawsql import Statement, classify, number_named
+    from fastquartdb.engine.sandbox import check_statement
+
+    def check_raw_sql(sql: str) -> None:  # what the dqlite transport checks, on a schema copy
+        check_statement(sql, ["CREATE TABLE item (v)"])
 
     trigger = (
         "CREATE TRIGGER t AFTER INSERT ON item BEGIN "
         "UPDATE item SET v = CASE WHEN 1 THEN 2 END; DELETE FROM item WHERE 0; END;"
     )
-    for fine in (trigger, "SELECT 'PRAGMA foreign_keys = 0; x' AS t -- ; BEGIN", "SELECT 1;;"):
+    for fine in (trigger, "SELECT 'PRAGMA foreign_keys = 0; x' AS t -- ; BEGIN", "SELECT 1;"):
         check_raw_sql(fine)
-    for refused in ("SELECT 1; SELECT 2", "/* x */ ROLLBACK", "pragma MAIN.Foreign_Keys=0"):
+    # "SELECT 1;;" as sqlite3 itself reads it (daemon and embedded): a second, empty statement.
+    for refused in (
+        "SELECT 1; SELECT 2",
+        "SELECT 1;;",
+        "/* x */ ROLLBACK",
+        "pragma MAIN.Foreign_Keys=0",
+    ):
         with pytest.raises(ValidationError):
             check_raw_sql(refused)
     assert classify("WITH a AS (SELECT 1) DELETE FROM item RETURNING v").writes
