@@ -25,10 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol.errors import (
-    DatabaseBusyError,
-    DatabaseError,
     FQDBError,
-    IntegrityError,
     OperationalError,
     ProgrammingError,
     ReadOnlyError,
@@ -37,6 +34,7 @@ from ..protocol.errors import (
 )
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from .locking import ProcessLock
+from .resultcodes import translate_sqlite_error
 from .schema import (
     TableInfo,
     check_identifier,
@@ -92,27 +90,6 @@ _GUARDED_PRAGMAS = frozenset(
         "journal_size_limit",
     }
 )
-
-
-def translate_sqlite_error(exc: sqlite3.Error) -> FQDBError:
-    """The one table from sqlite3's exceptions to ours."""
-    message = str(exc)
-    if isinstance(exc, sqlite3.IntegrityError):
-        return IntegrityError(message)
-    if isinstance(exc, sqlite3.OperationalError):
-        lowered = message.lower()
-        if "locked" in lowered or "busy" in lowered:
-            return DatabaseBusyError(f"{message}: another process held the write lock too long")
-        if "readonly" in lowered or "read-only" in lowered:
-            return ReadOnlyError(message)
-        if "no such" in lowered or "syntax error" in lowered or "incomplete input" in lowered:
-            return ProgrammingError(message)
-        return OperationalError(message)
-    if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.Warning)):
-        return ProgrammingError(message)
-    if isinstance(exc, sqlite3.DataError):
-        return ValidationError(message)
-    return DatabaseError(message)
 
 
 def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ...engine.resultcodes import error_for_code
 from ...engine.schema import (
     TableInfo,
     check_identifier,
@@ -57,13 +58,8 @@ from ...protocol.errors import (
     ConnectionLostError,
     DaemonUnavailableError,
     DatabaseBusyError,
-    DatabaseError,
     FQDBError,
-    IntegrityError,
     InterfaceError,
-    OperationalError,
-    ProgrammingError,
-    ReadOnlyError,
     ValidationError,
     brief,
 )
@@ -122,31 +118,11 @@ def parse_dqlite_url(url: str) -> tuple[list[str], str]:
 
 
 def translate_dqlite_error(exc: DqliteRequestError) -> FQDBError:
-    """The one table from dqlite failures (SQLite result codes) to our classes."""
-    primary = exc.code & 0xFF
-    message = exc.message
-    if primary in (19, 20):  # CONSTRAINT (UNIQUE 2067, PK 1555, FK 787, CHECK 275, NOT NULL 1299)
-        return IntegrityError(message)
-    if primary in (5, 6):
-        return DatabaseBusyError(f"{message}: another client held the write lock too long")
-    if primary == 8:
-        return ReadOnlyError(message)
-    if primary in (21, 25):
-        return ProgrammingError(message)
-    if primary == 18:
-        return ValidationError(message)
-    if primary == 1:
-        lowered = message.lower()
-        if "no such" in lowered or "syntax error" in lowered or "incomplete input" in lowered:
-            return ProgrammingError(message)
-        if "already exists" in lowered or "duplicate column" in lowered:
-            return OperationalError(message)
-        return OperationalError(message)
+    """A dqlite failure as our exception: a lost leader, else SQLite's result code through
+    the engine's one table (dqlite reports SQLite's codes)."""
     if exc.not_leader or exc.leadership_lost:
-        return ConnectionLostError(f"{message}: the dqlite leader changed")
-    if primary in (10, 13, 14):
-        return OperationalError(message)
-    return DatabaseError(message)
+        return ConnectionLostError(f"{exc.message}: the dqlite leader changed")
+    return error_for_code(exc.code, exc.message, holder="another client")
 
 
 class _Lost(Exception):
