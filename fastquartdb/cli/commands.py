@@ -33,8 +33,9 @@ from .loader import Loader, upsert_key
 from .maintenance import require_file
 from .output import ResultSet, write_record, write_result
 from .progress import ProgressBar
-from .records import blobs_decoded, read_records
+from .records import read_records
 from .session import no_daemon, open_session
+from .values import ColumnValues
 
 __all__ = ["COMMANDS", "Command"]
 
@@ -184,11 +185,7 @@ async def _insert(
         await catalog.require_table(args.table)
         described = (await catalog.columns(args.table)).rows
         columns = [row[1] for row in described]
-        blob_columns = []  # BLOB affinity: a declared type naming BLOB, or none (SQLite's rule)
-        for row in described:
-            declared = str(row[2] or "").upper()
-            if "BLOB" in declared or not declared.strip():
-                blob_columns.append(row[1])
+        values = ColumnValues(args.table, [(row[1], row[2]) for row in described])
         key = None
         if args.upsert is not None:
             key = upsert_key(
@@ -203,12 +200,14 @@ async def _insert(
             args.table,
             source=name,
             columns=columns,
+            values=values,
+            text=args.input_format == "csv",
             key=key,
             atomic=args.atomic,
             progress=bar.update,
         )
         try:
-            rows = await loader.load(blobs_decoded(records, blob_columns))
+            rows = await loader.load(records)
             bar.finish(total if total is not None else size or 0, rows)
         finally:
             bar.close()

@@ -22,9 +22,10 @@ from typing import Any
 
 from ..client import AsyncDatabaseManager
 from ..engine import check_identifier, quote
-from ..protocol.errors import FQDBError
+from ..protocol.errors import FQDBError, ValidationError
 from .errors import CommandError
 from .records import Record
+from .values import ColumnValues
 
 __all__ = ["BATCH_ROWS", "Loader", "upsert_key"]
 
@@ -72,6 +73,8 @@ class Loader:
         *,
         source: str,
         columns: Sequence[str],
+        values: ColumnValues,
+        text: bool = False,
         key: tuple[str, ...] | None = None,
         atomic: bool = False,
         progress: Callable[[int, int], None] | None = None,
@@ -80,6 +83,8 @@ class Loader:
         self.table = table
         self.source = source
         self.columns = columns
+        self.values = values
+        self.text = text
         self.key = key
         self.atomic = atomic
         self.rows = 0
@@ -104,6 +109,15 @@ class Loader:
         names: tuple[str, ...] = ()
         size = 0
         for record in records:
+            try:
+                # The models' own value checks, before anything of this record is sent.
+                self.values.convert(record.values, text=self.text)
+            except ValidationError as exc:
+                if batch:
+                    await self._write(batch)  # the promise: every record before it is written
+                raise CommandError(
+                    f"{self.source} {record.where}: {exc}; {self._outcome(self.rows)}"
+                ) from None
             record_names = tuple(record.values)
             if batch and (
                 (self.key is None and record_names != names)
@@ -132,20 +146,24 @@ class Loader:
                 # Keep the promise: everything before the failing record is written.
                 await self._write(batch[: failed.index])
             record = batch[failed.index]
-            if self.atomic:
-                outcome = "nothing was written (--atomic)"
-            elif done == 0:
-                outcome = "nothing was written"
-            else:
-                outcome = (
-                    "the row before it was written"
-                    if done == 1
-                    else f"the {done} rows before it were written"
-                )
-            raise CommandError(f"{self.source} {record.where}: {failed.error}; {outcome}") from None
+            raise CommandError(
+                f"{self.source} {record.where}: {failed.error}; {self._outcome(done)}"
+            ) from None
         self.rows += len(batch)
         if self._progress is not None:
             self._progress(batch[-1].done, self.rows)
+
+    def _outcome(self, done: int) -> str:
+        """What an error leaves in the table, once ``done`` records before it were written."""
+        if self.atomic:
+            return "nothing was written (--atomic)"
+        if done == 0:
+            return "nothing was written"
+        return (
+            "the row before it was written"
+            if done == 1
+            else f"the {done} rows before it were written"
+        )
 
     async def _insert(self, batch: list[Record]) -> None:
         columns = list(batch[0].values)

@@ -1,0 +1,106 @@
+"""``fqdb`` checks what the models check, and names what it means (issue 12, section 2)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import fqdb, query
+from tests.helpers import DaemonProcess
+
+CUSTOMER = """
+CREATE TABLE customer (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    age INTEGER,
+    score REAL,
+    vip BOOLEAN,
+    born DATE,
+    data JSON TEXT,
+    loose
+);
+"""
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> str:
+    path = str(tmp_path / "shop.db")
+    with sqlite3.connect(path) as conn:
+        conn.executescript(CUSTOMER)
+    conn.close()
+    return path
+
+
+@pytest.fixture(params=["file", "daemon"])
+def served(request: pytest.FixtureRequest, shop: str) -> Iterator[str]:
+    """The shop database, directly as a file or served by a real fqdb-server."""
+    if request.param == "file":
+        yield shop
+        return
+    daemon = DaemonProcess(shop).start()
+    try:
+        yield shop
+    finally:
+        assert daemon.stop() == 0
+
+
+# ---------------------------------------------------------------- values are checked
+
+
+def test_insert_checks_values_as_the_models_do(served: str) -> None:
+    csv_run = fqdb(
+        "insert", served, "customer", "-", "--csv", input="name,age\nFay,notanumber\n", expect=1
+    )
+    assert csv_run.err == (
+        "fqdb: <stdin> line 2: column 'age' of table 'customer' is INTEGER and takes an "
+        "integer, got str 'notanumber'; nothing was written\n"
+    )
+    nl_run = fqdb(
+        "insert",
+        served,
+        "customer",
+        "-",
+        "--nl",
+        input='{"name": "Ann", "age": 3}\n{"name": "Fay", "age": "notanumber"}\n',
+        expect=1,
+    )
+    assert nl_run.err == (
+        "fqdb: <stdin> line 2: column 'age' of table 'customer' is INTEGER and takes an "
+        "integer, got str 'notanumber'; the row before it was written\n"
+    )
+    assert query(served, "SELECT name, age, typeof(age) FROM customer") == [("Ann", 3, "integer")]
+
+
+def test_csv_text_is_converted_per_column_type(served: str) -> None:
+    good = (
+        "name,age,score,vip,born,data,loose\n"
+        'Ann,42,1.5,true,2024-01-02,"{""a"": [1, 2]}",anything\n'
+        "Bob,-7,3,FALSE,,,\n"
+        "Cy,,,1,,,X'00ff'\n"
+    )
+    assert fqdb("insert", served, "customer", "-", "--csv", input=good).out == (
+        "inserted 3 rows into customer\n"
+    )
+    sql = (
+        "SELECT name, age, typeof(age), score, typeof(score), vip, born, data, loose "
+        "FROM customer ORDER BY id"
+    )
+    assert query(served, sql) == [
+        ("Ann", 42, "integer", 1.5, "real", 1, "2024-01-02", '{"a":[1,2]}', "anything"),
+        ("Bob", -7, "integer", 3.0, "real", 0, None, None, None),
+        ("Cy", None, "null", None, "null", 1, None, None, b"\x00\xff"),
+    ]
+    bad = {
+        "score": ("name,score\nX,abc\n", "is REAL and takes a number, got str 'abc'"),
+        "vip": ("name,vip\nX,yes\n", "is BOOLEAN and takes True/False, got str 'yes'"),
+        "born": ("name,born\nX,2024-13-01\n", "is DATE and takes a datetime.date or an ISO"),
+        "data": ("name,data\nX,{oops\n", "is JSON and takes JSON text, got str '{oops'"),
+    }
+    for column, (text, message) in bad.items():
+        result = fqdb("insert", served, "customer", "-", "--csv", input=text, expect=1)
+        assert f"<stdin> line 2: column '{column}' of table 'customer' {message}" in result.err
+        assert result.err.endswith("; nothing was written\n")
+    assert query(served, "SELECT count(*) FROM customer") == [(3,)]
