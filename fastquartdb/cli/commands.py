@@ -25,8 +25,9 @@ from typing import Any, BinaryIO
 from ..client.connection import SocketTransport
 from ..client.failover import FailoverTransport
 from ..protocol import default_socket_path
-from ..protocol.errors import DaemonUnavailableError
+from ..protocol.errors import DaemonUnavailableError, ValidationError
 from . import maintenance
+from .catalog import Catalog
 from .errors import UsageError
 from .filters import WhereSyntaxError, parse_value, parse_where
 from .loader import Loader, upsert_key
@@ -48,15 +49,40 @@ _PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # ---------------------------------------------------------------- argument checks
 
 
-def _conditions(args: argparse.Namespace) -> list[list[list[Any]]] | None:
-    """``--where`` options as the wire ``where``: one group, its conditions ANDed."""
+async def _conditions(args: argparse.Namespace, catalog: Catalog) -> list[list[list[Any]]] | None:
+    """``--where`` options as the wire ``where``: one group, its conditions ANDed.
+
+    ``true``/``false`` are for BOOLEAN columns: such a value is checked against its
+    column as the models check a filter value (and stored as 1/0), so ``name = true``
+    is refused with a hint to quote it, rather than compared with 1.
+    """
     conditions = []
     for text in args.where:
         try:
             conditions.append(parse_where(text))
         except WhereSyntaxError as exc:
             raise UsageError(f"--where {text!r}: {exc}") from None
-    return [conditions] if conditions else None
+    if not conditions:
+        return None
+    values: ColumnValues | None = None
+    for condition, text in zip(conditions, args.where):
+        column, _, value = condition
+        items = value if isinstance(value, list) else [value]
+        if not any(isinstance(item, bool) for item in items):
+            continue
+        if values is None:
+            await catalog.require_table(args.table)
+            described = (await catalog.columns(args.table)).rows
+            values = ColumnValues(args.table, [(row[1], row[2]) for row in described])
+        try:
+            checked = [values.check(column, item) for item in items]
+        except ValidationError as exc:
+            word = "true" if True in items else "false"
+            raise UsageError(
+                f"--where {text!r}: {exc}; to compare with the text {word}, quote it: '{word}'"
+            ) from None
+        condition[2] = checked if isinstance(value, list) else checked[0]
+    return [conditions]
 
 
 def _names(texts: list[str], option: str) -> list[str] | None:
@@ -113,15 +139,17 @@ async def cmd_schema(args: argparse.Namespace) -> int:
 
 async def cmd_rows(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"op": "fetch", "table": args.table}
-    where = _conditions(args)
     columns = _names(args.columns, "--columns")
     order = _names(args.order, "--order")
-    for key, value in (("where", where), ("columns", columns), ("order_by", order)):
+    for key, value in (("columns", columns), ("order_by", order)):
         if value is not None:
             request[key] = value
     if args.limit is not None:
         request["limit"] = args.limit
     async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+        where = await _conditions(args, session.catalog)
+        if where is not None:
+            request["where"] = where
         result = await session.db.request(request)
     write_result(ResultSet(result["columns"], result["rows"]), args.format, sys.stdout)
     return 0
@@ -129,10 +157,10 @@ async def cmd_rows(args: argparse.Namespace) -> int:
 
 async def cmd_count(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"op": "count", "table": args.table}
-    where = _conditions(args)
-    if where is not None:
-        request["where"] = where
     async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+        where = await _conditions(args, session.catalog)
+        if where is not None:
+            request["where"] = where
         count = int(await session.db.request(request))
     if args.format == "table":
         sys.stdout.write(f"{count}\n")

@@ -7,10 +7,11 @@ Grammar (keywords and operators case-insensitive)::
                | column BETWEEN value AND value
                | column IS [NOT] NULL
     op        := = == != <> < <= > >= LIKE NOT LIKE GLOB IS IS NOT
-    value     := integer | float | 'text' | "text" | NULL       (quotes doubled inside)
+    value     := integer | float | 'text' | "text" | NULL | TRUE | FALSE   (quotes doubled inside)
 
 A column is a plain identifier; it is checked against the live table by the
-engine. Anything else (a ``;``, a parenthesis where an operator belongs, a
+engine. ``TRUE``/``FALSE`` are booleans, for BOOLEAN columns (the command
+checks the column's type: see ``commands._conditions``). Anything else (a ``;``, a parenthesis where an operator belongs, a
 bare word where a value belongs, trailing text) is a :class:`WhereSyntaxError`
 naming the position, so nothing but a column, a whitelisted operator and
 bound values ever leaves this module.
@@ -44,6 +45,7 @@ _WORD_OPERATORS = sorted(
     (tuple(name.split()) for name in OPERATORS if name[0].isalpha()), key=len, reverse=True
 )
 _NULL_OPERATORS = frozenset({"=", "!=", "IS", "IS NOT"})
+_BOOLEANS = {"TRUE": True, "FALSE": False}
 
 
 class WhereSyntaxError(ValueError):
@@ -161,13 +163,17 @@ class _Parser:
         token = self.take()
         if token is not None and token.kind in ("number", "string"):
             return _literal(token)
-        if token is not None and token.kind == "word" and token.text.upper() == "NULL":
-            return None
+        if token is not None and token.kind == "word":
+            word = token.text.upper()
+            if word == "NULL":
+                return None
+            if word in _BOOLEANS:
+                return _BOOLEANS[word]
         hint = ""
         if token is not None and token.kind == "word":
             hint = f"; to compare with the text {token.text}, quote it: '{token.text}'"
         raise WhereSyntaxError(
-            f"expected a value (a number, a 'quoted string' or NULL) {after}, "
+            f"expected a value (a number, a 'quoted string', NULL, true or false) {after}, "
             f"got {self.describe(token)}{hint}"
         )
 

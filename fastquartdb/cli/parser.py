@@ -22,7 +22,7 @@ Through the file's fqdb-server when one runs, directly on the file otherwise.
 _WHERE_HELP = (
     "a condition 'column op value' (repeatable, ANDed); op is one of = == != <> < <= > >= "
     "LIKE, NOT LIKE, GLOB, IS, IS NOT, IN (v, ...), NOT IN (...), BETWEEN a AND b; "
-    "values are numbers, 'quoted text' or NULL"
+    "values are numbers, 'quoted text', NULL, or true/false (for a BOOLEAN column)"
 )
 
 

@@ -112,6 +112,16 @@ class ColumnValues:
             name: _Converter(table, name, declared or "") for name, declared in columns
         }
 
+    def check(self, column: str, value: Any) -> Any:
+        """``value`` (not text) as column ``column`` stores it; a column it does not have
+        is left to the engine to name.
+
+        Raises:
+            ValidationError: the column does not take the value.
+        """
+        converter = self._converters.get(column)
+        return value if converter is None else converter(value, False)
+
     def convert(self, values: dict[str, Any], *, text: bool) -> None:
         """Convert and check ``values`` in place; ``text``: they are CSV fields.
 

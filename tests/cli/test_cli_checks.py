@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import fqdb, query
+from tests.cli.test_cli import fqdb, fqdb_all, query
 from tests.helpers import DaemonProcess
 
 CUSTOMER = """
@@ -104,3 +104,28 @@ def test_csv_text_is_converted_per_column_type(served: str) -> None:
         assert f"<stdin> line 2: column '{column}' of table 'customer' {message}" in result.err
         assert result.err.endswith("; nothing was written\n")
     assert query(served, "SELECT count(*) FROM customer") == [(3,)]
+
+
+# ---------------------------------------------------------------- --where on a BOOLEAN column
+
+
+def test_where_true_false_on_a_boolean_column(served: str) -> None:
+    with sqlite3.connect(served) as conn:
+        conn.executemany(
+            "INSERT INTO customer (name, vip) VALUES (?, ?)", [("a", 1), ("b", 0), ("c", 1)]
+        )
+    conn.close()
+    yes, no, counted, upper = fqdb_all(
+        ["rows", served, "customer", "--where", "vip = true", "--columns", "name", "--nl"],
+        ["rows", served, "customer", "--where", "vip != true", "--columns", "name", "--nl"],
+        ["count", served, "customer", "--where", "vip IN (false)"],
+        ["count", served, "customer", "--where", "vip = TRUE"],
+    )
+    assert [r["name"] for r in yes.lines()] == ["a", "c"]
+    assert [r["name"] for r in no.lines()] == ["b"]
+    assert counted.out == "1\n" and upper.out == "2\n"
+    # Only a BOOLEAN column takes true/false: elsewhere it is a mistake, and the hint says how
+    # to compare with the text.
+    text = fqdb("count", served, "customer", "--where", "name = true", expect=2)
+    assert "column 'name' of table 'customer' is TEXT and takes a string, got bool True" in text.err
+    assert "quote it: 'true'" in text.err
