@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import stat
 import sys
 import time
@@ -29,7 +28,7 @@ from ..protocol.errors import DaemonUnavailableError, ValidationError
 from . import maintenance
 from .catalog import Catalog
 from .errors import UsageError
-from .filters import WhereSyntaxError, parse_value, parse_where
+from .filters import WhereSyntaxError, parse_param, parse_where
 from .loader import Loader, upsert_key
 from .maintenance import require_file
 from .output import ResultSet, write_record, write_result
@@ -42,9 +41,6 @@ __all__ = ["COMMANDS", "Command"]
 
 #: A command: the parsed arguments in, the exit status out.
 Command = Callable[[argparse.Namespace], int]
-
-_PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
 
 # ---------------------------------------------------------------- argument checks
 
@@ -99,13 +95,11 @@ def _names(texts: list[str], option: str) -> list[str] | None:
 def _params(items: list[str]) -> dict[str, Any] | None:
     params: dict[str, Any] = {}
     for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip().lstrip(":@$")
-        if not sep or _PARAM_NAME_RE.fullmatch(name) is None:
-            raise UsageError(
-                f"-p {item!r}: expected NAME=VALUE for a :NAME placeholder, e.g. -p min_age=18"
-            )
-        params[name] = parse_value(value)
+        try:
+            name, value = parse_param(item)
+        except WhereSyntaxError as exc:
+            raise UsageError(f"-p {item!r}: {exc}") from None
+        params[name] = value
     return params or None
 
 

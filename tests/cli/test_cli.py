@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fastquartdb.cli.filters import WhereSyntaxError, parse_value, parse_where
+from fastquartdb.cli.filters import WhereSyntaxError, parse_param, parse_where
 from fastquartdb.server import ServerConfig
 from tests.helpers import DaemonProcess
 
@@ -302,7 +302,7 @@ def test_count(target: str) -> None:
 def test_query(target: str) -> None:
     sql = "SELECT username, age FROM user WHERE age > :min AND username != :skip ORDER BY age"
     rows, counted = fqdb_all(
-        ["query", target, sql, "-p", "min=20", "-p", "skip='dave'", "--json"],
+        ["query", target, sql, "-p", "min:=20", "-p", "skip=dave", "--json"],
         ["query", target, "SELECT count(*) AS n FROM team", "--csv"],
     )
     assert rows.json() == [{"username": "alice", "age": 30}, {"username": "carol", "age": 45}]
@@ -410,15 +410,15 @@ def test_where_grammar_errors(text: str, message: str) -> None:
 
 
 def test_param_values() -> None:
-    assert [parse_value(v) for v in ("42", "-1.5", "NULL", "'007'", "alice", "a b", "")] == [
-        42,
-        -1.5,
-        None,
-        "007",
-        "alice",
-        "a b",
-        "",
-    ]
+    """``NAME=VALUE`` is the text VALUE exactly; ``NAME:=VALUE`` a JSON number, true/false,
+    null or "string"."""
+    texts = ("007", "42", "NULL", "'007'", "alice", "a b", "", "true")
+    assert [parse_param(f"p={v}") for v in texts] == [("p", v) for v in texts]
+    typed = ("42", "-1.5", "null", "true", '"007"', "1e3")
+    assert [parse_param(f":p:={v}")[1] for v in typed] == [42, -1.5, None, True, "007", 1000.0]
+    for bad in ("p:=abc", "p:=[1]", "p:={}", "p:=007", "p", "=1", "1x=2"):
+        with pytest.raises(ValueError):
+            parse_param(bad)
 
 
 # ---------------------------------------------------------------- writing

@@ -129,3 +129,21 @@ def test_where_true_false_on_a_boolean_column(served: str) -> None:
     text = fqdb("count", served, "customer", "--where", "name = true", expect=2)
     assert "column 'name' of table 'customer' is TEXT and takes a string, got bool True" in text.err
     assert "quote it: 'true'" in text.err
+
+
+# ---------------------------------------------------------------- -p parameters
+
+
+def test_params_are_text_unless_asked_for_a_number(shop: str) -> None:
+    sql = "SELECT :z AS z, typeof(:z) AS t"
+    text, number, null, missing = fqdb_all(
+        ["query", shop, sql, "-p", "z=007", "--nl"],
+        ["query", shop, sql, "-p", "z:=7", "--nl"],
+        ["query", shop, sql, "-p", "z:=null", "--nl"],
+        ["query", shop, sql, "-p", "z:=0x7"],
+        expect=None,
+    )
+    assert text.lines() == [{"z": "007", "t": "text"}]
+    assert number.lines() == [{"z": 7, "t": "integer"}]
+    assert null.lines() == [{"z": None, "t": "null"}]
+    assert missing.code == 2 and "-p 'z:=0x7'" in missing.err and "JSON" in missing.err
