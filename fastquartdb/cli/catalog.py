@@ -17,6 +17,7 @@ from typing import Any
 from ..client import AsyncDatabaseManager
 from ..client.connection import SocketTransport
 from ..client.failover import FailoverTransport
+from ..engine.schema import LIVE_TABLES_SQL, unknown_table
 from .errors import CommandError
 from .maintenance import open_read_only
 from .output import ResultSet
@@ -25,10 +26,7 @@ __all__ = ["Catalog"]
 
 _USER_OBJECTS = "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
 
-_TABLES_SQL = (
-    "SELECT name, type FROM sqlite_master "
-    f"WHERE type IN ('table', 'view') AND {_USER_OBJECTS} ORDER BY name"
-)
+_TABLES_SQL = LIVE_TABLES_SQL + " ORDER BY name"
 
 _COLUMNS_SQL = (
     'SELECT m.name AS "table", p.name AS "column", p.type AS "type", p."notnull" AS "notnull", '
@@ -82,9 +80,9 @@ class Catalog:
 
     async def require_table(self, name: str) -> None:
         """Raise :class:`CommandError` unless table or view ``name`` exists."""
-        names = [row[0] for row in (await self.tables()).rows]
-        if name not in names:
-            raise CommandError(f"unknown table {name!r} (tables: {', '.join(names) or 'none'})")
+        live = (await self.tables()).rows
+        if name not in [row[0] for row in live]:
+            raise CommandError(str(unknown_table(name, live))) from None
 
     async def columns(self, table: str | None = None) -> ResultSet:
         """One row per column: table, column, type, notnull, default, pk, unique."""

@@ -36,6 +36,7 @@ from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from .locking import ProcessLock
 from .resultcodes import translate_sqlite_error
 from .schema import (
+    LIVE_TABLES_SQL,
     TableInfo,
     check_identifier,
     ensure_table,
@@ -43,6 +44,7 @@ from .schema import (
     parse_column_sets,
     parse_column_specs,
     quote,
+    unknown_table,
 )
 from .statements import (
     build_aggregate,
@@ -281,19 +283,21 @@ class Engine:
         info = self._tables.get(name) if isinstance(name, str) else None
         if info is not None:
             return info
-        checked = check_identifier(name, "table name")
+        try:
+            checked = check_identifier(name, "table name")
+        except ValidationError:
+            # Not a plain identifier, but perhaps a name the live schema holds ("my table",
+            # made by another tool): that one is safe quoted.
+            live = (
+                isinstance(name, str)
+                and self.conn.execute(LIVE_TABLES_SQL + " AND name = ?", [name]).fetchone()
+            )
+            if not live:
+                raise
+            checked = str(name)
         found = load_table(self.conn, checked)
         if found is None:
-            tables = [
-                row[0]
-                for row in self.conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-                )
-            ]
-            raise ValidationError(
-                f"unknown table {brief(checked)} (tables: {', '.join(tables) or 'none'})"
-            )
+            raise unknown_table(checked, self.conn.execute(LIVE_TABLES_SQL))
         self._tables[checked] = found
         return found
 

@@ -1,7 +1,9 @@
 """Tables as the engine sees them: identifier checks, the live schema, and additive migration.
 
-Every identifier that reaches SQL passes :func:`check_identifier` and is then
-quoted; nothing a client sends is spliced into SQL any other way.
+Every identifier that reaches SQL passes :func:`check_identifier`, or is a
+table name the live schema holds (``fqdb tables`` lists ``"my table"``, made by
+another tool, and it must be usable), and is then quoted; nothing a client
+sends is spliced into SQL any other way.
 ``ensure_table`` creates a table or adds the columns and indexes it lacks;
 it never drops anything, and a change SQLite cannot make in place (a type
 or primary key changed) is a :class:`SchemaError` naming the column.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from ..protocol.errors import SchemaError, ValidationError, brief
 from .sqltypes import SqlType, affinity_of, parse_type
 
 __all__ = [
+    "LIVE_TABLES_SQL",
     "ColumnSpec",
     "TableInfo",
     "check_expression",
@@ -29,6 +32,7 @@ __all__ = [
     "parse_column_sets",
     "parse_column_specs",
     "quote",
+    "unknown_table",
 ]
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -52,6 +56,25 @@ def check_identifier(name: object, what: str = "name") -> str:
             f"invalid {what} {brief(name)}: names starting with 'sqlite_' are reserved"
         )
     return name
+
+
+#: The user's tables and views, ``(name, type)`` by name (what ``fqdb tables`` lists). A
+#: name this returns is safe to use quoted, whatever its characters; with a ``name = ?``
+#: condition appended it asks whether one such table or view exists.
+LIVE_TABLES_SQL = (
+    "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+)
+
+
+def unknown_table(name: object, live: Iterable[Sequence[Any]]) -> ValidationError:
+    """The error for a table ``name`` that does not exist, listing the ``(name, type)``
+    rows of :data:`LIVE_TABLES_SQL` (tables, then views)."""
+    rows = sorted((str(row[0]), str(row[1])) for row in live)
+    tables = ", ".join(n for n, kind in rows if kind == "table") or "none"
+    views = ", ".join(n for n, kind in rows if kind == "view")
+    listing = f"tables: {tables}" + (f"; views: {views}" if views else "")
+    return ValidationError(f"unknown table {brief(name)} ({listing})")
 
 
 def quote(name: str) -> str:

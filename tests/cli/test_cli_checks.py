@@ -147,3 +147,39 @@ def test_params_are_text_unless_asked_for_a_number(shop: str) -> None:
     assert number.lines() == [{"z": 7, "t": "integer"}]
     assert null.lines() == [{"z": None, "t": "null"}]
     assert missing.code == 2 and "-p 'z:=0x7'" in missing.err and "JSON" in missing.err
+
+
+# ---------------------------------------------------------------- names that tables prints
+
+
+def test_every_name_tables_prints_is_usable(served: str) -> None:
+    with sqlite3.connect(served) as conn:
+        conn.execute('CREATE TABLE "my table" ("first name" TEXT, n INTEGER)')
+        conn.execute("""INSERT INTO "my table" VALUES ('ann', 1), ('bob', 2)""")
+        conn.execute("CREATE VIEW adults AS SELECT name FROM customer WHERE age >= 18")
+    conn.close()
+    names = [t["name"] for t in fqdb("tables", served, "--json").json()]
+    assert names == ["adults", "customer", "my table"]
+    rows, counted, described = fqdb_all(
+        ["rows", served, "my table", "--where", "n > 1", "--nl"],
+        ["count", served, "my table"],
+        ["schema", served, "my table", "--json"],
+    )
+    assert rows.lines() == [{"first name": "bob", "n": 2}]
+    assert counted.out == "2\n"
+    assert [c["column"] for c in described.json()] == ["first name", "n"]
+    inserted = fqdb("insert", served, "my table", "-", "--nl", input='{"first name": "cy", "n": 3}')
+    assert inserted.out == "inserted 1 row into my table\n"
+    assert query(served, 'SELECT count(*) FROM "my table"') == [(3,)]
+    # An unknown name lists the views too; a name that is not an identifier and names
+    # nothing is still refused as such.
+    unknown, rows_unknown, invalid = fqdb_all(
+        ["schema", served, "nosuch"],
+        ["rows", served, "nosuch"],
+        ["rows", served, "no such; table"],
+        expect=1,
+    )
+    listing = "(tables: customer, my table; views: adults)"
+    assert unknown.err == f"fqdb: unknown table 'nosuch' {listing}\n"
+    assert rows_unknown.err == f"fqdb: unknown table 'nosuch' {listing}\n"
+    assert "invalid table name 'no such; table'" in invalid.err

@@ -35,12 +35,14 @@ from typing import Any
 
 from ...engine.resultcodes import error_for_code
 from ...engine.schema import (
+    LIVE_TABLES_SQL,
     TableInfo,
     check_identifier,
     ensure_table,
     parse_column_sets,
     parse_column_specs,
     quote,
+    unknown_table,
 )
 from ...engine.statements import (
     build_aggregate,
@@ -581,16 +583,20 @@ class DqliteTransport(Transport):
         info = self._tables.get(name) if isinstance(name, str) else None
         if info is not None:
             return info
-        checked = check_identifier(name, "table name")
+        try:
+            checked = check_identifier(name, "table name")
+        except ValidationError:
+            # A name the live schema holds is usable whatever its characters (as in the engine).
+            if not isinstance(name, str):
+                raise
+            _, live = await session.read(LIVE_TABLES_SQL + " AND name = ?", [name])
+            if not live:
+                raise
+            checked = name
         _, rows = await session.read(f"PRAGMA table_info({quote(checked)})")
         if not rows:
-            _, names = await session.read(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-            raise ValidationError(
-                f"unknown table {brief(checked)} (tables: {', '.join(r[0] for r in names) or 'none'})"
-            )
+            _, names = await session.read(LIVE_TABLES_SQL)
+            raise unknown_table(checked, names)
         _, fk_rows = await session.read(f"PRAGMA foreign_key_list({quote(checked)})")
         fks = [(row[3], row[2], row[4]) for row in fk_rows if row[4] is not None]
         unique_sets = []
