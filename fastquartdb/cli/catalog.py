@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..client import AsyncDatabaseManager
-from ..client.connection import SocketTransport
-from ..client.failover import FailoverTransport
 from ..engine.schema import LIVE_TABLES_SQL, unknown_table
 from .errors import CommandError
 from .maintenance import open_read_only
 from .output import ResultSet
+
+if TYPE_CHECKING:
+    from .session import Database
 
 __all__ = ["Catalog"]
 
@@ -52,10 +52,10 @@ _SQL_SQL = (
 class Catalog:
     """Schema queries on one open database."""
 
-    def __init__(self, db: AsyncDatabaseManager) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
         self._direct: sqlite3.Connection | None = None
-        self.raw_sql = _raw_sql_allowed(db)
+        self.raw_sql = bool(db.info().get("raw_sql", True))
 
     def close(self) -> None:
         """Close the read-only fallback connection, if one was opened."""
@@ -136,10 +136,3 @@ def _filter(column: str, table: str | None) -> tuple[str, list[Any]]:
     if table is None:
         return _USER_OBJECTS.replace("name", column, 1), []
     return f"{column} = ?", [table]
-
-
-def _raw_sql_allowed(db: AsyncDatabaseManager) -> bool:
-    transport = db.transport
-    if isinstance(transport, FailoverTransport) and isinstance(transport.current, SocketTransport):
-        return bool(transport.current.server.get("raw_sql", True))
-    return True

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, BinaryIO
 
+from ..client import AsyncDatabaseManager
 from ..client.connection import SocketTransport
-from ..client.failover import FailoverTransport
 from ..protocol import default_socket_path
-from ..protocol.errors import DaemonUnavailableError, ValidationError
+from ..protocol.errors import DaemonUnavailableError, ReadOnlyError, ValidationError
 from . import maintenance
 from .catalog import Catalog
 from .errors import UsageError
@@ -107,7 +107,7 @@ def _params(items: list[str]) -> dict[str, Any] | None:
 
 
 async def cmd_tables(args: argparse.Namespace) -> int:
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
         result = await session.catalog.tables()
     write_result(result, args.format, sys.stdout)
     return 0
@@ -116,7 +116,7 @@ async def cmd_tables(args: argparse.Namespace) -> int:
 async def cmd_schema(args: argparse.Namespace) -> int:
     if args.sql and args.format != "table":
         raise UsageError("--sql prints SQL text; leave out --json, --nl and --csv")
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
         if args.table is not None:
             await session.catalog.require_table(args.table)
         if args.sql:
@@ -140,7 +140,7 @@ async def cmd_rows(args: argparse.Namespace) -> int:
             request[key] = value
     if args.limit is not None:
         request["limit"] = args.limit
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
         where = await _conditions(args, session.catalog)
         if where is not None:
             request["where"] = where
@@ -151,7 +151,7 @@ async def cmd_rows(args: argparse.Namespace) -> int:
 
 async def cmd_count(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"op": "count", "table": args.table}
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
         where = await _conditions(args, session.catalog)
         if where is not None:
             request["where"] = where
@@ -165,8 +165,18 @@ async def cmd_count(args: argparse.Namespace) -> int:
 
 async def cmd_query(args: argparse.Namespace) -> int:
     params = _params(args.param)
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
-        result = await session.db.execute(args.sql, params)
+    result = None
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
+        try:
+            result = await session.db.execute(args.sql, params)
+        except ReadOnlyError:
+            # The file opened read-only refused a write before changing anything: run the
+            # statement again on the writer (a daemon's ReadOnlyError is its final answer).
+            if not session.db.info().get("read_only"):
+                raise
+    if result is None:
+        async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+            result = await session.db.execute(args.sql, params)
     if result["columns"]:
         write_result(ResultSet(result["columns"], result["rows"]), args.format, sys.stdout)
     elif args.format == "table":
@@ -217,8 +227,10 @@ async def _insert(
         bar = ProgressBar.for_file(sys.stderr, size, label=f"fqdb: {args.table}")
         if total is not None:
             bar.total = max(total, 1)
+        db = session.db
+        assert isinstance(db, AsyncDatabaseManager)  # a session that writes is the manager's
         loader = Loader(
-            session.db,
+            db,
             args.table,
             source=name,
             columns=columns,
@@ -340,18 +352,15 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 
 
 async def cmd_ping(args: argparse.Namespace) -> int:
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
         started = time.perf_counter()
         await session.db.request({"op": "ping"})
         ms = round((time.perf_counter() - started) * 1000, 3)
         record: dict[str, Any] = {"mode": session.db.mode, "db": session.db.path, "ms": ms}
-        transport = session.db.transport
-        if isinstance(transport, FailoverTransport) and isinstance(
-            transport.current, SocketTransport
-        ):
-            record["socket"] = transport.current.socket_path
-            record["server"] = transport.current.server.get("server")
-            record["server_pid"] = transport.current.server.get("pid")
+        info = session.db.info()
+        if "socket" in info:
+            for key in ("socket", "server", "server_pid"):
+                record[key] = info[key]
     if args.format != "table":
         write_record(record, args.format, sys.stdout)
     elif record["mode"] == "daemon":

@@ -183,3 +183,32 @@ def test_every_name_tables_prints_is_usable(served: str) -> None:
     assert unknown.err == f"fqdb: unknown table 'nosuch' {listing}\n"
     assert rows_unknown.err == f"fqdb: unknown table 'nosuch' {listing}\n"
     assert "invalid table name 'no such; table'" in invalid.err
+
+
+# ---------------------------------------------------------------- inspection changes nothing
+
+
+def test_inspection_commands_leave_the_file_as_it_was(tmp_path: Path) -> None:
+    """A rollback-journal file stays one: same bytes, same journal mode, no -wal/-shm."""
+    path = tmp_path / "plain.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(CUSTOMER + "INSERT INTO customer (name, age) VALUES ('ann', 30);")
+    conn.close()
+    before = path.read_bytes()
+    db = str(path)
+    fqdb_all(
+        ["tables", db],
+        ["schema", db],
+        ["schema", db, "customer", "--sql"],
+        ["rows", db, "customer", "--where", "age > 1"],
+        ["count", db, "customer"],
+        ["query", db, "SELECT name FROM customer WHERE age > :a", "-p", "a:=1"],
+        ["ping", db],
+        ["rows", db, "customer", "--mode", "embedded"],
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.db"]
+    assert path.read_bytes() == before
+    assert query(db, "PRAGMA journal_mode") == [("delete",)]
+    # A statement that writes still works, through the writer.
+    assert fqdb("query", db, "UPDATE customer SET age = 31").out == "ok: 1 row changed\n"
+    assert query(db, "SELECT age FROM customer") == [(31,)]
