@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..engine.schema import LIVE_TABLES_SQL, unknown_table
+from ..engine.schema import LIVE_TABLES_SQL, unique_sets, unknown_table
 from .errors import CommandError
 from .maintenance import open_read_only
 from .output import ResultSet
@@ -35,11 +35,13 @@ _COLUMNS_SQL = (
     "WHERE m.type IN ('table', 'view') AND m.{filter} ORDER BY m.name, p.cid"
 )
 
+# The PRAGMA index_list and index_info rows the engine's unique_sets() reads, per table.
 _UNIQUE_SQL = (
-    'SELECT m.name AS "table", il.name AS "index", ii.name AS "column" '
-    "FROM sqlite_master AS m, pragma_index_list(m.name) AS il, pragma_index_info(il.name) AS ii "
-    "WHERE m.type = 'table' AND m.{filter} AND il.\"unique\" = 1 AND il.partial = 0 "
-    "ORDER BY m.name, il.name, ii.seqno"
+    'SELECT m.name, il.seq, il.name, il."unique", il.origin, il.partial, ii.seqno, ii.cid, '
+    "ii.name FROM sqlite_master AS m, pragma_index_list(m.name) AS il, "
+    "pragma_index_info(il.name) AS ii "
+    "WHERE m.type = 'table' AND m.{filter} AND il.\"unique\" = 1 "
+    "ORDER BY m.name, il.seq, ii.seqno"
 )
 
 _SQL_SQL = (
@@ -95,35 +97,22 @@ class Catalog:
         rows = [[*row, int((row[0], row[1]) in single)] for row in result.rows]
         return ResultSet([*result.columns, "unique"], rows)
 
-    async def unique_keys(self, table: str) -> list[frozenset[str]]:
-        """Column sets of ``table`` that a PRIMARY KEY or a full UNIQUE index covers."""
-        where, params = _filter("name", table)
-        columns = await self.query(_COLUMNS_SQL.format(filter=where), params)
-        return (await self._unique_keys(table, columns.rows)).get(table, [])
-
     async def _unique_keys(
         self, table: str | None, column_rows: Sequence[Sequence[Any]]
     ) -> dict[str, list[frozenset[str]]]:
+        """Per table, the column sets the engine counts as unique keys (its ``unique_sets``)."""
         where, params = _filter("name", table)
-        keys: dict[str, list[frozenset[str]]] = {}
-        pk: dict[str, list[str]] = {}
-        for row in column_rows:
-            if row[5]:
-                pk.setdefault(row[0], []).append(row[1])
-        for name, pk_columns in pk.items():
-            keys.setdefault(name, []).append(frozenset(pk_columns))
-        indexes: dict[tuple[str, str], list[str | None]] = {}
-        for name, index, column in (
-            await self.query(_UNIQUE_SQL.format(filter=where), params)
-        ).rows:
-            indexes.setdefault((name, index), []).append(column)
-        for (name, _index), index_columns in indexes.items():
-            if None in index_columns:
-                continue  # an index on an expression: ON CONFLICT cannot name it by columns
-            key = frozenset(str(c) for c in index_columns)
-            if key not in keys.setdefault(name, []):
-                keys[name].append(key)
-        return keys
+        table_rows: dict[str, list[Sequence[Any]]] = {}
+        for row in column_rows:  # (table, column, type, notnull, default, pk): as table_info
+            table_rows.setdefault(row[0], []).append(row)
+        indexes: dict[str, dict[str, tuple[Sequence[Any], list[Sequence[Any]]]]] = {}
+        for row in (await self.query(_UNIQUE_SQL.format(filter=where), params)).rows:
+            per_table = indexes.setdefault(row[0], {})
+            per_table.setdefault(row[2], (row[1:6], []))[1].append(row[6:9])
+        return {
+            name: unique_sets(rows, indexes.get(name, {}).values())
+            for name, rows in table_rows.items()
+        }
 
     async def schema_sql(self, table: str | None = None) -> list[str]:
         """The CREATE statements of the schema (of ``table`` and its indexes and triggers)."""

@@ -2,10 +2,12 @@
 
 Reads and writes go through :func:`open_session`: the file's daemon when
 one serves it (``--mode auto``, the default), else the same engine embedded.
-``tables``/``schema``/``query`` use the raw ``execute`` op; ``rows``,
-``count`` and ``insert`` use the structured ``fetch``, ``count`` and
-``insert_many`` ops, whose table and column names the engine checks against
-the live schema. ``dump``, ``backup`` and ``vacuum`` work on the file itself
+``tables``/``schema``/``query`` use the raw ``execute`` op (the schema is
+read from a read-only connection when a daemon refuses raw SQL); ``rows``,
+``count`` and ``insert`` use the structured ``fetch``, ``count``,
+``insert_many`` and ``upsert_many`` ops, whose table and column names (and
+conflict target) the engine checks against the live schema. Inspection
+commands never change the file (see :mod:`.session`). ``dump``, ``backup`` and ``vacuum`` work on the file itself
 (see :mod:`.maintenance`); ``stats`` needs a daemon.
 """
 
@@ -29,7 +31,7 @@ from . import maintenance
 from .catalog import Catalog
 from .errors import UsageError
 from .filters import WhereSyntaxError, parse_param, parse_where
-from .loader import Loader, upsert_key
+from .loader import Loader, check_upsert_key
 from .maintenance import require_file
 from .output import ResultSet, write_record, write_result
 from .progress import ProgressBar
@@ -218,17 +220,15 @@ async def _insert(
         described = (await catalog.columns(args.table)).rows
         columns = [row[1] for row in described]
         values = ColumnValues(args.table, [(row[1], row[2]) for row in described])
+        db = session.db
+        assert isinstance(db, AsyncDatabaseManager)  # a session that writes is the manager's
         key = None
         if args.upsert is not None:
-            key = upsert_key(
-                args.upsert, args.table, columns, await catalog.unique_keys(args.table)
-            )
+            key = await check_upsert_key(db, args.table, args.upsert)
         total, records = read_records(stream, args.input_format, name)
         bar = ProgressBar.for_file(sys.stderr, size, label=f"fqdb: {args.table}")
         if total is not None:
             bar.total = max(total, 1)
-        db = session.db
-        assert isinstance(db, AsyncDatabaseManager)  # a session that writes is the manager's
         loader = Loader(
             db,
             args.table,

@@ -32,6 +32,7 @@ __all__ = [
     "parse_column_sets",
     "parse_column_specs",
     "quote",
+    "unique_sets",
     "unknown_table",
 ]
 
@@ -165,15 +166,37 @@ def load_table(conn: sqlite3.Connection, name: str) -> TableInfo | None:
         for row in conn.execute(f"PRAGMA foreign_key_list({quote(name)})")
         if row[4] is not None
     ]
-    unique_sets = []
-    pk = frozenset(row[1] for row in rows if row[5])
+    indexes = [
+        (index, conn.execute(f"PRAGMA index_info({quote(index[1])})").fetchall())
+        for index in conn.execute(f"PRAGMA index_list({quote(name)})").fetchall()
+        if index[2]  # unique
+    ]
+    return TableInfo(name, rows, fks, unique_sets(rows, indexes))
+
+
+def unique_sets(
+    rows: Sequence[Sequence[Any]],
+    indexes: Iterable[tuple[Sequence[Any], Sequence[Sequence[Any]]]],
+) -> list[frozenset[str]]:
+    """The column sets an ``ON CONFLICT (...)`` can name: the primary key, then every unique
+    index that is not partial and covers plain columns only (no expression).
+
+    Args:
+        rows: ``PRAGMA table_info`` rows.
+        indexes: ``(PRAGMA index_list row, its PRAGMA index_info rows)`` per unique index.
+    """
+    found: list[frozenset[str]] = []
+    pk = frozenset(str(row[1]) for row in rows if row[5])
     if pk:
-        unique_sets.append(pk)
-    for index in conn.execute(f"PRAGMA index_list({quote(name)})").fetchall():
-        if index[2]:  # unique
-            cols = conn.execute(f"PRAGMA index_info({quote(index[1])})").fetchall()
-            unique_sets.append(frozenset(c[2] for c in cols))
-    return TableInfo(name, rows, fks, unique_sets)
+        found.append(pk)
+    for index, columns in indexes:
+        names = [c[2] for c in columns]
+        if not index[2] or (len(index) > 4 and index[4]) or None in names:
+            continue  # not unique, partial, or on an expression
+        key = frozenset(str(n) for n in names)
+        if key not in found:
+            found.append(key)
+    return found
 
 
 def _flag(spec: Mapping[str, Any], key: str, default: bool) -> bool:

@@ -502,8 +502,8 @@ def test_insert_upsert(target: str, tmp_path: Path) -> None:
         ("violet", 1),
     ]
     not_unique = fqdb("insert", target, "user", str(data), "--nl", "--upsert", "age", expect=1)
-    assert "no PRIMARY KEY or UNIQUE index on exactly (age)" in not_unique.err
-    assert "unique keys: id; username" in not_unique.err
+    assert "conflict target (age) is not the primary key or a unique index" in not_unique.err
+    assert "(unique keys: id; username)" in not_unique.err
     unknown = fqdb("insert", target, "user", str(data), "--nl", "--upsert", "nick", expect=1)
     assert "unknown column 'nick'" in unknown.err
 

@@ -212,3 +212,40 @@ def test_inspection_commands_leave_the_file_as_it_was(tmp_path: Path) -> None:
     # A statement that writes still works, through the writer.
     assert fqdb("query", db, "UPDATE customer SET age = 31").out == "ok: 1 row changed\n"
     assert query(db, "SELECT age FROM customer") == [(31,)]
+
+
+# ---------------------------------------------------------------- upsert is the engine's op
+
+
+def test_upsert_through_a_daemon_without_raw_sql(shop: str) -> None:
+    with sqlite3.connect(shop) as conn:
+        conn.execute("INSERT INTO customer (name, age) VALUES ('ann', 30), ('bob', 40)")
+    conn.close()
+    daemon = DaemonProcess(shop, "--no-raw-sql").start()
+    try:
+        data = '{"name": "ann", "age": 31}\n{"name": "cy", "age": 5}\n'
+        result = fqdb("insert", shop, "customer", "-", "--nl", "--upsert", "name", input=data)
+        assert result.out == "upserted 2 rows into customer\n"
+        not_unique, unknown, missing_key = (
+            fqdb("insert", shop, "customer", "-", "--nl", "--upsert", key, input=text, expect=1)
+            for key, text in (
+                ("age", data),
+                ("nick", data),
+                ("name", '{"name": "dee"}\n{"age": 3}\n'),
+            )
+        )
+    finally:
+        assert daemon.stop() == 0
+    assert query(shop, "SELECT name, age FROM customer ORDER BY id") == [
+        ("ann", 31),
+        ("bob", 40),
+        ("cy", 5),
+        ("dee", None),
+    ]
+    assert not_unique.err.startswith("fqdb: --upsert age: conflict target (age) is not the")
+    assert "(unique keys: id; name)" in not_unique.err
+    assert "unknown column 'nick' in table 'customer'" in unknown.err
+    assert missing_key.err == (
+        "fqdb: <stdin> line 2: upsert needs a value for its conflict column(s) name; "
+        "the row before it was written\n"
+    )

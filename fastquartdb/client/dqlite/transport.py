@@ -42,6 +42,7 @@ from ...engine.schema import (
     parse_column_sets,
     parse_column_specs,
     quote,
+    unique_sets,
     unknown_table,
 )
 from ...engine.statements import (
@@ -599,16 +600,13 @@ class DqliteTransport(Transport):
             raise unknown_table(checked, names)
         _, fk_rows = await session.read(f"PRAGMA foreign_key_list({quote(checked)})")
         fks = [(row[3], row[2], row[4]) for row in fk_rows if row[4] is not None]
-        unique_sets = []
-        pk = frozenset(row[1] for row in rows if row[5])
-        if pk:
-            unique_sets.append(pk)
-        _, indexes = await session.read(f"PRAGMA index_list({quote(checked)})")
-        for index in indexes:
+        _, index_rows = await session.read(f"PRAGMA index_list({quote(checked)})")
+        indexes = []
+        for index in index_rows:
             if index[2]:
                 _, cols = await session.read(f"PRAGMA index_info({quote(index[1])})")
-                unique_sets.append(frozenset(c[2] for c in cols))
-        info = TableInfo(checked, list(rows), fks, unique_sets)
+                indexes.append((index, cols))
+        info = TableInfo(checked, list(rows), fks, unique_sets(rows, indexes))
         self._tables[checked] = info
         return info
 
