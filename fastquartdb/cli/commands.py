@@ -30,7 +30,7 @@ from ..protocol.errors import DaemonUnavailableError, ReadOnlyError, ValidationE
 from . import maintenance
 from .catalog import Catalog
 from .errors import UsageError
-from .filters import WhereSyntaxError, parse_param, parse_where
+from .filters import WhereSyntaxError, parse_param, parse_where, placeholders
 from .loader import Loader, check_upsert_key
 from .maintenance import require_file
 from .output import ResultSet, write_record, write_result
@@ -105,6 +105,17 @@ def _params(items: list[str]) -> dict[str, Any] | None:
     return params or None
 
 
+def _check_placeholders(sql: str, params: dict[str, Any]) -> None:
+    """Every ``:NAME`` of ``sql`` has its ``-p``; said before SQLite says it its own way."""
+    names, positional = placeholders(sql)
+    if positional:
+        raise UsageError("-p binds :NAME placeholders; write :name for ? in the statement")
+    missing = [name for name in names if name not in params]
+    if missing:
+        name = missing[0]
+        raise UsageError(f"no value for :{name}: give one with -p {name}=TEXT or -p {name}:=NUMBER")
+
+
 # ---------------------------------------------------------------- inspection
 
 
@@ -167,6 +178,7 @@ async def cmd_count(args: argparse.Namespace) -> int:
 
 async def cmd_query(args: argparse.Namespace) -> int:
     params = _params(args.param)
+    _check_placeholders(args.sql, params or {})
     result = None
     async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
         try:

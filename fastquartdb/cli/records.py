@@ -95,9 +95,10 @@ def _json_array(stream: BinaryIO, name: str) -> list[Any]:
 
 
 def _json_records(items: list[Any], name: str) -> Iterator[Record]:
-    for index, item in enumerate(items):
-        where = f"item {index}"
-        yield Record(_object(item, name, where), where, index + 1)
+    # Counted from 1, as lines are: "item 3 of 10" is the third object of the array.
+    for number, item in enumerate(items, 1):
+        where = f"item {number} of {len(items)}"
+        yield Record(_object(item, name, where), where, number)
 
 
 def _decoded(stream: BinaryIO, name: str, done: list[int]) -> Iterator[str]:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from ..client import AsyncDatabaseManager
 from ..engine import Engine
 from ..protocol import default_socket_path
-from ..protocol.errors import DaemonUnavailableError
+from ..protocol.errors import DaemonUnavailableError, DatabaseError
 from .catalog import Catalog
 from .errors import CommandError
 from .maintenance import open_read_only, require_file
@@ -119,6 +119,8 @@ async def _open(path: str, mode: str, socket: str | None, read_only: bool) -> Da
         return await AsyncDatabaseManager.init_engine(path, mode=mode, socket=socket)
     except DaemonUnavailableError:
         raise no_daemon(path, socket, "--mode daemon needs one") from None
+    except DatabaseError as exc:  # not a database, cannot open it: say which file
+        raise CommandError(f"{path}: {exc}") from None
 
 
 @contextlib.asynccontextmanager

@@ -768,7 +768,7 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
         expect=1,
     )
     for result in results[:-1]:
-        assert result.err == "fqdb: file is not a database\n"
+        assert result.err == f"fqdb: {text}: file is not a database\n"
     assert results[-1].err == f"fqdb: not a database file: {tmp_path} (a directory or a device?)\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 

@@ -249,3 +249,40 @@ def test_upsert_through_a_daemon_without_raw_sql(shop: str) -> None:
         "fqdb: <stdin> line 2: upsert needs a value for its conflict column(s) name; "
         "the row before it was written\n"
     )
+
+
+# ---------------------------------------------------------------- messages name the right thing
+
+
+def test_messages_name_the_right_thing(shop: str, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database, " * 100)
+    tables, inserted, dumped, vacuumed = fqdb_all(
+        ["tables", str(garbage)],
+        ["insert", str(garbage), "t", "-", "--nl"],
+        ["dump", str(garbage)],
+        ["vacuum", str(garbage)],
+        expect=1,
+    )
+    for result in (tables, inserted, dumped, vacuumed):
+        assert result.err == f"fqdb: {garbage}: file is not a database\n", result
+    missing_dir = tmp_path / "missing" / "dir" / "x.db"
+    backup = fqdb("backup", shop, str(missing_dir), expect=1)
+    assert backup.err == f"fqdb: no such directory: {missing_dir.parent} (for {missing_dir})\n"
+    assert not (tmp_path / "missing").exists()
+    no_param, one_missing, positional = fqdb_all(
+        ["query", shop, "SELECT * FROM customer WHERE age > :min AND name = ':not_me'"],
+        ["query", shop, "SELECT :a, :b -- :c", "-p", "a=1"],
+        ["query", shop, "SELECT ?"],
+        expect=2,
+    )
+    assert "no value for :min: give one with -p min=TEXT or -p min:=NUMBER" in no_param.err
+    assert "no value for :b:" in one_missing.err and ":c" not in one_missing.err
+    assert "-p binds :NAME placeholders; write :name for ?" in positional.err
+    items = tmp_path / "items.json"
+    items.write_text('[{"name": "ann"}, {"name": "bob"}, {"name": "ann"}]')
+    duplicate = fqdb("insert", shop, "customer", str(items), "--json", expect=1)
+    assert duplicate.err == (
+        f"fqdb: {items} item 3 of 3: UNIQUE constraint failed: customer.name; "
+        "the 2 rows before it were written\n"
+    )
