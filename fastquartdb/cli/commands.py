@@ -230,7 +230,6 @@ async def _insert(
         catalog = session.catalog
         await catalog.require_table(args.table)
         described = (await catalog.columns(args.table)).rows
-        columns = [row[1] for row in described]
         values = ColumnValues(args.table, [(row[1], row[2]) for row in described])
         db = session.db
         assert isinstance(db, AsyncDatabaseManager)  # a session that writes is the manager's
@@ -245,7 +244,6 @@ async def _insert(
             db,
             args.table,
             source=name,
-            columns=columns,
             values=values,
             text=args.input_format == "csv",
             key=key,

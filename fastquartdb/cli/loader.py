@@ -16,7 +16,7 @@ line is in the table and nothing from it on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..client import AsyncDatabaseManager
@@ -69,7 +69,6 @@ class Loader:
         table: str,
         *,
         source: str,
-        columns: Sequence[str],
         values: ColumnValues,
         text: bool = False,
         key: tuple[str, ...] | None = None,
@@ -79,7 +78,6 @@ class Loader:
         self.db = db
         self.table = table
         self.source = source
-        self.columns = columns
         self.values = values
         self.text = text
         self.key = key

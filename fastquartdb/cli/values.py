@@ -18,9 +18,11 @@ Before the check, input is read the way a user of each format means it:
 * In a column of **BLOB affinity** (declared BLOB, or with no type) text written
   as SQLite's literal ``X'00ff'`` is those bytes, so ``fqdb rows --nl`` output
   loads back unchanged.
-* A column with **no declared type** takes any value, as SQLite does (there
-  is no model type to check against). A declared type the models do not know
-  is checked by its SQLite affinity.
+* A column with **no declared type**, or one the models do not know (another
+  tool's ``STRING``, ``UNSIGNED BIG INT``), takes any value and SQLite's
+  affinity stores it, as SQLite would: there is no model type to check against
+  (and checking by affinity would refuse text in ``STRING``, whose affinity is
+  INTEGER).
 """
 
 from __future__ import annotations
@@ -59,12 +61,12 @@ class _Converter:
         affinity = affinity_of(declared)
         self.blob = affinity == "BLOB"
         self.column: Column | None = None
-        if declared.strip():
-            try:
-                parse_type(declared)
-                self.column = Column(declared)
-            except ValidationError:  # a type another tool declared: its affinity decides
-                self.column = Column(affinity)
+        try:
+            parse_type(declared)
+        except ValidationError:
+            pass  # no type, or one only another tool declares: SQLite's affinity decides
+        else:
+            self.column = Column(declared)
             self.column.name, self.column.table = name, table
         kind = self.column.kind if self.column is not None else "plain"
         self.kind = kind

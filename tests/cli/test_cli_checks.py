@@ -20,7 +20,8 @@ CREATE TABLE customer (
     vip BOOLEAN,
     born DATE,
     data JSON TEXT,
-    loose
+    loose,
+    tag STRING
 );
 """
 
@@ -76,22 +77,24 @@ def test_insert_checks_values_as_the_models_do(served: str) -> None:
 
 def test_csv_text_is_converted_per_column_type(served: str) -> None:
     good = (
-        "name,age,score,vip,born,data,loose\n"
-        'Ann,42,1.5,true,2024-01-02,"{""a"": [1, 2]}",anything\n'
-        "Bob,-7,3,FALSE,,,\n"
-        "Cy,,,1,,,X'00ff'\n"
+        "name,age,score,vip,born,data,loose,tag\n"
+        'Ann,42,1.5,true,2024-01-02,"{""a"": [1, 2]}",anything,hello\n'
+        "Bob,-7,3,FALSE,,,,\n"
+        "Cy,,,1,,,X'00ff',\n"
     )
     assert fqdb("insert", served, "customer", "-", "--csv", input=good).out == (
         "inserted 3 rows into customer\n"
     )
     sql = (
-        "SELECT name, age, typeof(age), score, typeof(score), vip, born, data, loose "
+        "SELECT name, age, typeof(age), score, typeof(score), vip, born, data, loose, tag "
         "FROM customer ORDER BY id"
     )
     assert query(served, sql) == [
-        ("Ann", 42, "integer", 1.5, "real", 1, "2024-01-02", '{"a":[1,2]}', "anything"),
-        ("Bob", -7, "integer", 3.0, "real", 0, None, None, None),
-        ("Cy", None, "null", None, "null", 1, None, None, b"\x00\xff"),
+        ("Ann", 42, "integer", 1.5, "real", 1, "2024-01-02", '{"a":[1,2]}', "anything", "hello"),
+        ("Bob", -7, "integer", 3.0, "real", 0, None, None, None, None),
+        # An untyped column takes anything (a BLOB literal is bytes); so does a type only
+        # another tool declares (STRING: SQLite's affinity stores the text as it is).
+        ("Cy", None, "null", None, "null", 1, None, None, b"\x00\xff", None),
     ]
     bad = {
         "score": ("name,score\nX,abc\n", "is REAL and takes a number, got str 'abc'"),
