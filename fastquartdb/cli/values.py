@@ -98,7 +98,12 @@ class _Converter:
                 ) from None
         elif text and isinstance(value, str):
             value = self._from_text(value)
-        return column.to_db(value)
+        try:
+            return column.to_db(value)
+        except ValidationError as exc:
+            if self.blob and isinstance(value, str):  # say how bytes are written
+                raise ValidationError(f"{exc}; write bytes as X'00ff'") from None
+            raise
 
 
 class ColumnValues:

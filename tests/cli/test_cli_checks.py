@@ -21,7 +21,8 @@ CREATE TABLE customer (
     born DATE,
     data JSON TEXT,
     loose,
-    tag STRING
+    tag STRING,
+    photo BLOB
 );
 """
 
@@ -101,6 +102,10 @@ def test_csv_text_is_converted_per_column_type(served: str) -> None:
         "vip": ("name,vip\nX,yes\n", "is BOOLEAN and takes True/False, got str 'yes'"),
         "born": ("name,born\nX,2024-13-01\n", "is DATE and takes a datetime.date or an ISO"),
         "data": ("name,data\nX,{oops\n", "is JSON and takes JSON text, got str '{oops'"),
+        "photo": (
+            "name,photo\nX,hi\n",
+            "is BLOB and takes bytes, got str 'hi'; write bytes as X'00ff'",
+        ),
     }
     for column, (text, message) in bad.items():
         result = fqdb("insert", served, "customer", "-", "--csv", input=text, expect=1)
