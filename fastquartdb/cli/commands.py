@@ -25,12 +25,13 @@ from typing import Any, BinaryIO
 
 from ..client import AsyncDatabaseManager
 from ..client.connection import SocketTransport
+from ..client.dqlite.rawsql import placeholders
 from ..protocol import default_socket_path
 from ..protocol.errors import DaemonUnavailableError, ReadOnlyError, ValidationError
 from . import maintenance
 from .catalog import Catalog
 from .errors import UsageError
-from .filters import WhereSyntaxError, parse_param, parse_where, placeholders
+from .filters import WhereSyntaxError, parse_param, parse_where
 from .loader import Loader, check_upsert_key
 from .maintenance import require_file
 from .output import ResultSet, write_record, write_result

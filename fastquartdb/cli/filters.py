@@ -26,7 +26,7 @@ from typing import Any
 
 from ..engine import OPERATORS
 
-__all__ = ["WhereSyntaxError", "parse_param", "parse_where", "placeholders"]
+__all__ = ["WhereSyntaxError", "parse_param", "parse_where"]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
@@ -280,41 +280,3 @@ def parse_param(item: str) -> tuple[str, Any]:
     ):
         raise WhereSyntaxError(f"integer {value} does not fit SQLite's 64-bit INTEGER")
     return name, parsed
-
-
-# What can hold a ':' or '?' that is not a placeholder: strings, quoted names, comments.
-_SQL_SKIP_RE = re.compile(
-    r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|`[^`]*`?|\[[^\]]*\]?|--[^\n]*|/\*(?:[^*]|\*(?!/))*(?:\*/)?"""
-)
-_PLACEHOLDER_RE = re.compile(r"[:@$]([A-Za-z_][A-Za-z0-9_]*)|\?(\d*)")
-
-
-def placeholders(sql: str) -> tuple[list[str], bool]:
-    """The named placeholders of ``sql`` (``:name``, ``@name``, ``$name``), in order of first
-    use, and whether it has positional ones (``?``, ``?1``); text in strings, quoted
-    identifiers and comments is skipped.
-
-    Example::
-
-        >>> placeholders("SELECT :a, ':b' -- :c\n WHERE x = @a OR y = ?")
-        (['a'], True)
-    """
-    names: list[str] = []
-    positional = False
-    pos = 0
-    while pos < len(sql):
-        skipped = _SQL_SKIP_RE.match(sql, pos)
-        if skipped is not None and skipped.end() > pos:
-            pos = skipped.end()
-            continue
-        found = _PLACEHOLDER_RE.match(sql, pos)
-        if found is None:
-            pos += 1
-            continue
-        if found.group(1) is not None:
-            if found.group(1) not in names:
-                names.append(found.group(1))
-        else:
-            positional = True
-        pos = found.end()
-    return names, positional

@@ -20,6 +20,7 @@ __all__ = [
     "check_raw_sql",
     "first_word",
     "number_named",
+    "placeholders",
 ]
 
 _GUARDED_PRAGMAS = frozenset(
@@ -111,6 +112,25 @@ def _scan(sql: str) -> list[tuple[int, int]]:
 
 
 _NAMED = re.compile(r"[:@$]([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def placeholders(sql: str) -> tuple[list[str], bool]:
+    """The named placeholders of ``sql`` (``:name``, ``@name``, ``$name``) in order of first
+    use, and whether it has positional ones (``?``); quotes and comments are skipped.
+
+    Example::
+
+        >>> placeholders("SELECT :a, ':b' -- :c\\n WHERE x = @a OR y = ?")
+        (['a'], True)
+    """
+    names: list[str] = []
+    positional = False
+    for begin, end in _scan(sql):
+        for match in _NAMED.finditer(sql, begin, end):
+            if match.group(1) not in names:
+                names.append(match.group(1))
+        positional = positional or "?" in sql[begin:end]
+    return names, positional
 
 
 def number_named(sql: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
