@@ -294,3 +294,15 @@ def test_messages_name_the_right_thing(shop: str, tmp_path: Path) -> None:
         f"fqdb: {items} item 3 of 3: UNIQUE constraint failed: customer.name; "
         "the 2 rows before it were written\n"
     )
+
+
+def test_placeholders_skip_quotes_and_comments() -> None:
+    from fastquartdb.client.dqlite.rawsql import placeholders
+
+    assert placeholders(
+        "SELECT :a, ':b', \":c\", [:d], `:e` -- :f\n/* :g */ FROM t WHERE x = @a"
+    ) == (
+        ["a"],
+        False,
+    )
+    assert placeholders("SELECT $q, ?1, 'it''s :no', :yes") == (["q", "yes"], True)
