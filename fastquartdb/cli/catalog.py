@@ -12,23 +12,21 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..client import AsyncDatabaseManager
-from ..client.connection import SocketTransport
-from ..client.failover import FailoverTransport
+from ..engine.schema import LIVE_TABLES_SQL, unique_sets, unknown_table
 from .errors import CommandError
 from .maintenance import open_read_only
 from .output import ResultSet
+
+if TYPE_CHECKING:
+    from .session import Database
 
 __all__ = ["Catalog"]
 
 _USER_OBJECTS = "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
 
-_TABLES_SQL = (
-    "SELECT name, type FROM sqlite_master "
-    f"WHERE type IN ('table', 'view') AND {_USER_OBJECTS} ORDER BY name"
-)
+_TABLES_SQL = LIVE_TABLES_SQL + " ORDER BY name"
 
 _COLUMNS_SQL = (
     'SELECT m.name AS "table", p.name AS "column", p.type AS "type", p."notnull" AS "notnull", '
@@ -37,11 +35,13 @@ _COLUMNS_SQL = (
     "WHERE m.type IN ('table', 'view') AND m.{filter} ORDER BY m.name, p.cid"
 )
 
+# The PRAGMA index_list and index_info rows the engine's unique_sets() reads, per table.
 _UNIQUE_SQL = (
-    'SELECT m.name AS "table", il.name AS "index", ii.name AS "column" '
-    "FROM sqlite_master AS m, pragma_index_list(m.name) AS il, pragma_index_info(il.name) AS ii "
-    "WHERE m.type = 'table' AND m.{filter} AND il.\"unique\" = 1 AND il.partial = 0 "
-    "ORDER BY m.name, il.name, ii.seqno"
+    'SELECT m.name, il.seq, il.name, il."unique", il.origin, il.partial, ii.seqno, ii.cid, '
+    "ii.name FROM sqlite_master AS m, pragma_index_list(m.name) AS il, "
+    "pragma_index_info(il.name) AS ii "
+    "WHERE m.type = 'table' AND m.{filter} AND il.\"unique\" = 1 "
+    "ORDER BY m.name, il.seq, ii.seqno"
 )
 
 _SQL_SQL = (
@@ -54,10 +54,10 @@ _SQL_SQL = (
 class Catalog:
     """Schema queries on one open database."""
 
-    def __init__(self, db: AsyncDatabaseManager) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
         self._direct: sqlite3.Connection | None = None
-        self.raw_sql = _raw_sql_allowed(db)
+        self.raw_sql = bool(db.info().get("raw_sql", True))
 
     def close(self) -> None:
         """Close the read-only fallback connection, if one was opened."""
@@ -82,9 +82,9 @@ class Catalog:
 
     async def require_table(self, name: str) -> None:
         """Raise :class:`CommandError` unless table or view ``name`` exists."""
-        names = [row[0] for row in (await self.tables()).rows]
-        if name not in names:
-            raise CommandError(f"unknown table {name!r} (tables: {', '.join(names) or 'none'})")
+        live = (await self.tables()).rows
+        if name not in [row[0] for row in live]:
+            raise CommandError(str(unknown_table(name, live))) from None
 
     async def columns(self, table: str | None = None) -> ResultSet:
         """One row per column: table, column, type, notnull, default, pk, unique."""
@@ -97,35 +97,22 @@ class Catalog:
         rows = [[*row, int((row[0], row[1]) in single)] for row in result.rows]
         return ResultSet([*result.columns, "unique"], rows)
 
-    async def unique_keys(self, table: str) -> list[frozenset[str]]:
-        """Column sets of ``table`` that a PRIMARY KEY or a full UNIQUE index covers."""
-        where, params = _filter("name", table)
-        columns = await self.query(_COLUMNS_SQL.format(filter=where), params)
-        return (await self._unique_keys(table, columns.rows)).get(table, [])
-
     async def _unique_keys(
         self, table: str | None, column_rows: Sequence[Sequence[Any]]
     ) -> dict[str, list[frozenset[str]]]:
+        """Per table, the column sets the engine counts as unique keys (its ``unique_sets``)."""
         where, params = _filter("name", table)
-        keys: dict[str, list[frozenset[str]]] = {}
-        pk: dict[str, list[str]] = {}
-        for row in column_rows:
-            if row[5]:
-                pk.setdefault(row[0], []).append(row[1])
-        for name, pk_columns in pk.items():
-            keys.setdefault(name, []).append(frozenset(pk_columns))
-        indexes: dict[tuple[str, str], list[str | None]] = {}
-        for name, index, column in (
-            await self.query(_UNIQUE_SQL.format(filter=where), params)
-        ).rows:
-            indexes.setdefault((name, index), []).append(column)
-        for (name, _index), index_columns in indexes.items():
-            if None in index_columns:
-                continue  # an index on an expression: ON CONFLICT cannot name it by columns
-            key = frozenset(str(c) for c in index_columns)
-            if key not in keys.setdefault(name, []):
-                keys[name].append(key)
-        return keys
+        table_rows: dict[str, list[Sequence[Any]]] = {}
+        for row in column_rows:  # (table, column, type, notnull, default, pk): as table_info
+            table_rows.setdefault(row[0], []).append(row)
+        indexes: dict[str, dict[str, tuple[Sequence[Any], list[Sequence[Any]]]]] = {}
+        for row in (await self.query(_UNIQUE_SQL.format(filter=where), params)).rows:
+            per_table = indexes.setdefault(row[0], {})
+            per_table.setdefault(row[2], (row[1:6], []))[1].append(row[6:9])
+        return {
+            name: unique_sets(rows, indexes.get(name, {}).values())
+            for name, rows in table_rows.items()
+        }
 
     async def schema_sql(self, table: str | None = None) -> list[str]:
         """The CREATE statements of the schema (of ``table`` and its indexes and triggers)."""
@@ -138,10 +125,3 @@ def _filter(column: str, table: str | None) -> tuple[str, list[Any]]:
     if table is None:
         return _USER_OBJECTS.replace("name", column, 1), []
     return f"{column} = ?", [table]
-
-
-def _raw_sql_allowed(db: AsyncDatabaseManager) -> bool:
-    transport = db.transport
-    if isinstance(transport, FailoverTransport) and isinstance(transport.current, SocketTransport):
-        return bool(transport.current.server.get("raw_sql", True))
-    return True

@@ -2,10 +2,12 @@
 
 Reads and writes go through :func:`open_session`: the file's daemon when
 one serves it (``--mode auto``, the default), else the same engine embedded.
-``tables``/``schema``/``query`` use the raw ``execute`` op; ``rows``,
-``count`` and ``insert`` use the structured ``fetch``, ``count`` and
-``insert_many`` ops, whose table and column names the engine checks against
-the live schema. ``dump``, ``backup`` and ``vacuum`` work on the file itself
+``tables``/``schema``/``query`` use the raw ``execute`` op (the schema is
+read from a read-only connection when a daemon refuses raw SQL); ``rows``,
+``count`` and ``insert`` use the structured ``fetch``, ``count``,
+``insert_many`` and ``upsert_many`` ops, whose table and column names (and
+conflict target) the engine checks against the live schema. Inspection
+commands never change the file (see :mod:`.session`). ``dump``, ``backup`` and ``vacuum`` work on the file itself
 (see :mod:`.maintenance`); ``stats`` needs a daemon.
 """
 
@@ -15,47 +17,71 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import stat
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, BinaryIO
 
+from ..client import AsyncDatabaseManager
 from ..client.connection import SocketTransport
-from ..client.failover import FailoverTransport
+from ..client.dqlite.rawsql import placeholders
 from ..protocol import default_socket_path
-from ..protocol.errors import DaemonUnavailableError
+from ..protocol.errors import DaemonUnavailableError, ReadOnlyError, ValidationError
 from . import maintenance
+from .catalog import Catalog
 from .errors import UsageError
-from .filters import WhereSyntaxError, parse_value, parse_where
-from .loader import Loader, upsert_key
+from .filters import WhereSyntaxError, parse_param, parse_where
+from .loader import Loader, check_upsert_key
 from .maintenance import require_file
 from .output import ResultSet, write_record, write_result
 from .progress import ProgressBar
-from .records import blobs_decoded, read_records
+from .records import read_records
 from .session import no_daemon, open_session
+from .values import ColumnValues
 
 __all__ = ["COMMANDS", "Command"]
 
 #: A command: the parsed arguments in, the exit status out.
 Command = Callable[[argparse.Namespace], int]
 
-_PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
 # ---------------------------------------------------------------- argument checks
 
 
-def _conditions(args: argparse.Namespace) -> list[list[list[Any]]] | None:
-    """``--where`` options as the wire ``where``: one group, its conditions ANDed."""
+async def _conditions(args: argparse.Namespace, catalog: Catalog) -> list[list[list[Any]]] | None:
+    """``--where`` options as the wire ``where``: one group, its conditions ANDed.
+
+    ``true``/``false`` are for BOOLEAN columns: such a value is checked against its
+    column as the models check a filter value (and stored as 1/0), so ``name = true``
+    is refused with a hint to quote it, rather than compared with 1.
+    """
     conditions = []
     for text in args.where:
         try:
             conditions.append(parse_where(text))
         except WhereSyntaxError as exc:
             raise UsageError(f"--where {text!r}: {exc}") from None
-    return [conditions] if conditions else None
+    if not conditions:
+        return None
+    values: ColumnValues | None = None
+    for condition, text in zip(conditions, args.where):
+        column, _, value = condition
+        items = value if isinstance(value, list) else [value]
+        if not any(isinstance(item, bool) for item in items):
+            continue
+        if values is None:
+            await catalog.require_table(args.table)
+            described = (await catalog.columns(args.table)).rows
+            values = ColumnValues(args.table, [(row[1], row[2]) for row in described])
+        try:
+            checked = [values.check(column, item) for item in items]
+        except ValidationError as exc:
+            word = "true" if True in items else "false"
+            raise UsageError(
+                f"--where {text!r}: {exc}; to compare with the text {word}, quote it: '{word}'"
+            ) from None
+        condition[2] = checked if isinstance(value, list) else checked[0]
+    return [conditions]
 
 
 def _names(texts: list[str], option: str) -> list[str] | None:
@@ -72,21 +98,30 @@ def _names(texts: list[str], option: str) -> list[str] | None:
 def _params(items: list[str]) -> dict[str, Any] | None:
     params: dict[str, Any] = {}
     for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip().lstrip(":@$")
-        if not sep or _PARAM_NAME_RE.fullmatch(name) is None:
-            raise UsageError(
-                f"-p {item!r}: expected NAME=VALUE for a :NAME placeholder, e.g. -p min_age=18"
-            )
-        params[name] = parse_value(value)
+        try:
+            name, value = parse_param(item)
+        except WhereSyntaxError as exc:
+            raise UsageError(f"-p {item!r}: {exc}") from None
+        params[name] = value
     return params or None
+
+
+def _check_placeholders(sql: str, params: dict[str, Any]) -> None:
+    """Every ``:NAME`` of ``sql`` has its ``-p``; said before SQLite says it its own way."""
+    names, positional = placeholders(sql)
+    if positional:
+        raise UsageError("-p binds :NAME placeholders; write :name for ? in the statement")
+    missing = [name for name in names if name not in params]
+    if missing:
+        name = missing[0]
+        raise UsageError(f"no value for :{name}: give one with -p {name}=TEXT or -p {name}:=NUMBER")
 
 
 # ---------------------------------------------------------------- inspection
 
 
 async def cmd_tables(args: argparse.Namespace) -> int:
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
         result = await session.catalog.tables()
     write_result(result, args.format, sys.stdout)
     return 0
@@ -95,7 +130,7 @@ async def cmd_tables(args: argparse.Namespace) -> int:
 async def cmd_schema(args: argparse.Namespace) -> int:
     if args.sql and args.format != "table":
         raise UsageError("--sql prints SQL text; leave out --json, --nl and --csv")
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
         if args.table is not None:
             await session.catalog.require_table(args.table)
         if args.sql:
@@ -112,15 +147,17 @@ async def cmd_schema(args: argparse.Namespace) -> int:
 
 async def cmd_rows(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"op": "fetch", "table": args.table}
-    where = _conditions(args)
     columns = _names(args.columns, "--columns")
     order = _names(args.order, "--order")
-    for key, value in (("where", where), ("columns", columns), ("order_by", order)):
+    for key, value in (("columns", columns), ("order_by", order)):
         if value is not None:
             request[key] = value
     if args.limit is not None:
         request["limit"] = args.limit
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
+        where = await _conditions(args, session.catalog)
+        if where is not None:
+            request["where"] = where
         result = await session.db.request(request)
     write_result(ResultSet(result["columns"], result["rows"]), args.format, sys.stdout)
     return 0
@@ -128,10 +165,10 @@ async def cmd_rows(args: argparse.Namespace) -> int:
 
 async def cmd_count(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"op": "count", "table": args.table}
-    where = _conditions(args)
-    if where is not None:
-        request["where"] = where
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
+        where = await _conditions(args, session.catalog)
+        if where is not None:
+            request["where"] = where
         count = int(await session.db.request(request))
     if args.format == "table":
         sys.stdout.write(f"{count}\n")
@@ -142,8 +179,19 @@ async def cmd_count(args: argparse.Namespace) -> int:
 
 async def cmd_query(args: argparse.Namespace) -> int:
     params = _params(args.param)
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
-        result = await session.db.execute(args.sql, params)
+    _check_placeholders(args.sql, params or {})
+    result = None
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
+        try:
+            result = await session.db.execute(args.sql, params)
+        except ReadOnlyError:
+            # The file opened read-only refused a write before changing anything: run the
+            # statement again on the writer (a daemon's ReadOnlyError is its final answer).
+            if not session.db.info().get("read_only"):
+                raise
+    if result is None:
+        async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+            result = await session.db.execute(args.sql, params)
     if result["columns"]:
         write_result(ResultSet(result["columns"], result["rows"]), args.format, sys.stdout)
     elif args.format == "table":
@@ -183,32 +231,28 @@ async def _insert(
         catalog = session.catalog
         await catalog.require_table(args.table)
         described = (await catalog.columns(args.table)).rows
-        columns = [row[1] for row in described]
-        blob_columns = []  # BLOB affinity: a declared type naming BLOB, or none (SQLite's rule)
-        for row in described:
-            declared = str(row[2] or "").upper()
-            if "BLOB" in declared or not declared.strip():
-                blob_columns.append(row[1])
+        values = ColumnValues(args.table, [(row[1], row[2]) for row in described])
+        db = session.db
+        assert isinstance(db, AsyncDatabaseManager)  # a session that writes is the manager's
         key = None
         if args.upsert is not None:
-            key = upsert_key(
-                args.upsert, args.table, columns, await catalog.unique_keys(args.table)
-            )
+            key = await check_upsert_key(db, args.table, args.upsert)
         total, records = read_records(stream, args.input_format, name)
         bar = ProgressBar.for_file(sys.stderr, size, label=f"fqdb: {args.table}")
         if total is not None:
             bar.total = max(total, 1)
         loader = Loader(
-            session.db,
+            db,
             args.table,
             source=name,
-            columns=columns,
+            values=values,
+            text=args.input_format == "csv",
             key=key,
             atomic=args.atomic,
             progress=bar.update,
         )
         try:
-            rows = await loader.load(blobs_decoded(records, blob_columns))
+            rows = await loader.load(records)
             bar.finish(total if total is not None else size or 0, rows)
         finally:
             bar.close()
@@ -319,18 +363,15 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 
 
 async def cmd_ping(args: argparse.Namespace) -> int:
-    async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
+    async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
         started = time.perf_counter()
         await session.db.request({"op": "ping"})
         ms = round((time.perf_counter() - started) * 1000, 3)
         record: dict[str, Any] = {"mode": session.db.mode, "db": session.db.path, "ms": ms}
-        transport = session.db.transport
-        if isinstance(transport, FailoverTransport) and isinstance(
-            transport.current, SocketTransport
-        ):
-            record["socket"] = transport.current.socket_path
-            record["server"] = transport.current.server.get("server")
-            record["server_pid"] = transport.current.server.get("pid")
+        info = session.db.info()
+        if "socket" in info:
+            for key in ("socket", "server", "server_pid"):
+                record[key] = info[key]
     if args.format != "table":
         write_record(record, args.format, sys.stdout)
     elif record["mode"] == "daemon":

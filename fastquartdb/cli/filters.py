@@ -7,10 +7,11 @@ Grammar (keywords and operators case-insensitive)::
                | column BETWEEN value AND value
                | column IS [NOT] NULL
     op        := = == != <> < <= > >= LIKE NOT LIKE GLOB IS IS NOT
-    value     := integer | float | 'text' | "text" | NULL       (quotes doubled inside)
+    value     := integer | float | 'text' | "text" | NULL | TRUE | FALSE   (quotes doubled inside)
 
 A column is a plain identifier; it is checked against the live table by the
-engine. Anything else (a ``;``, a parenthesis where an operator belongs, a
+engine. ``TRUE``/``FALSE`` are booleans, for BOOLEAN columns (the command
+checks the column's type: see ``commands._conditions``). Anything else (a ``;``, a parenthesis where an operator belongs, a
 bare word where a value belongs, trailing text) is a :class:`WhereSyntaxError`
 naming the position, so nothing but a column, a whitelisted operator and
 bound values ever leaves this module.
@@ -18,13 +19,14 @@ bound values ever leaves this module.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..engine import OPERATORS
 
-__all__ = ["WhereSyntaxError", "parse_value", "parse_where"]
+__all__ = ["WhereSyntaxError", "parse_param", "parse_where"]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
@@ -44,6 +46,7 @@ _WORD_OPERATORS = sorted(
     (tuple(name.split()) for name in OPERATORS if name[0].isalpha()), key=len, reverse=True
 )
 _NULL_OPERATORS = frozenset({"=", "!=", "IS", "IS NOT"})
+_BOOLEANS = {"TRUE": True, "FALSE": False}
 
 
 class WhereSyntaxError(ValueError):
@@ -161,13 +164,17 @@ class _Parser:
         token = self.take()
         if token is not None and token.kind in ("number", "string"):
             return _literal(token)
-        if token is not None and token.kind == "word" and token.text.upper() == "NULL":
-            return None
+        if token is not None and token.kind == "word":
+            word = token.text.upper()
+            if word == "NULL":
+                return None
+            if word in _BOOLEANS:
+                return _BOOLEANS[word]
         hint = ""
         if token is not None and token.kind == "word":
             hint = f"; to compare with the text {token.text}, quote it: '{token.text}'"
         raise WhereSyntaxError(
-            f"expected a value (a number, a 'quoted string' or NULL) {after}, "
+            f"expected a value (a number, a 'quoted string', NULL, true or false) {after}, "
             f"got {self.describe(token)}{hint}"
         )
 
@@ -228,22 +235,48 @@ def parse_where(text: str) -> list[Any]:
     return _Parser(text).condition()
 
 
-def parse_value(text: str) -> Any:
-    """A ``-p name=value`` value: a number, NULL, a quoted string, else the text itself.
+_PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_param(item: str) -> tuple[str, Any]:
+    """A ``-p`` item: ``NAME=VALUE`` binds the text VALUE exactly as typed; ``NAME:=VALUE``
+    binds a JSON value: a number, ``true``/``false``, ``null`` or a ``"string"``.
+
+    A leading ``:``, ``@`` or ``$`` on NAME is dropped (``-p :min=5`` is ``-p min=5``).
 
     Example::
 
-        >>> parse_value("42"), parse_value("NULL"), parse_value("'007'"), parse_value("alice")
-        (42, None, '007', 'alice')
+        >>> parse_param("z=007"), parse_param("z:=7"), parse_param("z:=null")
+        (('z', '007'), ('z', 7), ('z', None))
+
+    Raises:
+        WhereSyntaxError: not ``NAME=VALUE`` / ``NAME:=VALUE``, or not a JSON scalar after ``:=``.
     """
-    tokens = _tokens(text)
-    if len(tokens) == 1:
-        token = tokens[0]
-        if token.kind in ("number", "string") and token.text == text.strip():
-            try:
-                return _literal(token)
-            except WhereSyntaxError:
-                return text
-        if token.kind == "word" and token.text.upper() == "NULL":
-            return None
-    return text
+    name, sep, value = item.partition("=")
+    typed = name.endswith(":")
+    if typed:
+        name = name[:-1]
+    name = name.strip().lstrip(":@$")
+    if not sep or _PARAM_NAME_RE.fullmatch(name) is None:
+        raise WhereSyntaxError(
+            "expected NAME=TEXT or NAME:=NUMBER for a :NAME placeholder, e.g. -p name=alice "
+            "or -p min:=18"
+        )
+    if not typed:
+        return name, value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = ...
+    if parsed is ... or isinstance(parsed, (list, dict)) or parsed != parsed:
+        raise WhereSyntaxError(
+            f'after {name}:= comes a JSON value: a number, true, false, null or a "string" '
+            f"(got {value!r}); for text write {name}={value}"
+        )
+    if (
+        isinstance(parsed, int)
+        and not isinstance(parsed, bool)
+        and not _INT_MIN <= parsed <= _INT_MAX
+    ):
+        raise WhereSyntaxError(f"integer {value} does not fit SQLite's 64-bit INTEGER")
+    return name, parsed

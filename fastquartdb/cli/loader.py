@@ -1,12 +1,12 @@
 """``fqdb insert``: records into a table in batches, or upserted on a unique key.
 
-Plain inserts go as ``insert_many`` requests of up to :data:`BATCH_ROWS`
-consecutive records that name the same columns (so a column a record leaves
-out gets its default). Upserts go as raw ``INSERT ... ON CONFLICT (key) DO
-UPDATE`` statements with bound values, pipelined a batch at a time inside a
-transaction. Either way one batch is one atomic unit on the daemon, which
-group-commits it with everybody else's requests instead of holding the
-writer for the whole file.
+Records go as the engine's own ``insert_many`` requests (``upsert_many``
+with ``--upsert``, whose conflict target the engine checks) of up to
+:data:`BATCH_ROWS` consecutive records that name the same columns (so a
+column a record leaves out gets its default, or keeps its value in an
+upsert). One batch is one atomic unit on the daemon, which group-commits it
+with everybody else's requests instead of holding the writer for the whole
+file. No SQL is built here, so ``fqdb-server --no-raw-sql`` takes both.
 
 When a batch fails, the loader finds the record that broke it, commits the
 records before it (unless the whole load is one transaction, ``--atomic``),
@@ -16,17 +16,16 @@ line is in the table and nothing from it on.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..client import AsyncDatabaseManager
-from ..engine import check_identifier, quote
-from ..protocol.errors import FQDBError
+from ..protocol.errors import FQDBError, ValidationError
 from .errors import CommandError
 from .records import Record
+from .values import ColumnValues
 
-__all__ = ["BATCH_ROWS", "Loader", "upsert_key"]
+__all__ = ["BATCH_ROWS", "Loader", "check_upsert_key"]
 
 #: Most records per request batch.
 BATCH_ROWS = 500
@@ -34,27 +33,26 @@ BATCH_ROWS = 500
 BATCH_BYTES = 4 << 20
 
 
-def upsert_key(
-    text: str, table: str, columns: Sequence[str], unique_keys: Collection[frozenset[str]]
-) -> tuple[str, ...]:
-    """Check ``--upsert KEY`` (one column, or several comma-separated) against the table.
+async def check_upsert_key(db: AsyncDatabaseManager, table: str, text: str) -> tuple[str, ...]:
+    """Check ``--upsert KEY`` (one column, or several comma-separated) with the engine itself:
+    an ``upsert_many`` of no rows, which the engine refuses unless a PRIMARY KEY or UNIQUE
+    index covers exactly those columns.
 
     Raises:
-        CommandError: a column is unknown, or no PRIMARY KEY / UNIQUE index covers exactly them.
+        CommandError: a column is unknown, or no unique key is exactly them.
     """
     key = tuple(part.strip() for part in text.split(","))
-    for name in key:
-        if name not in columns:
-            raise CommandError(
-                f"--upsert: unknown column {name!r} in table {table!r} "
-                f"(columns: {', '.join(columns)})"
-            )
-    if frozenset(key) not in unique_keys:
-        known = "; ".join(", ".join(sorted(k)) for k in unique_keys) or "none"
-        raise CommandError(
-            f"--upsert {text}: table {table!r} has no PRIMARY KEY or UNIQUE index on exactly "
-            f"({', '.join(key)}), so ON CONFLICT cannot match rows by it (unique keys: {known})"
-        )
+    request = {
+        "op": "upsert_many",
+        "table": table,
+        "columns": list(key),
+        "rows": [],
+        "conflict": list(key),
+    }
+    try:
+        await db.request(request)
+    except FQDBError as exc:
+        raise CommandError(f"--upsert {text}: {exc}") from None
     return key
 
 
@@ -71,7 +69,8 @@ class Loader:
         table: str,
         *,
         source: str,
-        columns: Sequence[str],
+        values: ColumnValues,
+        text: bool = False,
         key: tuple[str, ...] | None = None,
         atomic: bool = False,
         progress: Callable[[int, int], None] | None = None,
@@ -79,12 +78,12 @@ class Loader:
         self.db = db
         self.table = table
         self.source = source
-        self.columns = columns
+        self.values = values
+        self.text = text
         self.key = key
         self.atomic = atomic
         self.rows = 0
         self._progress = progress
-        self._statements: dict[tuple[str, ...], str] = {}
 
     async def load(self, records: Iterable[Record]) -> int:
         """Write every record; returns how many were written.
@@ -104,16 +103,19 @@ class Loader:
         names: tuple[str, ...] = ()
         size = 0
         for record in records:
+            try:
+                # The models' own value checks, before anything of this record is sent.
+                self.values.convert(record.values, text=self.text)
+            except ValidationError as exc:
+                if batch:
+                    await self._write(batch)  # the promise: every record before it is written
+                raise CommandError(
+                    f"{self.source} {record.where}: {exc}; {self._outcome(self.rows)}"
+                ) from None
             record_names = tuple(record.values)
-            if batch and (
-                (self.key is None and record_names != names)
-                or len(batch) >= BATCH_ROWS
-                or size >= BATCH_BYTES
-            ):
+            if batch and (record_names != names or len(batch) >= BATCH_ROWS or size >= BATCH_BYTES):
                 await self._write(batch)
                 batch, size = [], 0
-            if self.key is not None:
-                self._check_upsert(record)
             batch.append(record)
             names = record_names
             size += _size(record.values.values())
@@ -122,39 +124,47 @@ class Loader:
 
     async def _write(self, batch: list[Record]) -> None:
         try:
-            if self.key is None:
-                await self._insert(batch)
-            else:
-                await self._upsert(batch)
+            await self._insert(batch)
         except _Failed as failed:
             done = self.rows + failed.index
             if not self.atomic and failed.index:
                 # Keep the promise: everything before the failing record is written.
                 await self._write(batch[: failed.index])
             record = batch[failed.index]
-            if self.atomic:
-                outcome = "nothing was written (--atomic)"
-            elif done == 0:
-                outcome = "nothing was written"
-            else:
-                outcome = (
-                    "the row before it was written"
-                    if done == 1
-                    else f"the {done} rows before it were written"
-                )
-            raise CommandError(f"{self.source} {record.where}: {failed.error}; {outcome}") from None
+            raise CommandError(
+                f"{self.source} {record.where}: {failed.error}; {self._outcome(done)}"
+            ) from None
         self.rows += len(batch)
         if self._progress is not None:
             self._progress(batch[-1].done, self.rows)
 
-    async def _insert(self, batch: list[Record]) -> None:
-        columns = list(batch[0].values)
-        request = {
-            "op": "insert_many",
+    def _outcome(self, done: int) -> str:
+        """What an error leaves in the table, once ``done`` records before it were written."""
+        if self.atomic:
+            return "nothing was written (--atomic)"
+        if done == 0:
+            return "nothing was written"
+        return (
+            "the row before it was written"
+            if done == 1
+            else f"the {done} rows before it were written"
+        )
+
+    def _request(self, columns: list[str], batch: list[Record]) -> dict[str, Any]:
+        """The engine's ``insert_many`` (or ``upsert_many`` on the key) for ``batch``."""
+        request: dict[str, Any] = {
+            "op": "insert_many" if self.key is None else "upsert_many",
             "table": self.table,
             "columns": columns,
             "rows": [list(r.values.values()) for r in batch],
         }
+        if self.key is not None:
+            request["conflict"] = list(self.key)
+        return request
+
+    async def _insert(self, batch: list[Record]) -> None:
+        columns = list(batch[0].values)
+        request = self._request(columns, batch)
         try:
             await self.db.request(request)
         except FQDBError as exc:
@@ -174,70 +184,14 @@ class Loader:
         try:
             async with self.db.transaction():
                 for index, record in enumerate(batch):
-                    request = {
-                        "op": "insert_many",
-                        "table": self.table,
-                        "columns": columns,
-                        "rows": [list(record.values.values())],
-                    }
                     try:
-                        await self.db.request(request)
+                        await self.db.request(self._request(columns, [record]))
                     except FQDBError as probe_error:
                         raise _Failed(index, probe_error) from None
                 raise _Probe
         except _Probe:
             # Every record went in on its own: only the batch as a whole failed.
             raise _Failed(0, error) from None
-
-    def _check_upsert(self, record: Record) -> None:
-        assert self.key is not None
-        for name in self.key:
-            if name not in record.values:
-                raise CommandError(
-                    f"{self.source} {record.where}: no value for the --upsert key column {name!r}"
-                )
-        for name in record.values:
-            if name not in self.columns:
-                raise CommandError(
-                    f"{self.source} {record.where}: unknown column {name!r} in table "
-                    f"{self.table!r} (columns: {', '.join(self.columns)})"
-                )
-
-    def _upsert_sql(self, names: tuple[str, ...]) -> str:
-        sql = self._statements.get(names)
-        if sql is None:
-            assert self.key is not None
-            quoted = [quote(check_identifier(n, "column name")) for n in names]
-            target = ", ".join(quote(check_identifier(k, "column name")) for k in self.key)
-            updates = [f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in self.key]
-            action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
-            sql = (
-                f"INSERT INTO {quote(check_identifier(self.table, 'table name'))} "
-                f"({', '.join(quoted)}) VALUES ({', '.join('?' * len(names))}) "
-                f"ON CONFLICT ({target}) {action}"
-            )
-            self._statements[names] = sql
-        return sql
-
-    async def _upsert(self, batch: list[Record]) -> None:
-        try:
-            async with self.db.transaction():
-                # Pipelined: every statement is on the wire before the first reply arrives;
-                # the daemon runs one connection's requests in the order sent.
-                results = await asyncio.gather(
-                    *(
-                        self.db.execute(self._upsert_sql(tuple(r.values)), list(r.values.values()))
-                        for r in batch
-                    ),
-                    return_exceptions=True,
-                )
-                for index, result in enumerate(results):
-                    if isinstance(result, FQDBError):
-                        raise _Failed(index, result)
-                    if isinstance(result, BaseException):
-                        raise result
-        except FQDBError as exc:
-            raise _Failed(0, exc) from None
 
 
 class _Failed(Exception):

@@ -50,12 +50,22 @@ def require_file(path: str) -> str:
 
 
 def open_read_only(path: str, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
-    """A read-only connection to ``path``: it can neither create nor change the file."""
+    """A read-only connection to ``path``: it can neither create nor change the file.
+
+    Raises:
+        CommandError: the file cannot be opened or is not a database, naming it.
+    """
     uri = pathlib.Path(os.path.abspath(path)).as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise CommandError(f"{path}: {exc}") from None
     try:
         # Fails here, not halfway through, if the file is not a database.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise CommandError(f"{path}: {exc}") from None
     except BaseException:
         conn.close()
         raise
@@ -108,6 +118,9 @@ def backup(path: str, dest: str, *, force: bool = False) -> dict[str, int | str]
         if not os.path.isfile(dest):
             raise CommandError(f"{dest} exists and is not a file")
     directory = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(directory):
+        # Said here: the temporary file below would otherwise be what the error names.
+        raise CommandError(f"no such directory: {directory} (for {dest})")
     mode = os.stat(path).st_mode & 0o777
     # Created 0600: the copy holds the same data as the source, readable by nobody else
     # until it has the source's own permission bits.
@@ -156,7 +169,10 @@ def vacuum(path: str) -> dict[str, int | str]:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             return int(pages) * int(page_size)
 
-        before = size()
+        try:
+            before = size()
+        except sqlite3.DatabaseError as exc:
+            raise CommandError(f"{path}: {exc}") from None
         try:
             conn.execute("VACUUM")
         except sqlite3.OperationalError as exc:

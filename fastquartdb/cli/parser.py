@@ -22,7 +22,7 @@ Through the file's fqdb-server when one runs, directly on the file otherwise.
 _WHERE_HELP = (
     "a condition 'column op value' (repeatable, ANDed); op is one of = == != <> < <= > >= "
     "LIKE, NOT LIKE, GLOB, IS, IS NOT, IN (v, ...), NOT IN (...), BETWEEN a AND b; "
-    "values are numbers, 'quoted text' or NULL"
+    "values are numbers, 'quoted text', NULL, or true/false (for a BOOLEAN column)"
 )
 
 
@@ -136,8 +136,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "-p",
         action="append",
         default=[],
-        metavar="NAME=VALUE",
-        help="bind :NAME (repeatable); VALUE is a number, NULL, 'quoted text', or else text as is",
+        metavar="NAME=TEXT|NAME:=JSON",
+        help="bind :NAME (repeatable): NAME=TEXT binds the text exactly as typed (-p zip=007); "
+        'NAME:=VALUE binds a JSON value: a number, true, false, null or "text" (-p min:=18)',
     )
 
     sub = add("insert", "insert (or upsert) rows from a CSV, JSON or JSON-lines file", connection)

@@ -1,31 +1,27 @@
 """Rows to insert, read from CSV, a JSON array, or JSON lines.
 
 * **CSV**: UTF-8 (a BOM is skipped), a header row naming the columns, then
-  one row per record. Every value arrives as text and the column's type
-  affinity converts it (``"30"`` into an INTEGER column is stored as 30); an
-  empty field is NULL.
+  one row per record. Every value arrives as text (:mod:`.values` reads it per
+  column type: ``"30"`` into an INTEGER column is 30); an empty field is NULL.
 * **JSON**: one array of objects, ``[{"name": "alice", "age": 30}, ...]``.
 * **JSON lines** (``--nl``): one object per line; blank lines are skipped.
 
 JSON values must be numbers, strings, ``true``/``false`` or ``null``; a key
-missing from an object leaves that column to its default. In a column of BLOB
-affinity (declared BLOB, or with no type) a value written as SQLite's literal
-``X'00ff'`` (how ``fqdb rows`` prints a BLOB, in every format) is stored as
-those bytes, so ``fqdb rows --nl`` output loads back unchanged. CSV and JSON
-lines stream (the file can be larger than memory); a JSON array is read whole.
+missing from an object leaves that column to its default. Every value is then
+checked against its column as the models check it (:mod:`.values`). CSV and
+JSON lines stream (the file can be larger than memory); a JSON array is read whole.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import re
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 from .errors import CommandError
 
-__all__ = ["INPUT_FORMATS", "Record", "blobs_decoded", "read_records"]
+__all__ = ["INPUT_FORMATS", "Record", "read_records"]
 
 #: ``fqdb insert`` input formats.
 INPUT_FORMATS = ("csv", "json", "nl")
@@ -37,20 +33,6 @@ class Record(NamedTuple):
     values: dict[str, Any]
     where: str
     done: int
-
-
-_BLOB_LITERAL = re.compile(r"[xX]'((?:[0-9a-fA-F]{2})*)'")
-
-
-def blobs_decoded(records: Iterable[Record], columns: Collection[str]) -> Iterator[Record]:
-    """``records`` with every ``X'hex'`` text in one of ``columns`` turned into bytes."""
-    for record in records:
-        values = record.values
-        for column in columns:
-            value = values.get(column)
-            if isinstance(value, str) and (match := _BLOB_LITERAL.fullmatch(value)):
-                values[column] = bytes.fromhex(match.group(1))
-        yield record
 
 
 def read_records(stream: BinaryIO, fmt: str, name: str) -> tuple[int | None, Iterator[Record]]:
@@ -113,9 +95,10 @@ def _json_array(stream: BinaryIO, name: str) -> list[Any]:
 
 
 def _json_records(items: list[Any], name: str) -> Iterator[Record]:
-    for index, item in enumerate(items):
-        where = f"item {index}"
-        yield Record(_object(item, name, where), where, index + 1)
+    # Counted from 1, as lines are: "item 3 of 10" is the third object of the array.
+    for number, item in enumerate(items, 1):
+        where = f"item {number} of {len(items)}"
+        yield Record(_object(item, name, where), where, number)
 
 
 def _decoded(stream: BinaryIO, name: str, done: list[int]) -> Iterator[str]:

@@ -165,6 +165,16 @@ class SocketTransport(Transport):
         self._max_frame = int(hello.get("max_frame") or self._max_frame)
         return self
 
+    def info(self) -> dict[str, Any]:
+        """The daemon's own account of itself, from its hello (see :meth:`Transport.info`)."""
+        return {
+            "mode": self.mode,
+            "socket": self.socket_path,
+            "server": self.server.get("server"),
+            "server_pid": self.server.get("pid"),
+            "raw_sql": bool(self.server.get("raw_sql", True)),
+        }
+
     # ------------------------------------------------------------ requests
 
     async def request(self, request: dict[str, Any]) -> Any:

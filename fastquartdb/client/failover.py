@@ -83,6 +83,10 @@ class FailoverTransport(Transport):
         assert self._current is not None
         return self._current.mode
 
+    def info(self) -> dict[str, Any]:
+        """The :meth:`Transport.info` of the transport requests go to now."""
+        return self.current.info()
+
     @property
     def current(self) -> Transport:
         """The transport requests go to now."""

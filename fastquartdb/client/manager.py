@@ -247,6 +247,11 @@ class AsyncDatabaseManager:
         """``"daemon"`` or ``"embedded"``: where requests run now."""
         return self.transport.mode
 
+    def info(self) -> dict[str, Any]:
+        """What requests run on now: ``{"mode": ..., "raw_sql": ...}``, and for a daemon its
+        ``socket``, ``server`` and ``server_pid``."""
+        return self.transport.info()
+
     # ------------------------------------------------------------ requests
 
     async def _send(self, request: dict[str, Any]) -> Any:

@@ -76,6 +76,13 @@ class Transport(abc.ABC):
     async def close(self) -> None:
         """Release every resource; pending requests fail. Safe to call twice."""
 
+    def info(self) -> dict[str, Any]:
+        """What this transport is, for callers that must know (``fqdb ping``, the CLI's
+        catalog): always ``mode``; a daemon adds ``socket``, ``server``, ``server_pid``
+        and ``raw_sql`` (whether it accepts the ``execute`` op). Callers ask this rather
+        than test the transport's class."""
+        return {"mode": self.mode, "raw_sql": True}
+
 
 class EmbeddedTransport(Transport):
     """The engine in this process: one sqlite connection, one worker, group commit.

@@ -1,6 +1,7 @@
 """Requests to SQL and their execution on one sqlite connection; shared by daemon and embedded mode."""
 
-from .executor import Engine, Outcome, translate_sqlite_error
+from .executor import Engine, Outcome
+from .resultcodes import error_for_code, translate_sqlite_error
 from .runner import EngineThread
 from .schema import TableInfo, check_identifier, quote
 from .sqltypes import SqlType, parse_type
@@ -19,6 +20,7 @@ __all__ = [
     "WorkItem",
     "check_identifier",
     "check_value",
+    "error_for_code",
     "parse_type",
     "quote",
     "translate_sqlite_error",

@@ -30,8 +30,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol.errors import (
-    DatabaseBusyError,
-    DatabaseError,
     FQDBError,
     IntegrityError,
     OperationalError,
@@ -43,8 +41,10 @@ from ..protocol.errors import (
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
 from .locking import ProcessLock
+from .resultcodes import translate_sqlite_error
 from .sandbox import Sandbox
 from .schema import (
+    LIVE_TABLES_SQL,
     TableInfo,
     check_identifier,
     ensure_table,
@@ -52,6 +52,7 @@ from .schema import (
     parse_column_sets,
     parse_column_specs,
     quote,
+    unknown_table,
 )
 from .statements import (
     build_aggregate,
@@ -86,27 +87,6 @@ _MAX_RESTARTS = 3
 
 # Requests made of several statements; they get a SAVEPOINT so a failure undoes all of them.
 _SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
-
-
-def translate_sqlite_error(exc: sqlite3.Error) -> FQDBError:
-    """The one table from sqlite3's exceptions to ours."""
-    message = str(exc)
-    if isinstance(exc, sqlite3.IntegrityError):
-        return IntegrityError(message)
-    if isinstance(exc, sqlite3.OperationalError):
-        lowered = message.lower()
-        if "locked" in lowered or "busy" in lowered:
-            return DatabaseBusyError(f"{message}: another process held the write lock too long")
-        if "readonly" in lowered or "read-only" in lowered:
-            return ReadOnlyError(message)
-        if "no such" in lowered or "syntax error" in lowered or "incomplete input" in lowered:
-            return ProgrammingError(message)
-        return OperationalError(message)
-    if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.Warning)):
-        return ProgrammingError(message)
-    if isinstance(exc, sqlite3.DataError):
-        return ValidationError(message)
-    return DatabaseError(message)
 
 
 def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
@@ -282,19 +262,21 @@ class Engine:
         info = self._tables.get(name) if isinstance(name, str) else None
         if info is not None:
             return info
-        checked = check_identifier(name, "table name")
+        try:
+            checked = check_identifier(name, "table name")
+        except ValidationError:
+            # Not a plain identifier, but perhaps a name the live schema holds ("my table",
+            # made by another tool): that one is safe quoted.
+            live = (
+                isinstance(name, str)
+                and self.conn.execute(LIVE_TABLES_SQL + " AND name = ?", [name]).fetchone()
+            )
+            if not live:
+                raise
+            checked = str(name)
         found = load_table(self.conn, checked)
         if found is None:
-            tables = [
-                row[0]
-                for row in self.conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-                )
-            ]
-            raise ValidationError(
-                f"unknown table {brief(checked)} (tables: {', '.join(tables) or 'none'})"
-            )
+            raise unknown_table(checked, self.conn.execute(LIVE_TABLES_SQL))
         self._tables[checked] = found
         return found
 

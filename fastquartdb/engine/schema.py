@@ -1,7 +1,9 @@
 """Tables as the engine sees them: identifier checks, the live schema, and additive migration.
 
-Every identifier that reaches SQL passes :func:`check_identifier` and is then
-quoted; nothing a client sends is spliced into SQL any other way.
+Every identifier that reaches SQL passes :func:`check_identifier`, or is a
+table name the live schema holds (``fqdb tables`` lists ``"my table"``, made by
+another tool, and it must be usable), and is then quoted; nothing a client
+sends is spliced into SQL any other way.
 ``ensure_table`` creates a table or adds the columns and indexes it lacks;
 it never drops anything, and a change SQLite cannot make in place (a type
 or primary key changed) is a :class:`SchemaError` naming the column.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from ..protocol.errors import SchemaError, ValidationError, brief
 from .sqltypes import SqlType, affinity_of, parse_type
 
 __all__ = [
+    "LIVE_TABLES_SQL",
     "ColumnSpec",
     "TableInfo",
     "check_expression",
@@ -29,6 +32,8 @@ __all__ = [
     "parse_column_sets",
     "parse_column_specs",
     "quote",
+    "unique_sets",
+    "unknown_table",
 ]
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -52,6 +57,25 @@ def check_identifier(name: object, what: str = "name") -> str:
             f"invalid {what} {brief(name)}: names starting with 'sqlite_' are reserved"
         )
     return name
+
+
+#: The user's tables and views, ``(name, type)`` by name (what ``fqdb tables`` lists). A
+#: name this returns is safe to use quoted, whatever its characters; with a ``name = ?``
+#: condition appended it asks whether one such table or view exists.
+LIVE_TABLES_SQL = (
+    "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+)
+
+
+def unknown_table(name: object, live: Iterable[Sequence[Any]]) -> ValidationError:
+    """The error for a table ``name`` that does not exist, listing the ``(name, type)``
+    rows of :data:`LIVE_TABLES_SQL` (tables, then views)."""
+    rows = sorted((str(row[0]), str(row[1])) for row in live)
+    tables = ", ".join(n for n, kind in rows if kind == "table") or "none"
+    views = ", ".join(n for n, kind in rows if kind == "view")
+    listing = f"tables: {tables}" + (f"; views: {views}" if views else "")
+    return ValidationError(f"unknown table {brief(name)} ({listing})")
 
 
 def quote(name: str) -> str:
@@ -142,15 +166,37 @@ def load_table(conn: sqlite3.Connection, name: str) -> TableInfo | None:
         for row in conn.execute(f"PRAGMA foreign_key_list({quote(name)})")
         if row[4] is not None
     ]
-    unique_sets = []
-    pk = frozenset(row[1] for row in rows if row[5])
+    indexes = [
+        (index, conn.execute(f"PRAGMA index_info({quote(index[1])})").fetchall())
+        for index in conn.execute(f"PRAGMA index_list({quote(name)})").fetchall()
+        if index[2]  # unique
+    ]
+    return TableInfo(name, rows, fks, unique_sets(rows, indexes))
+
+
+def unique_sets(
+    rows: Sequence[Sequence[Any]],
+    indexes: Iterable[tuple[Sequence[Any], Sequence[Sequence[Any]]]],
+) -> list[frozenset[str]]:
+    """The column sets an ``ON CONFLICT (...)`` can name: the primary key, then every unique
+    index that is not partial and covers plain columns only (no expression).
+
+    Args:
+        rows: ``PRAGMA table_info`` rows.
+        indexes: ``(PRAGMA index_list row, its PRAGMA index_info rows)`` per unique index.
+    """
+    found: list[frozenset[str]] = []
+    pk = frozenset(str(row[1]) for row in rows if row[5])
     if pk:
-        unique_sets.append(pk)
-    for index in conn.execute(f"PRAGMA index_list({quote(name)})").fetchall():
-        if index[2]:  # unique
-            cols = conn.execute(f"PRAGMA index_info({quote(index[1])})").fetchall()
-            unique_sets.append(frozenset(c[2] for c in cols))
-    return TableInfo(name, rows, fks, unique_sets)
+        found.append(pk)
+    for index, columns in indexes:
+        names = [c[2] for c in columns]
+        if not index[2] or (len(index) > 4 and index[4]) or None in names:
+            continue  # not unique, partial, or on an expression
+        key = frozenset(str(n) for n in names)
+        if key not in found:
+            found.append(key)
+    return found
 
 
 def _flag(spec: Mapping[str, Any], key: str, default: bool) -> bool:

@@ -482,10 +482,11 @@ def _name_list(value: object, what: str) -> list[Any]:
 def _conflict_target(table: TableInfo, conflict: object) -> list[str]:
     names = [table.check_column(c) for c in _name_list(conflict, "conflict")]
     if frozenset(names) not in table.unique_sets:
+        known = "; ".join(", ".join(sorted(key)) for key in table.unique_sets) or "none"
         raise ValidationError(
             f"conflict target ({', '.join(names)}) is not the primary key or a unique index of "
-            f"table {brief(table.name)}: declare Column(unique=True) on it, or "
-            f"__unique_together__ = [{tuple(names)!r}] for several columns"
+            f"table {brief(table.name)} (unique keys: {known}): declare Column(unique=True) on "
+            f"it, or __unique_together__ = [{tuple(names)!r}] for several columns"
         )
     return names
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fastquartdb.cli.filters import WhereSyntaxError, parse_value, parse_where
+from fastquartdb.cli.filters import WhereSyntaxError, parse_param, parse_where
 from fastquartdb.server import ServerConfig
 from tests.helpers import DaemonProcess
 
@@ -302,7 +302,7 @@ def test_count(target: str) -> None:
 def test_query(target: str) -> None:
     sql = "SELECT username, age FROM user WHERE age > :min AND username != :skip ORDER BY age"
     rows, counted = fqdb_all(
-        ["query", target, sql, "-p", "min=20", "-p", "skip='dave'", "--json"],
+        ["query", target, sql, "-p", "min:=20", "-p", "skip=dave", "--json"],
         ["query", target, "SELECT count(*) AS n FROM team", "--csv"],
     )
     assert rows.json() == [{"username": "alice", "age": 30}, {"username": "carol", "age": 45}]
@@ -410,15 +410,15 @@ def test_where_grammar_errors(text: str, message: str) -> None:
 
 
 def test_param_values() -> None:
-    assert [parse_value(v) for v in ("42", "-1.5", "NULL", "'007'", "alice", "a b", "")] == [
-        42,
-        -1.5,
-        None,
-        "007",
-        "alice",
-        "a b",
-        "",
-    ]
+    """``NAME=VALUE`` is the text VALUE exactly; ``NAME:=VALUE`` a JSON number, true/false,
+    null or "string"."""
+    texts = ("007", "42", "NULL", "'007'", "alice", "a b", "", "true")
+    assert [parse_param(f"p={v}") for v in texts] == [("p", v) for v in texts]
+    typed = ("42", "-1.5", "null", "true", '"007"', "1e3")
+    assert [parse_param(f":p:={v}")[1] for v in typed] == [42, -1.5, None, True, "007", 1000.0]
+    for bad in ("p:=abc", "p:=[1]", "p:={}", "p:=007", "p", "=1", "1x=2"):
+        with pytest.raises(ValueError):
+            parse_param(bad)
 
 
 # ---------------------------------------------------------------- writing
@@ -502,8 +502,8 @@ def test_insert_upsert(target: str, tmp_path: Path) -> None:
         ("violet", 1),
     ]
     not_unique = fqdb("insert", target, "user", str(data), "--nl", "--upsert", "age", expect=1)
-    assert "no PRIMARY KEY or UNIQUE index on exactly (age)" in not_unique.err
-    assert "unique keys: id; username" in not_unique.err
+    assert "conflict target (age) is not the primary key or a unique index" in not_unique.err
+    assert "(unique keys: id; username)" in not_unique.err
     unknown = fqdb("insert", target, "user", str(data), "--nl", "--upsert", "nick", expect=1)
     assert "unknown column 'nick'" in unknown.err
 
@@ -768,7 +768,7 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
         expect=1,
     )
     for result in results[:-1]:
-        assert result.err == "fqdb: file is not a database\n"
+        assert result.err == f"fqdb: {text}: file is not a database\n"
     assert results[-1].err == f"fqdb: not a database file: {tmp_path} (a directory or a device?)\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 

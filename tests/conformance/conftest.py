@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -77,10 +78,10 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serving(transport: str, path: str) -> AsyncIterator[None]:
-    """Whatever ``transport`` needs running for ``path`` (a daemon, or nothing)."""
+async def serving(transport: str, path: str, **options: Any) -> AsyncIterator[None]:
+    """Whatever ``transport`` needs running for ``path`` (a daemon with ``options``, or nothing)."""
     if transport == "daemon":
-        async with daemon_in_process(path):
+        async with daemon_in_process(path, **options):
             yield
     else:
         yield

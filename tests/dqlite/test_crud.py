@@ -17,8 +17,11 @@ from fastquartdb.client.dqlite import DqliteTransport, parse_dqlite_url, wire
 from fastquartdb.client.dqlite.connection import DqliteRequestError
 from fastquartdb.client.dqlite.transport import translate_dqlite_error
 from fastquartdb.protocol.errors import (
+    ConnectionLostError,
     DaemonUnavailableError,
+    DatabaseBusyError,
     IntegrityError,
+    OperationalError,
     ProgrammingError,
     ValidationError,
 )
@@ -150,8 +153,18 @@ def test_parse_url() -> None:
 def test_error_codes_map_to_classes() -> None:
     for code in (2067, 1555, 787, 275, 1299, 19):
         assert isinstance(translate_dqlite_error(DqliteRequestError(code, "x")), IntegrityError)
+    # The same table as the engine's, by result code: every SQLITE_ERROR is the statement's.
+    for message in ("no such table: t", "table t already exists", "view v already exists"):
+        error = translate_dqlite_error(DqliteRequestError(1, message))
+        assert type(error) is ProgrammingError
+    assert type(translate_dqlite_error(DqliteRequestError(5, "database is locked"))) is (
+        DatabaseBusyError
+    )
+    for code in (10, 13, 14, 9):  # IOERR, FULL, CANTOPEN, INTERRUPT: the world's doing
+        assert type(translate_dqlite_error(DqliteRequestError(code, "x"))) is OperationalError
     assert isinstance(
-        translate_dqlite_error(DqliteRequestError(1, "no such table: t")), ProgrammingError
+        translate_dqlite_error(DqliteRequestError(10 | (40 << 8), "not leader")),
+        ConnectionLostError,
     )
 
 

@@ -217,7 +217,7 @@ HOUSEKEEPING = re.compile(
       | COMMIT\s*$
       | ROLLBACK\s*$
       | (?:SAVEPOINT|RELEASE|ROLLBACK\s+TO)\s+"fqdb_request"\s*$
-      | SELECT\s+name\s+FROM\s+sqlite_master\b
+      | SELECT\s+name(?:,\s*type)?\s+FROM\s+sqlite_master\b  # the live tables and views
     )""",
     re.IGNORECASE | re.VERBOSE,
 )

@@ -730,22 +730,37 @@ def test_shutdown_rolls_back_and_checkpoints(users: Engine, path: str) -> None:
 # ------------------------------------------------------------------ sqlite errors
 
 
+def _coded(cls: type[sqlite3.Error], message: str, code: int) -> sqlite3.Error:
+    """A sqlite3 exception as SQLite raises it: with its result code."""
+    exc = cls(message)
+    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return exc
+
+
 @pytest.mark.parametrize(
     ("exc", "cls"),
     [
-        (sqlite3.IntegrityError("UNIQUE constraint failed: t.x"), IntegrityError),
-        (sqlite3.OperationalError("database is locked"), DatabaseBusyError),
-        (sqlite3.OperationalError("database table is locked"), DatabaseBusyError),
-        (sqlite3.OperationalError("attempt to write a readonly database"), ReadOnlyError),
-        (sqlite3.OperationalError("no such table: x"), ProgrammingError),
-        (sqlite3.OperationalError("no such column: y"), ProgrammingError),
-        (sqlite3.OperationalError('near "x": syntax error'), ProgrammingError),
-        (sqlite3.OperationalError("incomplete input"), ProgrammingError),
-        (sqlite3.OperationalError("disk I/O error"), OperationalError),
+        (_coded(sqlite3.IntegrityError, "UNIQUE constraint failed: t.x", 2067), IntegrityError),
+        (_coded(sqlite3.OperationalError, "database is locked", 5), DatabaseBusyError),
+        (_coded(sqlite3.OperationalError, "database table is locked", 262), DatabaseBusyError),
+        (
+            _coded(sqlite3.OperationalError, "attempt to write a readonly database", 8),
+            ReadOnlyError,
+        ),
+        (_coded(sqlite3.OperationalError, "no such table: x", 1), ProgrammingError),
+        (_coded(sqlite3.OperationalError, "table t already exists", 1), ProgrammingError),
+        (_coded(sqlite3.OperationalError, "disk I/O error", 10), OperationalError),
+        (_coded(sqlite3.OperationalError, "database or disk is full", 13), OperationalError),
+        (_coded(sqlite3.OperationalError, "unable to open database file", 14), OperationalError),
+        (_coded(sqlite3.OperationalError, "interrupted", 9), OperationalError),
+        # The message never decides: a world condition whose text looks like a statement error.
+        (_coded(sqlite3.OperationalError, "no such table (disk I/O error)", 266), OperationalError),
+        (_coded(sqlite3.DataError, "string or blob too big", 18), ValidationError),
+        (_coded(sqlite3.DatabaseError, "file is not a database", 26), DatabaseError),
+        # Without a code (sqlite3's own checks) the sqlite3 class decides.
         (sqlite3.ProgrammingError("Incorrect number of bindings"), ProgrammingError),
         (sqlite3.InterfaceError("bad parameter"), ProgrammingError),
-        (sqlite3.DataError("string or blob too big"), ValidationError),
-        (sqlite3.DatabaseError("file is not a database"), DatabaseError),
+        (sqlite3.OperationalError("something"), OperationalError),
         (sqlite3.Error("whatever"), DatabaseError),
     ],
 )

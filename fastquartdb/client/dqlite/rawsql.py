@@ -26,6 +26,7 @@ __all__ = [
     "classify",
     "first_word",
     "number_named",
+    "placeholders",
     "tokenize",
 ]
 
@@ -164,6 +165,27 @@ def _pragma(tokens: list[Token]) -> tuple[str, str | None]:
         return "", None
     following = rest[1].text if len(rest) > 1 else None
     return rest[0].name, following if following in ("=", "(") else None
+
+
+def placeholders(sql: str) -> tuple[list[str], bool]:
+    """The named placeholders of ``sql`` (``:name``, ``@name``, ``$name``) in order of first
+    use, and whether it has positional ones (``?``); quotes and comments are skipped.
+
+    Example::
+
+        >>> placeholders("SELECT :a, ':b' -- :c\\n WHERE x = @a OR y = ?")
+        (['a'], True)
+    """
+    names: list[str] = []
+    positional = False
+    for token in tokenize(sql):
+        if token.kind != "var":
+            continue
+        if token.text[0] == "?":
+            positional = True
+        elif token.text[1:] not in names:
+            names.append(token.text[1:])
+    return names, positional
 
 
 def number_named(sql: str, params: dict[str, Any]) -> tuple[str, list[Any]]:

@@ -32,15 +32,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...engine.executor import translate_sqlite_error
+from ...engine.resultcodes import error_for_code, translate_sqlite_error
 from ...engine.sandbox import check_statement
 from ...engine.schema import (
+    LIVE_TABLES_SQL,
     TableInfo,
     check_identifier,
     ensure_table,
     parse_column_sets,
     parse_column_specs,
     quote,
+    unique_sets,
+    unknown_table,
 )
 from ...engine.statements import (
     build_aggregate,
@@ -58,13 +61,8 @@ from ...protocol.errors import (
     ConnectionLostError,
     DaemonUnavailableError,
     DatabaseBusyError,
-    DatabaseError,
     FQDBError,
-    IntegrityError,
     InterfaceError,
-    OperationalError,
-    ProgrammingError,
-    ReadOnlyError,
     ValidationError,
     brief,
 )
@@ -123,31 +121,11 @@ def parse_dqlite_url(url: str) -> tuple[list[str], str]:
 
 
 def translate_dqlite_error(exc: DqliteRequestError) -> FQDBError:
-    """The one table from dqlite failures (SQLite result codes) to our classes."""
-    primary = exc.code & 0xFF
-    message = exc.message
-    if primary in (19, 20):  # CONSTRAINT (UNIQUE 2067, PK 1555, FK 787, CHECK 275, NOT NULL 1299)
-        return IntegrityError(message)
-    if primary in (5, 6):
-        return DatabaseBusyError(f"{message}: another client held the write lock too long")
-    if primary == 8:
-        return ReadOnlyError(message)
-    if primary in (21, 25):
-        return ProgrammingError(message)
-    if primary == 18:
-        return ValidationError(message)
-    if primary == 1:
-        lowered = message.lower()
-        if "no such" in lowered or "syntax error" in lowered or "incomplete input" in lowered:
-            return ProgrammingError(message)
-        if "already exists" in lowered or "duplicate column" in lowered:
-            return OperationalError(message)
-        return OperationalError(message)
+    """A dqlite failure as our exception: a lost leader, else SQLite's result code through
+    the engine's one table (dqlite reports SQLite's codes)."""
     if exc.not_leader or exc.leadership_lost:
-        return ConnectionLostError(f"{message}: the dqlite leader changed")
-    if primary in (10, 13, 14):
-        return OperationalError(message)
-    return DatabaseError(message)
+        return ConnectionLostError(f"{exc.message}: the dqlite leader changed")
+    return error_for_code(exc.code, exc.message, holder="another client")
 
 
 class _Lost(Exception):
@@ -665,28 +643,29 @@ class DqliteTransport(Transport):
         info = self._tables.get(name) if isinstance(name, str) else None
         if info is not None:
             return info
-        checked = check_identifier(name, "table name")
+        try:
+            checked = check_identifier(name, "table name")
+        except ValidationError:
+            # A name the live schema holds is usable whatever its characters (as in the engine).
+            if not isinstance(name, str):
+                raise
+            _, live = await session.read(LIVE_TABLES_SQL + " AND name = ?", [name])
+            if not live:
+                raise
+            checked = name
         _, rows = await session.read(f"PRAGMA table_info({quote(checked)})")
         if not rows:
-            _, names = await session.read(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-            raise ValidationError(
-                f"unknown table {brief(checked)} (tables: {', '.join(r[0] for r in names) or 'none'})"
-            )
+            _, names = await session.read(LIVE_TABLES_SQL)
+            raise unknown_table(checked, names)
         _, fk_rows = await session.read(f"PRAGMA foreign_key_list({quote(checked)})")
         fks = [(row[3], row[2], row[4]) for row in fk_rows if row[4] is not None]
-        unique_sets = []
-        pk = frozenset(row[1] for row in rows if row[5])
-        if pk:
-            unique_sets.append(pk)
-        _, indexes = await session.read(f"PRAGMA index_list({quote(checked)})")
-        for index in indexes:
+        _, index_rows = await session.read(f"PRAGMA index_list({quote(checked)})")
+        indexes = []
+        for index in index_rows:
             if index[2]:
                 _, cols = await session.read(f"PRAGMA index_info({quote(index[1])})")
-                unique_sets.append(frozenset(c[2] for c in cols))
-        info = TableInfo(checked, list(rows), fks, unique_sets)
+                indexes.append((index, cols))
+        info = TableInfo(checked, list(rows), fks, unique_sets(rows, indexes))
         self._tables[checked] = info
         return info
 
