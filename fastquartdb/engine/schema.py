@@ -442,6 +442,20 @@ def _create_indexes(
             )
 
 
+def _add_unique_index(conn: sqlite3.Connection, table: str, column: str) -> None:
+    """The unique index of ``Column(unique=True)``; duplicates already in the file are a SchemaError."""
+    try:
+        conn.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(f'ux_{table}_{column}')} "
+            f"ON {quote(table)} ({quote(column)})"
+        )
+    except sqlite3.IntegrityError:
+        raise SchemaError(
+            f"cannot make column {brief(column)} of table {brief(table)} unique: the file already "
+            "holds duplicate values in it; remove the duplicates first, or drop unique=True"
+        ) from None
+
+
 def ensure_table(
     conn: sqlite3.Connection,
     table: str,
@@ -489,6 +503,9 @@ def ensure_table(
                     f"but column {brief(spec.name)} is {'' if spec.primary_key else 'not '}a primary key in "
                     "the model: SQLite cannot change a primary key in place"
                 )
+            if spec.unique and frozenset([existing]) not in live.unique_sets:
+                # Column(unique=True) on a column the file already has: added like a column.
+                _add_unique_index(conn, table, spec.name)
         else:
             if spec.primary_key:
                 raise SchemaError(
@@ -503,10 +520,7 @@ def ensure_table(
             plain = dataclasses.replace(spec, unique=False, index=False)
             conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {_column_sql(plain, False)}")
             if spec.unique:
-                conn.execute(
-                    f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(f'ux_{table}_{spec.name}')} "
-                    f"ON {quote(table)} ({quote(spec.name)})"
-                )
+                _add_unique_index(conn, table, spec.name)
             added.append(spec.name)
         if spec.index and not spec.primary_key:
             conn.execute(_index_sql(table, spec.name))

@@ -262,3 +262,35 @@ async def test_failed_migration_adds_nothing(db: AsyncDatabaseManager) -> None:
     with pytest.raises(SchemaError, match="'bad'"):
         await Half.fetch()
     assert await table_info(db, "user") == before
+
+
+async def test_unique_on_an_existing_column_is_added(db: AsyncDatabaseManager) -> None:
+    # README: constraints are "created with the table and added later like columns".
+    await User.insert({"username": "alice", "age": 30})
+
+    class User2(BaseModel):
+        __tablename__ = "user"
+        id = Column("INTEGER", primary_key=True)
+        username = Column("TEXT", nullable=False, unique=True)
+        age = Column("INTEGER")
+
+    await User2.upsert({"username": "alice", "age": 31}, conflict=["username"])
+    assert await User2.fetch(columns=["username", "age"]) == [{"username": "alice", "age": 31}]
+    with pytest.raises(IntegrityError):
+        await User2.insert({"username": "alice"})
+
+
+async def test_unique_on_a_column_with_duplicates_is_a_schema_error(
+    db: AsyncDatabaseManager,
+) -> None:
+    await User.insert_many([{"username": "alice"}, {"username": "alice"}])
+
+    class User2(BaseModel):
+        __tablename__ = "user"
+        id = Column("INTEGER", primary_key=True)
+        username = Column("TEXT", nullable=False, unique=True)
+        age = Column("INTEGER")
+
+    with pytest.raises(SchemaError, match="duplicate values"):
+        await User2.count()
+    assert await User.count() == 2  # nothing changed

@@ -8,7 +8,9 @@ The rules, so that an example can never drift from the code:
   path) in an empty working directory. In daemon mode a real ``fqdb-server``
   subprocess serves that file and the database is opened with
   ``mode="daemon"``; in embedded mode it is opened embedded. A block's own
-  ``init_engine("data/mydb.sqlite")`` then returns that same manager.
+  ``init_engine("data/mydb.sqlite")`` then returns that same manager. No
+  model of the test suite is registered meanwhile: the section's tables are
+  the ones its own code defines.
 * **Order.** The blocks of one section run in order in that one namespace, so a
   block may use what an earlier block of its section defined or inserted (the
   "Beyond CRUD" examples build on its first block's ``User``). Nothing is
@@ -177,6 +179,8 @@ async def test_readme_section_runs(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
+    # Models other test modules defined at import (conftest restores them afterwards).
+    AsyncDatabaseManager._models.clear()
     daemon = DaemonProcess(str(tmp_path / DB)).start() if mode == "daemon" else None
     try:
         db = await AsyncDatabaseManager.init_engine(DB, mode=mode)
