@@ -45,6 +45,7 @@ class DaemonProcess:
         self.socket = socket
         self.proc: subprocess.Popen[str] | None = None
         self.ready_line = ""
+        self.stderr_text = ""
 
     def start(self, timeout: float = 15.0) -> DaemonProcess:
         cmd = [sys.executable, "-m", "fastquartdb.server", self.db, *self.args]
@@ -112,6 +113,9 @@ class DaemonProcess:
 
     def _close_pipes(self) -> None:
         assert self.proc is not None
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            #: What the daemon logged, kept for assertions once it has exited.
+            self.stderr_text = self.proc.stderr.read()
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()

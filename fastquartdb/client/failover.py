@@ -23,7 +23,13 @@ import os
 import time
 from typing import Any
 
-from ..protocol.errors import ConnectionLostError, DaemonUnavailableError, InterfaceError
+from ..protocol.errors import (
+    AccessDeniedError,
+    ConnectionLostError,
+    DaemonUnavailableError,
+    InterfaceError,
+    TooManyClientsError,
+)
 from .connection import SocketTransport
 from .transports import EmbeddedTransport, Transport
 
@@ -45,8 +51,10 @@ class FailoverTransport(Transport):
         request_timeout: float | None,
         reconnect_window: float,
         probe_interval: float,
+        connect_timeout: float = 5.0,
     ) -> None:
         self.db_path = db_path
+        self.connect_timeout = connect_timeout
         self.socket_path = socket_path
         self.allow_embedded = allow_embedded
         self.reconnect_window = reconnect_window
@@ -71,9 +79,13 @@ class FailoverTransport(Transport):
         self = cls(db_path, socket_path, **options)
         try:
             self._current = await self._connect()
-        except DaemonUnavailableError:
+        except (DaemonUnavailableError, AccessDeniedError, TooManyClientsError) as exc:
             if not self.allow_embedded:
                 raise
+            if not isinstance(exc, DaemonUnavailableError) or os.path.lexists(socket_path):
+                # Something is there but cannot serve us (a squatter, a stopped or full
+                # daemon): say so, it is not the quiet "no daemon runs" case.
+                log.warning("not using the daemon for %s, running embedded: %s", db_path, exc)
             self._current = await self._open_embedded()
             self._next_probe = time.monotonic() + self.probe_interval
         return self
@@ -91,7 +103,10 @@ class FailoverTransport(Transport):
 
     async def _connect(self) -> SocketTransport:
         return await SocketTransport.connect(
-            self.socket_path, self.db_path, request_timeout=self._request_timeout
+            self.socket_path,
+            self.db_path,
+            connect_timeout=self.connect_timeout,
+            request_timeout=self._request_timeout,
         )
 
     async def _open_embedded(self) -> EmbeddedTransport:
@@ -126,6 +141,10 @@ class FailoverTransport(Transport):
         if op == "begin" and top:
             owner = self._current
             assert owner is not None
+            if isinstance(owner, SocketTransport) and owner.lost is not None:
+                # Nothing but transactions since the daemon went away: nothing else would
+                # ever notice and reconnect, so a new transaction does (nothing was sent).
+                owner = await self._recover(owner)
             self._txn_owner[txn] = owner
         else:
             owner = self._txn_owner.get(txn, self._current)
@@ -133,6 +152,7 @@ class FailoverTransport(Transport):
         ends = top and op in ("commit", "rollback")
         if isinstance(owner, SocketTransport) and owner.lost is not None:
             self._txn_owner.pop(txn, None)
+            self._recover_in_background(owner)
             if ends and op == "rollback":
                 return None  # the daemon rolled it back when the connection dropped
             raise ConnectionLostError(
@@ -200,7 +220,7 @@ class FailoverTransport(Transport):
         while True:
             try:
                 return await self._connect()
-            except DaemonUnavailableError:
+            except (DaemonUnavailableError, TooManyClientsError):
                 if time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(delay)

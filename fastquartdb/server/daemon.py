@@ -32,6 +32,7 @@ from ..engine import BatchWorker, EngineThread
 from ..protocol import ALL_OPS, PROTOCOL_VERSION
 from .config import ServerConfig
 from .connection import ClientConnection
+from .files import database_mode, fix_group, prepare_database, prepare_socket_dir
 from .ownership import OwnerLock
 from .replication import Replicator
 
@@ -44,7 +45,7 @@ log = logging.getLogger("fastquartdb.server")
 
 
 class SocketInUseError(RuntimeError):
-    """The socket path answers: some other server listens there."""
+    """The socket path cannot be used: some other server listens there, or its directory is unsafe."""
 
 
 def _prepare_socket_path(path: str) -> None:
@@ -206,11 +207,15 @@ async def serve(
     """
     os.makedirs(os.path.dirname(config.db) or ".", exist_ok=True)
     assert config.socket is not None
+    problem = prepare_socket_dir(config.socket)
+    if problem is not None:
+        raise SocketInUseError(f"cannot put the socket in {config.socket}: {problem}")
+    prepare_database(config.db, config.allow_gids)
     # Everything opened below is closed in reverse order, however far start-up got.
     async with contextlib.AsyncExitStack() as stack:
-        owner = OwnerLock(config.lock_path)
+        owner = OwnerLock(config.lock_path, config.db, mode=database_mode(config.allow_gids))
         owner.acquire(config.socket)
-        stack.callback(owner.release)
+        stack.callback(owner.release)  # last of all: after SQLite has closed the file
         _prepare_socket_path(config.socket)
         # Removed after everything else has closed: until then clients find a socket
         # that refuses them, not none (and a restarting daemon cannot take the path).
@@ -227,6 +232,7 @@ async def serve(
             wal_autocheckpoint=0 if replicator else None,
         )
         stack.push_async_callback(thread.close)  # last: the final checkpoint
+        fix_group(config.db, config.allow_gids)
         if replicator is not None:
             await replicator.start()
             # After the last commit, before the checkpoint.
