@@ -39,10 +39,18 @@ async def daemon_in_process(db: str, **options: Any) -> AsyncIterator[Daemon]:
 class DaemonProcess:
     """A real ``fqdb-server`` subprocess, started and stopped by process id."""
 
-    def __init__(self, db: str, *args: str, socket: str | None = None) -> None:
+    def __init__(
+        self,
+        db: str,
+        *args: str,
+        socket: str | None = None,
+        open_files: int | None = None,
+    ) -> None:
         self.db = db
         self.args = list(args)
         self.socket = socket
+        #: Soft and hard RLIMIT_NOFILE for the daemon (``ulimit -n``), if given.
+        self.open_files = open_files
         self.proc: subprocess.Popen[str] | None = None
         self.ready_line = ""
         self.stderr_text = ""
@@ -57,6 +65,7 @@ class DaemonProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=self._limit if self.open_files is not None else None,
         )
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -68,6 +77,12 @@ class DaemonProcess:
         self.ready_line = line.strip()
         self.socket = self.ready_line.split(" on ", 1)[1].rsplit(" (pid", 1)[0]
         return self
+
+    def _limit(self) -> None:  # in the child, before exec
+        import resource
+
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     @property
     def pid(self) -> int:

@@ -43,8 +43,11 @@ from .transports import Transport
 
 __all__ = ["SocketTransport"]
 
-#: Replies may be larger than requests (a big fetch); this bounds what we buffer.
+#: Replies may be larger than requests (a big fetch); this bounds what we buffer from a
+#: daemon that does not announce its own reply limit (``max_reply`` in ``hello``).
 MAX_REPLY_FRAME = 1 << 30
+#: Room for the reply's id and keys around a result of ``max_reply`` bytes.
+REPLY_ENVELOPE = 1 << 20
 _CREDS = struct.Struct("3i")
 
 
@@ -169,6 +172,11 @@ class SocketTransport(Transport):
             )
         self.server = hello
         self._max_frame = int(hello.get("max_frame") or self._max_frame)
+        max_reply = hello.get("max_reply")
+        if type(max_reply) is int and max_reply > 0:
+            # The daemon answers a bigger result with result_too_large for that request
+            # alone, so a longer frame here means a broken stream (room left for the envelope).
+            self._decoder.max_frame = max_reply + REPLY_ENVELOPE
         return self
 
     async def _hello(self, timeout: float, db_path: str) -> Any:

@@ -13,6 +13,12 @@ Policy (``mode="auto"``; ``mode="daemon"`` is the same without the fallback):
   ``probe_interval`` seconds, and returns to it when one answers.
 * An interactive transaction stays on the transport that began it; if that
   was the lost connection, its next request fails with ``ConnectionLostError``.
+  A new transaction begun after the loss reconnects first, so a client that
+  only uses transactions recovers as plain calls do.
+* A daemon that is there but cannot serve us — a socket served by another
+  user (a squatter), a daemon at ``--max-clients``, or one that does not answer
+  ``hello`` within ``connect_timeout`` (stopped, overloaded) — is logged as a
+  warning in ``auto`` mode, which then runs embedded; ``mode="daemon"`` raises.
 """
 
 from __future__ import annotations

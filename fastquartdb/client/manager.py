@@ -156,6 +156,7 @@ class AsyncDatabaseManager:
         synchronous: str = "full",
         busy_timeout: float = 5.0,
         request_timeout: float | None = None,
+        connect_timeout: float = 5.0,
     ) -> AsyncDatabaseManager:
         """Open ``path`` and make it the process's database.
 
@@ -169,13 +170,18 @@ class AsyncDatabaseManager:
             busy_timeout: seconds to wait for another process's write lock.
             request_timeout: daemon mode: seconds to wait for a reply before
                 ``RequestTimeoutError`` (default: wait as long as it takes).
+            connect_timeout: seconds to wait for the daemon to accept and answer
+                ``hello``; a daemon that does not (stopped, overloaded) counts as absent:
+                ``"auto"`` warns and runs embedded, ``"daemon"`` raises.
 
         Returns:
             The manager, also available as ``AsyncDatabaseManager.get()``.
 
         Raises:
             InterfaceError: already initialised for a different file.
-            DaemonUnavailableError: ``mode="daemon"`` and no daemon answers.
+            DaemonUnavailableError: ``mode="daemon"`` and no daemon answers in time.
+            TooManyClientsError: ``mode="daemon"`` and the daemon is at its connection limit.
+            AccessDeniedError: ``mode="daemon"`` and the socket is served by another user.
         """
         fspath = os.fspath(path)
         # A dqlite:// URL names a cluster, not a file: mode "dqlite" (or "auto") and no path rules.
@@ -205,6 +211,7 @@ class AsyncDatabaseManager:
             synchronous=synchronous,
             busy_timeout=busy_timeout,
             request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
         )
         manager = cls(fspath, transport, use_filelock=use_filelock)
         cls._instance = manager
@@ -346,6 +353,7 @@ async def _open_transport(
     synchronous: str,
     busy_timeout: float,
     request_timeout: float | None,
+    connect_timeout: float,
 ) -> Transport:
     embedded_options: dict[str, Any] = {
         "use_filelock": use_filelock,
@@ -375,4 +383,5 @@ async def _open_transport(
         request_timeout=request_timeout,
         reconnect_window=2.0,
         probe_interval=1.0,
+        connect_timeout=connect_timeout,
     )

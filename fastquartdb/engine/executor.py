@@ -37,6 +37,7 @@ from ..protocol.errors import (
 )
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from .locking import ProcessLock
+from .results import fetch_rows
 from .schema import (
     TableInfo,
     check_identifier,
@@ -156,6 +157,8 @@ class Engine:
         self.lock = ProcessLock(lock_path, lock_timeout) if lock_path else None
         self.read_only = read_only
         self.raw_sql = raw_sql
+        #: Most encoded bytes one result may take (the daemon's ``--max-reply``); None: any.
+        self.result_limit: int | None = None
         # query_only refuses BEGIN IMMEDIATE; a read-only engine never writes anyway.
         self._begin_sql = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         self._tables: dict[str, TableInfo] = {}
@@ -352,7 +355,7 @@ class Engine:
 
     def _query(self, sql: str, params: list[Any]) -> dict[str, Any]:
         cursor = self.conn.execute(sql, params)
-        rows = cursor.fetchall()
+        rows = fetch_rows(cursor, self.result_limit, "this query")
         return {"columns": [d[0] for d in cursor.description], "rows": rows}
 
     def _executemany(self, sql: str, rows: list[list[Any]]) -> int:
@@ -478,7 +481,7 @@ class Engine:
         self.conn.set_authorizer(self._authorize)
         try:
             cursor = self.conn.execute(sql, params)
-            rows = cursor.fetchall()
+            rows = fetch_rows(cursor, self.result_limit, "execute")
         except sqlite3.DatabaseError as exc:
             if self._denied is not None:
                 raise ValidationError(f"refused: {self._denied}") from None

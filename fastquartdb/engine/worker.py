@@ -191,11 +191,18 @@ class BatchWorker:
         if self.can_run_inline(item):
             self.run_inline(item)
             return True
-        if len(self._items) >= self.max_queue:
+        # Parked requests count: a held transaction must not let the queue grow without end.
+        # The holder's own connection is exempt, or its transaction could never finish
+        # (its requests are bounded by that connection's in-flight limit).
+        if len(self._items) + len(self._parked) >= self.max_queue and not self._holds(item):
             return False
         self._items.append(item)
         self._wake()
         return True
+
+    def _holds(self, item: WorkItem) -> bool:
+        holder = self._holder
+        return holder is not None and holder[0] is item.session
 
     def can_run_inline(self, item: WorkItem) -> bool:
         """Whether ``item`` may run right now on the loop's thread (see ``inline_reads``)."""
@@ -267,7 +274,7 @@ class BatchWorker:
         self._space_waiters.append(callback)
 
     def _release_space(self) -> None:
-        while self._space_waiters and len(self._items) < self.max_queue:
+        while self._space_waiters and len(self._items) + len(self._parked) < self.max_queue:
             self._space_waiters.popleft()()
 
     def session_closed(self, session: Any) -> None:

@@ -40,6 +40,8 @@ __all__ = ["Daemon", "serve"]
 
 #: How many recent requests the latency percentiles of ``stats`` cover.
 LATENCY_WINDOW = 8192
+#: Seconds between checks that the socket file is still there (and still ours).
+SOCKET_CHECK_INTERVAL = 1.0
 
 log = logging.getLogger("fastquartdb.server")
 
@@ -92,6 +94,9 @@ class Daemon:
         self.stopping = False
         self.stats_refused = 0
         self.stats_protocol_errors = 0
+        self.stats_hello_timeouts = 0
+        #: Connections served at once; one more is refused with ``too_many_clients``.
+        self.client_limit = config.client_limit()
         self.clients_total = 0
         #: Seconds from arrival to reply of the most recent requests (for stats).
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -130,6 +135,7 @@ class Daemon:
             "db": self.config.db,
             "pid": os.getpid(),
             "max_frame": self.config.max_frame,
+            "max_reply": self.config.max_reply,
             "read_only": self.config.read_only,
             "raw_sql": self.config.raw_sql,
         }
@@ -156,6 +162,8 @@ class Daemon:
             "latency_ms": self._latency_percentiles(),
             "refused": self.stats_refused,
             "protocol_errors": self.stats_protocol_errors,
+            "hello_timeouts": self.stats_hello_timeouts,
+            "max_clients": self.client_limit,
             "replication": self.replicator.stats() if self.replicator else None,
         }
 
@@ -233,6 +241,8 @@ async def serve(
         )
         stack.push_async_callback(thread.close)  # last: the final checkpoint
         fix_group(config.db, config.allow_gids)
+        # Results are measured while they are read, so a huge one fails before it is in memory.
+        thread.engine.result_limit = config.max_reply
         if replicator is not None:
             await replicator.start()
             # After the last commit, before the checkpoint.
@@ -248,28 +258,89 @@ async def serve(
         worker.start()
         daemon = Daemon(config, thread, worker, replicator)
         stack.push_async_callback(daemon.drain)
-        loop = asyncio.get_running_loop()
-        # Created 0600 whatever the umask: no window in which others could connect.
-        old_umask = os.umask(0o177)
-        try:
-            server = await loop.create_unix_server(
-                lambda: ClientConnection(daemon), path=config.socket, backlog=1024
-            )
-        finally:
-            os.umask(old_umask)
-        ours.append(os.stat(config.socket).st_ino)
-        stack.callback(server.close)  # first: accept no one new
-        if config.allow_gids:
-            os.chown(config.socket, -1, config.allow_gids[0])
-            os.chmod(config.socket, 0o660)
-        else:
-            os.chmod(config.socket, 0o600)
+        servers: list[asyncio.AbstractServer] = []
+        await _listen(daemon, servers, ours)
+        stack.callback(_close_all, servers)  # first: accept no one new
         if ready is not None:
             ready(daemon)
-        if shutdown_trigger is None:
-            await asyncio.Event().wait()
-        else:
-            await shutdown_trigger()
+        await _serve_until(daemon, servers, ours, shutdown_trigger)
+
+
+async def _listen(daemon: Daemon, servers: list[asyncio.AbstractServer], ours: list[int]) -> None:
+    """Listen on the configured socket path (again, if it was deleted); 0600 or 0660."""
+    config = daemon.config
+    assert config.socket is not None
+    loop = asyncio.get_running_loop()
+    # Created 0600 whatever the umask: no window in which others could connect.
+    old_umask = os.umask(0o177)
+    try:
+        server = await loop.create_unix_server(
+            lambda: ClientConnection(daemon), path=config.socket, backlog=1024
+        )
+    finally:
+        os.umask(old_umask)
+    servers.append(server)
+    ours[:] = [os.stat(config.socket).st_ino]
+    if config.allow_gids:
+        os.chown(config.socket, -1, config.allow_gids[0])
+        os.chmod(config.socket, 0o660)
+    else:
+        os.chmod(config.socket, 0o600)
+
+
+def _close_all(servers: list[asyncio.AbstractServer]) -> None:
+    for server in servers:
+        server.close()
+
+
+async def _serve_until(
+    daemon: Daemon,
+    servers: list[asyncio.AbstractServer],
+    ours: list[int],
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+) -> None:
+    """Wait for the shutdown trigger, watching that clients can still find the socket."""
+    trigger = asyncio.ensure_future(
+        asyncio.Event().wait() if shutdown_trigger is None else shutdown_trigger()
+    )
+    watch = asyncio.ensure_future(_watch_socket(daemon, servers, ours))
+    try:
+        await asyncio.wait({trigger, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (trigger, watch):
+            task.cancel()
+        await asyncio.gather(trigger, watch, return_exceptions=True)
+    if watch.done() and not watch.cancelled() and watch.exception() is not None:
+        raise watch.exception()  # type: ignore[misc]
+
+
+async def _watch_socket(
+    daemon: Daemon, servers: list[asyncio.AbstractServer], ours: list[int]
+) -> None:
+    """Every :data:`SOCKET_CHECK_INTERVAL`: recreate a deleted socket; stop if it was replaced.
+
+    Someone's ``rm -rf /run/app/*`` or a tmp cleaner would otherwise leave a daemon
+    that runs on and that no client can ever reach again.
+    """
+    path = daemon.config.socket
+    assert path is not None
+    while True:
+        await asyncio.sleep(SOCKET_CHECK_INTERVAL)
+        try:
+            inode: int | None = os.lstat(path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if ours and inode == ours[0]:
+            continue
+        if inode is None:
+            log.warning("the socket %s was deleted: listening on a new one", path)
+            servers.pop().close()  # the old one's path is gone; its clients stay connected
+            await _listen(daemon, servers, ours)
+            continue
+        raise SocketInUseError(
+            f"the socket {path} was replaced by another file while this daemon served it: "
+            "clients can no longer reach it, so it stops; find what replaced it, then restart"
+        )
 
 
 def _remove_socket(path: str, ours: list[int]) -> None:

@@ -42,11 +42,13 @@ EXPECTED_CODES = {
     "programming": "ProgrammingError",
     "validation": "ValidationError",
     "schema": "SchemaError",
+    "result_too_large": "ResultTooLargeError",
     "operational": "OperationalError",
     "busy": "DatabaseBusyError",
     "read_only": "ReadOnlyError",
     "connection_lost": "ConnectionLostError",
     "daemon_unavailable": "DaemonUnavailableError",
+    "too_many_clients": "TooManyClientsError",
     "request_timeout": "RequestTimeoutError",
     "transaction_timeout": "TransactionTimeoutError",
 }
