@@ -20,8 +20,9 @@ What one connection may cost the daemon (issue 13, rows 7, 8 and 12):
   go, the connection stops *handling* requests it has already decoded (a
   64 KiB chunk of pipelined fetches would otherwise make every reply before
   the check) and stops reading; it resumes when the client reads.
-* requests in flight (handed to the worker, not yet answered): at most
-  ``max_batch``; the rest wait undecoded in the socket.
+* requests handed to the worker: bounded by the worker's queue (``max_queue``,
+  parked requests included); their replies still arrive while the client does
+  not read, so that is the bound of what such a client can make the daemon hold.
 * one frame: ``max_frame`` bytes, decoding to at most ``max_decoded`` bytes of
   objects (the codec counts), else the connection is closed as for a bad frame.
 * one reply: ``max_reply`` bytes, else that request fails with
@@ -120,10 +121,7 @@ class ClientConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flush_scheduled = False
-        self._work_scheduled = False
-        # Requests handed to the worker (or waiting in the backlog) and not yet answered.
-        self._inflight = 0
-        self._max_inflight = config.max_batch
+
         self._max_unsent = config.max_unsent
         self._max_reply = config.max_reply
         # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.
@@ -207,7 +205,6 @@ class ClientConnection(asyncio.Protocol):
 
     def _work(self, *, force: bool = False) -> None:
         """Handle decoded requests until none is left or the client must catch up first."""
-        self._work_scheduled = False
         unhandled = self._unhandled
         while unhandled and not self.closed:
             if not force and self._congested():
@@ -229,11 +226,11 @@ class ClientConnection(asyncio.Protocol):
         self._update_reading()
 
     def _congested(self) -> bool:
-        """Whether to hold further requests until the client reads or the worker answers."""
+        """Whether to hold further requests until the client reads its replies."""
         if self._out_bytes > self._max_unsent:
             # Hand the replies to the transport: it says (pause_writing) if the client lags.
             self._flush()
-        return self._writing_paused or self._inflight >= self._max_inflight
+        return self._writing_paused
 
     def _fail(self, exc: Exception) -> None:
         """A framing error: the stream is out of sync. Say why, then close."""
@@ -280,14 +277,12 @@ class ClientConnection(asyncio.Protocol):
         self._hello(request_id, message)
 
     def _queue(self, item: WorkItem) -> None:
-        self._inflight += 1  # until deliver(), or the error below
         if self._backlog:
             self._backlog.append(item)
             return
         try:
             accepted = self.daemon.worker.offer(item)
         except OperationalError as exc:
-            self._inflight -= 1
             self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
             return
         if not accepted:
@@ -322,7 +317,6 @@ class ClientConnection(asyncio.Protocol):
         except OperationalError as exc:  # shutting down: nothing more will run
             while backlog:
                 item = backlog.popleft()
-                self._inflight -= 1
                 self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
         if backlog:
             worker.when_space(self._drain_backlog)
@@ -360,7 +354,6 @@ class ClientConnection(asyncio.Protocol):
 
     def deliver(self, item: WorkItem, ok: bool, value: Any) -> None:
         """The worker's reply for ``item``: queue it for the next write."""
-        self._inflight -= 1
         if self.closed:
             return
         self._latencies.append(perf_counter() - item.received)
@@ -375,10 +368,6 @@ class ClientConnection(asyncio.Protocol):
             self._append(frame)
         else:
             self.send(error_reply(request_id, error_code(value), str(value)))
-        if self._unhandled and not self._work_scheduled:
-            # A slot in flight is free: held requests may go on (after this batch's replies).
-            self._work_scheduled = True
-            self._loop.call_soon(self._work)
 
     def send(self, reply: dict[str, Any]) -> None:
         """Queue a reply; every reply of this loop iteration goes out in one write."""

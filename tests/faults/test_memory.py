@@ -205,7 +205,7 @@ def test_parked_requests_count_against_the_queue(
     holder = _greeted(path)
     holder.sendall(_frame({"id": 1, "op": "begin", "txn": 1}))
     assert _read_frame(holder)["ok"] is True
-    senders, per_sender = 6, 1000  # each connection may have --max-batch (256) in flight
+    senders, per_sender = 6, 1000  # 6,000 requests, far past --max-queue
     socks = [_greeted(path) for _ in range(senders)]
     payload = "p" * 200
 
@@ -222,7 +222,7 @@ def test_parked_requests_count_against_the_queue(
         thread.start()
     depth = _settled(proc, "queue_depth")
     assert depth <= max_queue, f"{depth} requests queued or parked (--max-queue {max_queue})"
-    assert depth >= max_queue - 256  # the queue did fill: the bound was exercised
+    assert depth >= max_queue // 2  # the queue did fill: the bound was exercised
     grown_mb = (_status_kb(proc.pid, "VmHWM") - base_kb) / 1024
     holder.sendall(_frame({"id": 2, "op": "commit", "txn": 1}))
     assert _read_frame(holder)["ok"] is True
