@@ -121,7 +121,6 @@ class ClientConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flush_scheduled = False
-
         self._max_unsent = config.max_unsent
         self._max_reply = config.max_reply
         # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.

@@ -95,7 +95,8 @@ def test_idle_flood_under_1024_files_neither_locks_out_nor_stays(
     try:
         began = time.monotonic()
         assert asyncio.run(_visits(db)) == ("daemon", 1)  # served at once, not after the flood
-        assert time.monotonic() - began < 1.0
+        served_s = time.monotonic() - began
+        assert served_s < 1.0
         for sock in flood:
             frame = _closing_frame(sock)
             error = frame["error"]
@@ -104,8 +105,14 @@ def test_idle_flood_under_1024_files_neither_locks_out_nor_stays(
     finally:
         for sock in flood:
             sock.close()
+    closed_s = time.monotonic() - began
     stats = proc.stats()
     assert stats["hello_timeouts"] == 200 and stats["max_clients"] == 1024 - 64
+    print(
+        f"RELIABILITY C12: ulimit -n 1024, 200 connections without hello: a client served in "
+        f"{served_s:.2f} s; all 200 closed with a protocol error {closed_s:.1f} s after "
+        "(--hello-timeout 1)"
+    )
     assert proc.stop() == 0
 
 
@@ -165,6 +172,7 @@ def test_transaction_only_client_recovers_after_kill_and_restart(
     outcomes = asyncio.run(scenario())
     # At most the first may meet the dead connection; every later one runs.
     assert outcomes[1:] == ["ok"] * 3, outcomes
+    print(f"RELIABILITY R1: transactions after kill -9 and restart: {outcomes}")
     assert started[-1].stop() == 0
 
 
@@ -193,10 +201,15 @@ def test_a_stopped_daemon_is_a_clear_error_and_auto_falls_back(
         began = time.monotonic()
         with pytest.raises(DaemonUnavailableError, match="did not answer hello within 1 s"):
             asyncio.run(_visits(db, connect_timeout=1.0))
-        assert time.monotonic() - began < 5
+        failed_s = time.monotonic() - began
+        assert failed_s < 5
         with caplog.at_level(logging.WARNING, logger="fastquartdb.client"):
             assert asyncio.run(_visits(db, "auto", connect_timeout=1.0)) == ("embedded", 2)
         assert any("SIGSTOP" in r.getMessage() for r in caplog.records), caplog.text
+        print(
+            f"RELIABILITY R3: SIGSTOPped daemon: DaemonUnavailableError after {failed_s:.2f} s "
+            "(connect_timeout 1 s); auto mode warned and ran embedded"
+        )
     finally:
         os.kill(proc.pid, signal.SIGCONT)
     assert asyncio.run(_visits(db)) == ("daemon", 3)
