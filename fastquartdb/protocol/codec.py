@@ -20,10 +20,12 @@ from .errors import ProtocolError, ValidationError
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "HEADER_SIZE",
+    "REFUSED_OP",
     "UNCOUNTED_BODY",
     "DecodedTooLargeError",
     "FrameDecoder",
     "FrameError",
+    "RefusedRequest",
     "decode_body",
     "encode_body",
     "encode_frame",
@@ -89,6 +91,25 @@ class DecodedTooLargeError(FrameError):
     """A frame whose body would decode to more memory than allowed."""
 
 
+#: The ``op`` of a :class:`RefusedRequest` (no real op starts with NUL).
+REFUSED_OP = "\x00refused"
+
+
+class RefusedRequest(dict[str, Any]):
+    """What :class:`FrameDecoder` yields for a frame it would not decode: ``id`` and ``reason``.
+
+    The frame was whole and well delimited, so the stream is still in sync: the
+    receiver answers that request alone with an error (``reason``) and reads on.
+    Its ``op`` is :data:`REFUSED_OP`; check the type, not the op, to tell one apart.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, request_id: Any, reason: str) -> None:
+        super().__init__(id=request_id, op=REFUSED_OP)
+        self.reason = reason
+
+
 def _budget_hooks(limit: int, size: int) -> tuple[Any, Any]:
     """``list_hook``/``object_hook`` that count what is built and stop past ``limit`` bytes."""
     left = [limit - size]  # the body's own bytes bound its strings and blobs
@@ -149,6 +170,21 @@ def decode_body(
     return message
 
 
+def _peek_id(body: bytes | bytearray | memoryview) -> int | None:
+    """The ``id`` of a frame body, read without building its other values (skipped)."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, ext_hook=_no_ext)
+    unpacker.feed(body)
+    try:
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "id":
+                value = unpacker.unpack()
+                return value if type(value) is int else None
+            unpacker.skip()
+    except Exception:  # not a map, a bad key: no id to answer to
+        return None
+    return None
+
+
 def encode_ok_frame(request_id: Any, result: Any) -> bytes:
     """The frame of a success reply, ``{"id", "ok": true, "result"}``: the daemon's hot path.
 
@@ -181,6 +217,10 @@ def encode_frame(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) ->
 
 class FrameDecoder:
     """Incremental decoder: ``feed()`` bytes in any split, get whole messages out.
+
+    With ``max_decoded``, a frame whose body would decode to more memory comes out
+    as a :class:`RefusedRequest` (its ``id`` and why) instead of its message, and
+    decoding goes on with the next frame.
 
     Example::
 
@@ -232,7 +272,12 @@ class FrameDecoder:
                 start = offset + HEADER_SIZE
                 if end - start < length:
                     break
-                messages.append(decode_body(view[start : start + length], self.max_decoded))
+                body = view[start : start + length]
+                try:
+                    messages.append(decode_body(body, self.max_decoded))
+                except DecodedTooLargeError as exc:
+                    messages.append(RefusedRequest(_peek_id(body), str(exc)))
+                del body
                 offset = start + length
         except FrameError:
             self._broken = True

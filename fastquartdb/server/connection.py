@@ -23,8 +23,10 @@ What one connection may cost the daemon (issue 13, rows 7, 8 and 12):
 * requests handed to the worker: bounded by the worker's queue (``max_queue``,
   parked requests included); their replies still arrive while the client does
   not read, so that is the bound of what such a client can make the daemon hold.
-* one frame: ``max_frame`` bytes, decoding to at most ``max_decoded`` bytes of
-  objects (the codec counts), else the connection is closed as for a bad frame.
+* one frame: ``max_frame`` bytes (else the connection is closed: the stream
+  cannot be trusted), decoding to at most ``max_decoded`` bytes of objects (the
+  codec counts while it decodes; else that request alone fails with
+  ``validation``, and the connection reads on).
 * one reply: ``max_reply`` bytes, else that request fails with
   ``result_too_large`` and the connection serves on.
 * a connection that sends no ``hello`` within ``hello_timeout`` is closed, and
@@ -52,6 +54,7 @@ from ..protocol import (
     error_reply,
     ok_reply,
 )
+from ..protocol.codec import REFUSED_OP, RefusedRequest
 from ..protocol.errors import (
     AccessDeniedError,
     OperationalError,
@@ -71,7 +74,7 @@ log = logging.getLogger("fastquartdb.server")
 _HEADER = struct.Struct(">I")
 _CREDS = struct.Struct("3i")
 # Ops the connection answers itself instead of queueing.
-_ANSWERED_HERE = frozenset({"hello", "stats"})
+_ANSWERED_HERE = frozenset({"hello", "stats", REFUSED_OP})
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
@@ -272,6 +275,12 @@ class ClientConnection(asyncio.Protocol):
         self.requests += 1
         if op == "stats":
             self.send(ok_reply(request_id, self.daemon.stats()))
+            return
+        if op == REFUSED_OP:
+            # A frame too large once decoded (the decoder never built it): it fails alone.
+            reason = message.reason if type(message) is RefusedRequest else f"unknown op {op!r}"
+            log.warning("refused a request from %s: %s", self.peer, reason)
+            self.send(error_reply(request_id, ValidationError.code, reason))
             return
         self._hello(request_id, message)
 

@@ -10,8 +10,8 @@ from ``/proc/<pid>/status``:
   ``--max-unsent`` bytes of replies wait; when the client reads, every reply
   arrives. Before: every reply was made at once (RSS grew by ~300 MB).
 * row 8: one ``insert_many`` frame of 3.5 million ``[nil]`` rows (7 MB on the
-  wire): refused like an oversized frame once its decoded estimate passes
-  ``--max-decoded``; the daemon serves others on. Before: ~300 MB of objects,
+  wire): that request fails with ``validation`` once its decoded estimate
+  passes ``--max-decoded``; the connection and everyone else are served on. Before: ~300 MB of objects,
   then the insert.
 * row 9: requests parked behind another client's transaction count against
   ``--max-queue``: the queue depth never exceeds it, and everything runs once
@@ -170,22 +170,22 @@ def test_a_frame_decoding_to_too_much_memory_is_refused(
     assert len(frame) < 8 * MB
     sock = _greeted(proc.socket or "")
     bystander = _greeted(proc.socket or "")
-    sock.sendall(frame)
+    sock.sendall(frame + _frame({"id": 2, "op": "count", "table": "t"}))
     reply = _read_frame(sock)
-    assert reply["ok"] is False and reply["error"]["code"] == "protocol", reply
-    assert "--max-decoded" in reply["error"]["message"]
-    assert sock.recv(1) == b""  # closed, like an oversized frame
+    assert reply["id"] == 1 and reply["ok"] is False, reply
+    assert reply["error"]["code"] == "validation" and "--max-decoded" in reply["error"]["message"]
+    # That request failed alone: the same connection, and everyone else, are served on.
+    assert _read_frame(sock) == {"id": 2, "ok": True, "result": 0}
     sock.close()
-    # Everyone else is served on.
-    bystander.sendall(_frame({"id": 2, "op": "count", "table": "t"}))
-    assert _read_frame(bystander) == {"id": 2, "ok": True, "result": 0}
+    bystander.sendall(_frame({"id": 3, "op": "count", "table": "t"}))
+    assert _read_frame(bystander) == {"id": 3, "ok": True, "result": 0}
     bystander.close()
     grown_mb = (_status_kb(proc.pid, "VmHWM") - base_kb) / 1024
     # Bound: the frame buffered (8 MB) + what decoding may reach (32 MB), with room.
     assert grown_mb < 64, f"daemon grew {grown_mb:.1f} MB"
     print(
         f"RELIABILITY M8: one {len(frame) / MB:.1f} MB insert_many frame of {rows:,} [nil] rows: "
-        f"refused, daemon grew {grown_mb:.1f} MB (bound 64 MB with --max-frame 8 MiB, "
+        f"that request refused, daemon grew {grown_mb:.1f} MB (bound 64 MB with --max-frame 8 MiB, "
         "--max-decoded 32 MiB); others served on"
     )
     assert proc.stop() == 0

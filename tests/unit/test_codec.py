@@ -452,12 +452,14 @@ def test_a_declared_huge_array_is_refused_before_it_is_allocated() -> None:
         decode_body(body, 1024 * 1024)
 
 
-def test_decoder_applies_the_decoded_limit_and_stops() -> None:
-    from fastquartdb.protocol.codec import DecodedTooLargeError
+def test_decoder_refuses_only_the_frame_that_decodes_too_large() -> None:
+    from fastquartdb.protocol.codec import RefusedRequest
 
     decoder = FrameDecoder(max_decoded=1024 * 1024)
-    frame = encode_frame({"id": 1, "op": "insert_many", "rows": [[None]] * 50_000})
-    with pytest.raises(DecodedTooLargeError):
-        decoder.feed(frame)
-    with pytest.raises(FrameError):
-        decoder.feed(encode_frame({"id": 2, "op": "ping"}))
+    big = {"op": "insert_many", "rows": [[None]] * 50_000, "id": 7}  # id after the rows
+    data = encode_frame(big) + encode_frame({"id": 8, "op": "ping"})
+    first, second = decoder.feed(data)
+    assert type(first) is RefusedRequest and first["id"] == 7
+    assert "--max-decoded" in first.reason
+    assert second == {"id": 8, "op": "ping"}  # the stream stays in sync
+    assert decoder.feed(encode_frame({"id": 9, "op": "ping"})) == [{"id": 9, "op": "ping"}]
