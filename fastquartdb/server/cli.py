@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         f"open-files limit minus {FD_RESERVE}, at most {DEFAULT_MAX_CLIENTS})",
     )
     parser.add_argument(
+        "--max-clients-per-uid",
+        type=int,
+        default=None,
+        help="connections one peer uid may hold at once (default: no limit besides --max-clients)",
+    )
+    parser.add_argument(
         "--hello-timeout",
         type=float,
         default=5.0,
@@ -180,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw_sql=args.raw_sql,
             replicate=args.replicate,
             max_clients=args.max_clients,
+            max_clients_per_uid=args.max_clients_per_uid,
             hello_timeout=args.hello_timeout,
             max_reply=args.max_reply,
             max_unsent=args.max_unsent,

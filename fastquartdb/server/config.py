@@ -54,6 +54,8 @@ class ServerConfig:
         max_clients: most connections served at once; one more is refused with
             ``too_many_clients``. Default: the open-files limit minus :data:`FD_RESERVE`
             (descriptors kept for SQLite, Litestream and refusing the excess).
+        max_clients_per_uid: most connections of one peer uid at once (None: only
+            ``max_clients``), so one user admitted by ``--allow-gid`` cannot take every slot.
         hello_timeout: seconds a new connection has to send ``hello`` before it is closed.
         max_reply: largest reply (encoded bytes); a bigger result fails that request
             alone with ``result_too_large``.
@@ -77,6 +79,7 @@ class ServerConfig:
     busy_timeout: float = 5.0
     replicate: str | None = None
     max_clients: int | None = None
+    max_clients_per_uid: int | None = None
     hello_timeout: float = 5.0
     max_reply: int = DEFAULT_MAX_REPLY
     max_unsent: int = DEFAULT_MAX_UNSENT
@@ -96,8 +99,10 @@ class ServerConfig:
             raise ValueError(
                 f"max_decoded ({self.max_decoded}) must be at least max_frame ({self.max_frame})"
             )
-        if self.max_clients is not None and self.max_clients < 1:
-            raise ValueError("max_clients must be positive")
+        for name in ("max_clients", "max_clients_per_uid"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be positive")
         if self.hello_timeout <= 0:
             raise ValueError("hello_timeout must be positive")
         if self.transaction_timeout <= 0:

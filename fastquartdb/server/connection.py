@@ -142,15 +142,13 @@ class ClientConnection(asyncio.Protocol):
         if refusal is not None:
             self._refuse(AccessDeniedError.code, refusal)
             return
-        if len(daemon.connections) >= daemon.client_limit:
-            self._refuse(
-                TooManyClientsError.code,
-                f"fqdb-server already serves {len(daemon.connections)} connections, its limit "
-                "(--max-clients); close idle connections, or raise --max-clients and the "
-                "daemon's open-files limit (ulimit -n)",
-            )
+        too_many = daemon.refuse_load(self.peer)
+        if too_many is not None:
+            self._refuse(TooManyClientsError.code, too_many)
             return
         daemon.connections.add(self)
+        if self.peer is not None:
+            daemon.uid_connections[self.peer[1]] += 1
         # Past this many unsent bytes the transport calls pause_writing: stop reading.
         stream.set_write_buffer_limits(high=self._max_unsent)
         self._hello_timer = self._loop.call_later(daemon.config.hello_timeout, self._hello_expired)
@@ -191,8 +189,12 @@ class ClientConnection(asyncio.Protocol):
         self._unhandled.clear()
         self._backlog.clear()
         self._out.clear()
-        self.daemon.connections.discard(self)
-        self.daemon.worker.session_closed(self)
+        daemon = self.daemon
+        if self in daemon.connections:
+            daemon.connections.discard(self)
+            if self.peer is not None:
+                daemon.uid_connections[self.peer[1]] -= 1
+        daemon.worker.session_closed(self)
 
     def pause_writing(self) -> None:
         # The client is not reading its replies: stop taking its requests.

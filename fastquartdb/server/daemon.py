@@ -23,7 +23,7 @@ import os
 import socket
 import stat
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -97,6 +97,8 @@ class Daemon:
         self.stats_hello_timeouts = 0
         #: Connections served at once; one more is refused with ``too_many_clients``.
         self.client_limit = config.client_limit()
+        #: Open connections per peer uid (for ``max_clients_per_uid``).
+        self.uid_connections: Counter[int] = Counter()
         self.clients_total = 0
         #: Seconds from arrival to reply of the most recent requests (for stats).
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -125,6 +127,23 @@ class Daemon:
             f"uid {uid} may not use this database (served by uid {self._uid}); "
             "start fqdb-server with --allow-gid for a shared group"
         )
+
+    def refuse_load(self, peer: tuple[int, int, int] | None) -> str | None:
+        """Why one more connection would be too many (in all, or for the peer's uid), or None."""
+        open_now = len(self.connections)
+        if open_now >= self.client_limit:
+            return (
+                f"fqdb-server already serves {open_now} connections, its limit (--max-clients); "
+                "close idle connections, or raise --max-clients and the daemon's open-files "
+                "limit (ulimit -n)"
+            )
+        per_uid = self.config.max_clients_per_uid
+        if per_uid is not None and peer is not None and self.uid_connections[peer[1]] >= per_uid:
+            return (
+                f"uid {peer[1]} already has {per_uid} connections to fqdb-server, its limit "
+                "(--max-clients-per-uid); close idle connections or raise the limit"
+            )
+        return None
 
     def hello(self) -> dict[str, Any]:
         """The result of the ``hello`` op."""

@@ -144,6 +144,22 @@ def test_past_max_clients_a_clear_refusal_and_auto_falls_back(
     assert proc.stop() == 0
 
 
+def test_per_uid_limit_refuses_that_uid_only(tmp_path: Path, started: list[DaemonProcess]) -> None:
+    db = str(tmp_path / "app.db")
+    proc = DaemonProcess(db, "--max-clients-per-uid", "5", "--hello-timeout", "60").start()
+    started.append(proc)
+    flood = _idle_connections(proc.socket or "", 5)
+    try:
+        with pytest.raises(TooManyClientsError, match=f"uid {os.getuid()} already has 5"):
+            asyncio.run(_visits(db))
+    finally:
+        for sock in flood:
+            sock.close()
+    wait_until(lambda: proc.stats()["clients"] == 1, 10, "the flood to be gone")
+    assert asyncio.run(_visits(db)) == ("daemon", 1)
+    assert proc.stop() == 0
+
+
 def test_transaction_only_client_recovers_after_kill_and_restart(
     tmp_path: Path, started: list[DaemonProcess]
 ) -> None:
