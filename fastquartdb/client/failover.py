@@ -10,7 +10,8 @@ Policy (``mode="auto"``; ``mode="daemon"`` is the same without the fallback):
   ``reconnect_window`` seconds; if the daemon stays away it falls back to
   embedded with a warning (safe: SQLite's own locks guard the file).
 * While embedded it looks for the daemon again at most once per
-  ``probe_interval`` seconds, and returns to it when one answers.
+  ``probe_interval`` seconds, in the background (a stopped daemon must not hold
+  a request for ``connect_timeout``), and returns to it when one answers.
 * An interactive transaction stays on the transport that began it; if that
   was the lost connection, its next request fails with ``ConnectionLostError``.
   A new transaction begun after the loss reconnects first, so a client that
@@ -72,6 +73,7 @@ class FailoverTransport(Transport):
         self._embedded: EmbeddedTransport | None = None
         self._txn_owner: dict[Any, Transport] = {}
         self._recovering: asyncio.Future[Transport] | None = None
+        self._probing: asyncio.Future[None] | None = None
         self._next_probe = 0.0
         self._closed = False
 
@@ -131,7 +133,7 @@ class FailoverTransport(Transport):
         transport = self._current
         assert transport is not None
         if transport.mode == "embedded" and time.monotonic() >= self._next_probe:
-            transport = await self._probe()
+            self._start_probe()
         try:
             return await transport.request(request)
         except ConnectionLostError as exc:
@@ -181,18 +183,32 @@ class FailoverTransport(Transport):
 
     # ------------------------------------------------------------ switching
 
-    async def _probe(self) -> Transport:
-        """While embedded: is a daemon back? Cheap when its socket file is absent."""
+    def _start_probe(self) -> None:
+        """While embedded: look for the daemon in the background. Cheap when its socket is absent.
+
+        In the background, not in the request that noticed it is time: a daemon that
+        accepts but does not answer (stopped) would otherwise hold that request for
+        ``connect_timeout``. Requests run embedded until the probe has connected.
+        """
         self._next_probe = time.monotonic() + self.probe_interval
-        assert self._current is not None
-        if not os.path.exists(self.socket_path):
-            return self._current
+        if self._probing is not None or not os.path.exists(self.socket_path):
+            return
+        self._probing = asyncio.ensure_future(self._probe())
+        self._probing.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _probe(self) -> None:
         try:
-            self._current = await self._connect()
-            self.switches += 1
-        except DaemonUnavailableError:
-            pass
-        return self._current
+            transport = await self._connect()
+        except (DaemonUnavailableError, AccessDeniedError, TooManyClientsError) as exc:
+            log.debug("fqdb-server on %s not usable yet: %s", self.socket_path, exc)
+            return
+        finally:
+            self._probing = None
+        if self._closed or self._current is not self._embedded:
+            await transport.close()  # closed, or recovered another way meanwhile
+            return
+        self._current = transport
+        self.switches += 1
 
     def _recover_in_background(self, failed: Transport) -> None:
         if self._recovering is None and failed is self._current and not self._closed:
@@ -246,6 +262,9 @@ class FailoverTransport(Transport):
 
     async def close(self) -> None:
         self._closed = True
+        if self._probing is not None:
+            self._probing.cancel()
+            await asyncio.gather(self._probing, return_exceptions=True)
         if self._current is not None and self._current is not self._embedded:
             await self._current.close()
         if self._embedded is not None:

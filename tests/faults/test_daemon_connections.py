@@ -230,3 +230,45 @@ def test_a_stopped_daemon_is_a_clear_error_and_auto_falls_back(
         os.kill(proc.pid, signal.SIGCONT)
     assert asyncio.run(_visits(db)) == ("daemon", 3)
     assert proc.stop() == 0
+
+
+def test_embedded_fallback_probes_a_stopped_daemon_without_stalling(
+    tmp_path: Path, started: list[DaemonProcess]
+) -> None:
+    db = str(tmp_path / "app.db")
+    proc = DaemonProcess(db).start()
+    started.append(proc)
+    os.kill(proc.pid, signal.SIGSTOP)
+
+    async def scenario() -> tuple[float, float]:
+        manager = await AsyncDatabaseManager.init_engine(db, connect_timeout=2.0)
+        try:
+            assert manager.mode == "embedded"
+            slowest = 0.0
+            until = time.monotonic() + 3.0  # the client probes for the daemon every second
+            while time.monotonic() < until:
+                began = time.monotonic()
+                await Visit.count()
+                slowest = max(slowest, time.monotonic() - began)
+                await asyncio.sleep(0.05)
+            os.kill(proc.pid, signal.SIGCONT)
+            resumed = time.monotonic()
+            while manager.mode != "daemon":
+                assert time.monotonic() - resumed < 15, "never went back to the daemon"
+                await Visit.count()
+                await asyncio.sleep(0.05)
+            return slowest, time.monotonic() - resumed
+        finally:
+            await AsyncDatabaseManager.close()
+
+    try:
+        slowest, back_s = asyncio.run(scenario())
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    # A probe inside a request would hold it for connect_timeout (2 s).
+    assert slowest < 1.0, f"a request took {slowest:.2f} s while the daemon was stopped"
+    print(
+        f"RELIABILITY R4: embedded beside a stopped daemon: slowest request {slowest * 1000:.0f} ms "
+        f"(probes run in the background); back on the daemon {back_s:.2f} s after SIGCONT"
+    )
+    assert proc.stop() == 0
