@@ -228,8 +228,9 @@ async def serve(
         ready: called once the socket accepts connections.
 
     Raises:
-        AlreadyServedError: another daemon owns the file.
-        SocketInUseError: something else listens on the socket path.
+        AlreadyServedError: another daemon owns the file (by any path to it).
+        SocketInUseError: something else listens on the socket path, its directory is
+            not private, or (while serving) the socket was replaced by another file.
         ReplicationError: ``config.replicate`` is set and Litestream cannot run.
     """
     os.makedirs(os.path.dirname(config.db) or ".", exist_ok=True)
@@ -354,6 +355,9 @@ async def _watch_socket(
         if inode is None:
             log.warning("the socket %s was deleted: listening on a new one", path)
             servers.pop().close()  # the old one's path is gone; its clients stay connected
+            problem = prepare_socket_dir(path)  # a tmp cleaner may have taken our directory too
+            if problem is not None:
+                raise SocketInUseError(f"cannot put the socket back in {path}: {problem}")
             await _listen(daemon, servers, ours)
             continue
         raise SocketInUseError(

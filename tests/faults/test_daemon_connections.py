@@ -200,9 +200,15 @@ def test_a_deleted_socket_is_recreated(tmp_path: Path, started: list[DaemonProce
     os.unlink(path)
     wait_until(lambda: os.path.exists(path), 10, "the socket to be recreated")
     assert asyncio.run(_visits(db)) == ("daemon", 1)
-    assert proc.stop() == 0
+    # Replaced by something else: no client can reach this daemon, so it stops, loudly.
+    impostor = tmp_path / "impostor"
+    impostor.write_text("not a socket")
+    os.replace(impostor, path)
+    assert proc.proc is not None and proc.proc.wait(15) == 1
+    proc.kill()  # collects what it logged
     assert "was deleted: listening on a new one" in proc.stderr_text
-    assert not os.path.exists(path)  # removed at shutdown as usual
+    assert "was replaced by another file" in proc.stderr_text, proc.stderr_text
+    assert Path(path).read_text() == "not a socket"  # not ours: left alone
 
 
 def test_a_stopped_daemon_is_a_clear_error_and_auto_falls_back(
