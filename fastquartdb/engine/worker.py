@@ -192,17 +192,25 @@ class BatchWorker:
             self.run_inline(item)
             return True
         # Parked requests count: a held transaction must not let the queue grow without end.
-        # The holder's own connection is exempt, or its transaction could never finish
-        # (its requests are bounded by that connection's in-flight limit).
-        if len(self._items) + len(self._parked) >= self.max_queue and not self._holds(item):
+        if len(self._items) + len(self._parked) >= self.max_queue and not self._room_for_holder(
+            item
+        ):
             return False
         self._items.append(item)
         self._wake()
         return True
 
-    def _holds(self, item: WorkItem) -> bool:
+    def _room_for_holder(self, item: WorkItem) -> bool:
+        """Past ``max_queue``: still take the transaction holder's requests.
+
+        Its transaction's own requests always (else it could never end, and everyone
+        waits for its timeout); other requests of its session (its process's other
+        tasks, which may sit before them on the same connection) up to twice the bound.
+        """
         holder = self._holder
-        return holder is not None and holder[0] is item.session
+        if holder is None or holder[0] is not item.session:
+            return False
+        return holder[1] == item.txn or len(self._items) + len(self._parked) < 2 * self.max_queue
 
     def can_run_inline(self, item: WorkItem) -> bool:
         """Whether ``item`` may run right now on the loop's thread (see ``inline_reads``)."""

@@ -279,3 +279,39 @@ def test_a_result_over_max_reply_fails_alone(tmp_path: Path, started: list[Daemo
         f"daemon grew {grown_mb:.1f} MB (bound 32 MB)"
     )
     assert proc.stop() == 0
+
+
+def test_the_holders_own_flood_is_bounded_too(tmp_path: Path, started: list[DaemonProcess]) -> None:
+    """Row 9 from the other side: the transaction's holder itself pipelines plain writes."""
+    db = str(tmp_path / "app.db")
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
+    max_queue = 200
+    proc, _ = _start(started, db, "--max-queue", str(max_queue), "--transaction-idle-timeout", "3")
+    holder = _greeted(proc.socket or "")
+    holder.sendall(_frame({"id": 1, "op": "begin", "txn": 1}))
+    assert _read_frame(holder)["ok"] is True
+    count = 3000
+    frames = b"".join(
+        _frame({"id": n, "op": "insert", "table": "t", "values": {"x": n}})
+        for n in range(2, count + 2)
+    )
+    sender = threading.Thread(target=holder.sendall, args=(frames,))
+    sender.start()
+    depth = _settled(proc, "queue_depth")
+    # Its other tasks' requests may pass the bound (they may sit before its transaction's
+    # own on the connection), up to twice; the rest wait unread.
+    assert max_queue < depth <= 2 * max_queue, depth
+    # The transaction goes idle (its commit would sit behind the flood) and is rolled back;
+    # then every plain write runs.
+    replies = [_read_frame(holder) for _ in range(count)]
+    sender.join(30)
+    holder.close()
+    assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:2]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == count
+    print(
+        f"RELIABILITY M9b: the holder pipelined {count:,} plain writes: at most {depth} waited "
+        f"(2 x --max-queue {max_queue}); all ran once its idle transaction was rolled back"
+    )
+    assert proc.stop() == 0
