@@ -30,7 +30,9 @@ from fastquartdb.protocol.address import runtime_dir
 from tests.helpers import DaemonProcess
 
 
-class Note(BaseModel):
+class PrivateNote(BaseModel):
+    __tablename__ = "private_note"
+
     id = Column("INTEGER", primary_key=True)
     body = Column("TEXT")
 
@@ -84,7 +86,7 @@ def test_new_files_are_private_under_umask_022(tmp_path: Path) -> None:
 
         async def write() -> None:
             await AsyncDatabaseManager.init_engine(db, mode="daemon")
-            await Note.insert({"body": "secret"})
+            await PrivateNote.insert({"body": "secret"})
             await AsyncDatabaseManager.close()
 
         asyncio.run(write())
