@@ -53,7 +53,8 @@ class ServerConfig:
             or a directory; the daemon runs Litestream for the file while it serves.
         max_clients: most connections served at once; one more is refused with
             ``too_many_clients``. Default: the open-files limit minus :data:`FD_RESERVE`
-            (descriptors kept for SQLite, Litestream and refusing the excess).
+            (descriptors kept for SQLite, Litestream and refusing the excess; half the
+            limit when it is below 128).
         max_clients_per_uid: most connections of one peer uid at once (None: only
             ``max_clients``), so one user admitted by ``--allow-gid`` cannot take every slot.
         hello_timeout: seconds a new connection has to send ``hello`` before it is closed.
@@ -124,7 +125,9 @@ class ServerConfig:
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft == resource.RLIM_INFINITY:
             soft = 1 << 20
-        return max(1, min(soft - FD_RESERVE, DEFAULT_MAX_CLIENTS))
+        # Under a tiny limit (ulimit -n 64) keep half, so some clients still fit.
+        reserve = min(FD_RESERVE, soft // 2)
+        return max(1, min(soft - reserve, DEFAULT_MAX_CLIENTS))
 
     @property
     def lock_path(self) -> str:

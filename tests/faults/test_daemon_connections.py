@@ -144,6 +144,27 @@ def test_past_max_clients_a_clear_refusal_and_auto_falls_back(
     assert proc.stop() == 0
 
 
+def test_a_flood_past_a_tiny_files_limit_is_a_clear_refusal(
+    tmp_path: Path, started: list[DaemonProcess]
+) -> None:
+    # Before: under ulimit -n 64 the daemon could not accept, and clients got a raw
+    # "OSError: [Errno 9] Bad file descriptor" from the half-open connection.
+    db = str(tmp_path / "app.db")
+    proc = DaemonProcess(db, "--hello-timeout", "60", open_files=64).start()
+    started.append(proc)
+    flood = _idle_connections(proc.socket or "", 200)
+    try:
+        for _ in range(3):
+            with pytest.raises(TooManyClientsError, match="--max-clients"):
+                asyncio.run(_visits(db, connect_timeout=2.0))
+    finally:
+        for sock in flood:
+            sock.close()
+    wait_until(lambda: proc.stats()["clients"] == 1, 10, "the flood to be gone")
+    assert asyncio.run(_visits(db)) == ("daemon", 1)
+    assert proc.stop() == 0
+
+
 def test_per_uid_limit_refuses_that_uid_only(tmp_path: Path, started: list[DaemonProcess]) -> None:
     db = str(tmp_path / "app.db")
     proc = DaemonProcess(db, "--max-clients-per-uid", "5", "--hello-timeout", "60").start()
