@@ -3,7 +3,8 @@
 The database is as private as the socket: a missing file is created with mode
 0600 (0640 and the first ``--allow-gid`` group with one) *whatever the umask*,
 and SQLite gives ``-wal`` and ``-shm`` the database file's own mode when it
-creates them (it ``fchmod``s them to match). Existing files are never changed
+creates them (it ``fchmod``s them to match); with a group the daemon creates
+those two itself, because SQLite copies the group only when it runs as root. Existing files are never changed
 behind the operator's back; the daemon warns at start when one is readable by
 every local user, with the ``chmod`` that fixes it.
 """
@@ -30,22 +31,36 @@ def database_mode(allow_gids: list[int]) -> int:
     return 0o640 if allow_gids else 0o600
 
 
-def prepare_database(db: str, allow_gids: list[int]) -> None:
-    """Create ``db`` private if missing; warn about existing files others can read."""
-    mode = database_mode(allow_gids)
+def _create(path: str, mode: int, gid: int | None) -> None:
+    """Create ``path`` empty with exactly ``mode`` (and group ``gid``) unless it exists."""
     old_umask = os.umask(0o777 & ~mode)
     try:
-        fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except FileExistsError:
-        fd = None
+        return
     finally:
         os.umask(old_umask)
-    if fd is not None:
-        try:
-            if allow_gids:
-                os.fchown(fd, -1, allow_gids[0])
-        finally:
-            os.close(fd)
+    try:
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+    finally:
+        os.close(fd)
+
+
+def prepare_database(db: str, allow_gids: list[int]) -> None:
+    """Create ``db`` private if missing; warn about existing files others can read.
+
+    With a group, ``-wal`` and ``-shm`` are created too (empty, which SQLite takes
+    as "no log yet"): SQLite copies the database's group to them only when it runs
+    as root, so a plain daemon's would get its own primary group and lock the
+    group's readers out.
+    """
+    mode = database_mode(allow_gids)
+    gid = allow_gids[0] if allow_gids else None
+    _create(db, mode, gid)
+    if gid is not None:
+        for suffix in _SIBLINGS:
+            _create(db + suffix, mode, gid)
     for path in (db, *(db + suffix for suffix in _SIBLINGS)):
         with contextlib.suppress(FileNotFoundError):
             current = stat.S_IMODE(os.stat(path).st_mode)

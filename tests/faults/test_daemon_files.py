@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -206,3 +208,73 @@ def test_squatted_runtime_dir_refuses_start_and_clients_fall_back(
     with caplog.at_level(logging.WARNING, logger="fastquartdb.client"):
         assert asyncio.run(use()) == "embedded"
     assert any("belongs to uid 65534" in r.getMessage() for r in caplog.records), caplog.text
+
+
+# Run as ``nobody`` whose primary group is not the admitted one: SQLite gives new -wal/-shm
+# the process's group (it copies the database's owner only as root), so the daemon must.
+GROUP_SCRIPT = r"""
+import asyncio, json, os, sys
+from fastquartdb.client.connection import SocketTransport
+from fastquartdb.server import ServerConfig, serve
+
+db = sys.argv[1]
+stop = asyncio.Event()
+seen = {}
+
+async def use(daemon):
+    transport = await SocketTransport.connect(daemon.config.socket, db)
+    await transport.request({"op": "execute", "sql": "CREATE TABLE t (x)", "params": []})
+    await transport.request({"op": "execute", "sql": "INSERT INTO t VALUES (1)", "params": []})
+    await transport.close()
+    for suffix in ("", "-wal", "-shm"):
+        info = os.stat(db + suffix)
+        seen[suffix or "db"] = [info.st_gid, oct(info.st_mode & 0o777)]
+    stop.set()
+
+async def main():
+    tasks = []
+    config = ServerConfig(db=db, allow_gids=[int(sys.argv[2])])
+    await serve(config, shutdown_trigger=stop.wait,
+                ready=lambda d: tasks.append(asyncio.ensure_future(use(d))))
+    await asyncio.gather(*tasks)
+
+os.umask(0o022)
+asyncio.run(main())
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to run the daemon as another user",
+)
+def test_allow_gid_group_reaches_wal_and_shm_as_a_plain_user() -> None:
+    shared_gid = 4242
+    home = Path(tempfile.mkdtemp(prefix="fqdb-group-", dir="/tmp"))
+    try:
+        os.chown(home, 65534, 65534)
+        home.chmod(0o755)
+        db = str(home / "app.db")
+        proc = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                f"--groups={shared_gid}",
+                sys.executable,
+                "-c",
+                GROUP_SCRIPT,
+                db,
+                str(shared_gid),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        seen = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert seen == {name: [shared_gid, "0o640"] for name in ("db", "-wal", "-shm")}, seen
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
