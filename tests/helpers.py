@@ -39,12 +39,21 @@ async def daemon_in_process(db: str, **options: Any) -> AsyncIterator[Daemon]:
 class DaemonProcess:
     """A real ``fqdb-server`` subprocess, started and stopped by process id."""
 
-    def __init__(self, db: str, *args: str, socket: str | None = None) -> None:
+    def __init__(
+        self,
+        db: str,
+        *args: str,
+        socket: str | None = None,
+        open_files: int | None = None,
+    ) -> None:
         self.db = db
         self.args = list(args)
         self.socket = socket
+        #: Soft and hard RLIMIT_NOFILE for the daemon (``ulimit -n``), if given.
+        self.open_files = open_files
         self.proc: subprocess.Popen[str] | None = None
         self.ready_line = ""
+        self.stderr_text = ""
 
     def start(self, timeout: float = 15.0) -> DaemonProcess:
         cmd = [sys.executable, "-m", "fastquartdb.server", self.db, *self.args]
@@ -56,6 +65,7 @@ class DaemonProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=self._limit if self.open_files is not None else None,
         )
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -67,6 +77,12 @@ class DaemonProcess:
         self.ready_line = line.strip()
         self.socket = self.ready_line.split(" on ", 1)[1].rsplit(" (pid", 1)[0]
         return self
+
+    def _limit(self) -> None:  # in the child, before exec
+        import resource
+
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     @property
     def pid(self) -> int:
@@ -112,6 +128,9 @@ class DaemonProcess:
 
     def _close_pipes(self) -> None:
         assert self.proc is not None
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            #: What the daemon logged, kept for assertions once it has exited.
+            self.stderr_text = self.proc.stderr.read()
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()

@@ -30,6 +30,7 @@ from ..protocol import (
     encode_frame,
     error_from_code,
 )
+from ..protocol.address import private_dir_problem, runtime_dir
 from ..protocol.errors import (
     AccessDeniedError,
     ConnectionLostError,
@@ -42,14 +43,17 @@ from .transports import Transport
 
 __all__ = ["SocketTransport"]
 
-#: Replies may be larger than requests (a big fetch); this bounds what we buffer.
+#: Replies may be larger than requests (a big fetch); this bounds what we buffer from a
+#: daemon that does not announce its own reply limit (``max_reply`` in ``hello``).
 MAX_REPLY_FRAME = 1 << 30
+#: Room for the reply's id and keys around a result of ``max_reply`` bytes.
+REPLY_ENVELOPE = 1 << 20
 _CREDS = struct.Struct("3i")
 
 
-def _server_uid(sock: socket.socket) -> int | None:
+def _server_uid(sock: socket.socket | None) -> int | None:
     option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
+    if option is None or sock is None:
         return None
     _pid, uid, _gid = _CREDS.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _CREDS.size))
     return int(uid)
@@ -67,6 +71,16 @@ def _trusted_uids(db_path: str) -> set[int]:
     with contextlib.suppress(OSError):
         trusted.add(os.stat(db_path).st_uid)
     return trusted
+
+
+def _check_socket_dir(socket_path: str) -> None:
+    """Refuse a socket in our runtime directory when that directory is not private."""
+    directory = os.path.dirname(socket_path)
+    if directory != runtime_dir() or not os.path.lexists(directory):
+        return  # not the default place, or no daemon ever made it: connecting will tell
+    problem = private_dir_problem(directory)
+    if problem is not None:
+        raise AccessDeniedError(f"not connecting to {socket_path}: {problem}")
 
 
 class _Reader(asyncio.Protocol):
@@ -118,6 +132,7 @@ class SocketTransport(Transport):
             InterfaceError: the daemon there serves a different file.
         """
         self = cls(socket_path, request_timeout)
+        _check_socket_dir(socket_path)
         loop = asyncio.get_running_loop()
         try:
             transport, _ = await asyncio.wait_for(
@@ -125,12 +140,15 @@ class SocketTransport(Transport):
             )
         except (OSError, asyncio.TimeoutError) as exc:
             raise DaemonUnavailableError(
-                f"no fqdb-server answers on {socket_path} ({exc}); start one with "
-                f"'fqdb-server {db_path}' or use mode='auto' to run embedded"
+                f"no fqdb-server answers on {socket_path} ({exc or 'timed out'}); start one "
+                f"with 'fqdb-server {db_path}' or use mode='auto' to run embedded"
             ) from None
         self._transport = transport
-        sock = transport.get_extra_info("socket")
-        uid = _server_uid(sock) if sock is not None else None
+        try:
+            uid = _server_uid(transport.get_extra_info("socket"))
+        except OSError as exc:  # the daemon closed at once (a refusal follows, or nothing)
+            uid = None
+            self._on_lost(exc)
         if uid is not None and uid not in _trusted_uids(db_path):
             transport.close()
             raise AccessDeniedError(
@@ -138,16 +156,7 @@ class SocketTransport(Transport):
                 f"or the owner of {db_path}: refusing to send queries to it"
             )
         try:
-            hello = await asyncio.wait_for(
-                self.request(
-                    {
-                        "op": "hello",
-                        "version": PROTOCOL_VERSION,
-                        "client": f"fastquartdb/{__version__}",
-                    }
-                ),
-                connect_timeout,
-            )
+            hello = await self._hello(connect_timeout, db_path)
         except BaseException:
             transport.close()
             raise
@@ -163,6 +172,11 @@ class SocketTransport(Transport):
             )
         self.server = hello
         self._max_frame = int(hello.get("max_frame") or self._max_frame)
+        max_reply = hello.get("max_reply")
+        if type(max_reply) is int and max_reply > 0:
+            # The daemon answers a bigger result with result_too_large for that request
+            # alone, so a longer frame here means a broken stream (room left for the envelope).
+            self._decoder.max_frame = max_reply + REPLY_ENVELOPE
         return self
 
     def info(self) -> dict[str, Any]:
@@ -174,6 +188,30 @@ class SocketTransport(Transport):
             "server_pid": self.server.get("pid"),
             "raw_sql": bool(self.server.get("raw_sql", True)),
         }
+
+    async def _hello(self, timeout: float, db_path: str) -> Any:
+        request = {
+            "op": "hello",
+            "version": PROTOCOL_VERSION,
+            "client": f"fastquartdb/{__version__}",
+        }
+        try:
+            return await asyncio.wait_for(self.request(request), timeout)
+        except asyncio.TimeoutError:
+            # Accepted (the kernel queues connections) but never answered: the daemon is
+            # stopped (SIGSTOP, a debugger), or its loop is stuck. Not a bare TimeoutError.
+            raise DaemonUnavailableError(
+                f"the fqdb-server on {self.socket_path} accepted the connection but did not "
+                f"answer hello within {timeout:g} s: it is stopped (SIGSTOP?) or overloaded; "
+                f"check it (fqdb stats {db_path}) or restart it"
+            ) from None
+        except ConnectionLostError as exc:
+            if self.refusal is not None:
+                raise self.refusal from None
+            raise DaemonUnavailableError(
+                f"the fqdb-server on {self.socket_path} closed the connection before hello "
+                f"({exc}); see its log"
+            ) from None
 
     # ------------------------------------------------------------ requests
 

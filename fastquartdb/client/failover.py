@@ -10,9 +10,16 @@ Policy (``mode="auto"``; ``mode="daemon"`` is the same without the fallback):
   ``reconnect_window`` seconds; if the daemon stays away it falls back to
   embedded with a warning (safe: SQLite's own locks guard the file).
 * While embedded it looks for the daemon again at most once per
-  ``probe_interval`` seconds, and returns to it when one answers.
+  ``probe_interval`` seconds, in the background (a stopped daemon must not hold
+  a request for ``connect_timeout``), and returns to it when one answers.
 * An interactive transaction stays on the transport that began it; if that
   was the lost connection, its next request fails with ``ConnectionLostError``.
+  A new transaction begun after the loss reconnects first, so a client that
+  only uses transactions recovers as plain calls do.
+* A daemon that is there but cannot serve us — a socket served by another
+  user (a squatter), a daemon at ``--max-clients``, or one that does not answer
+  ``hello`` within ``connect_timeout`` (stopped, overloaded) — is logged as a
+  warning in ``auto`` mode, which then runs embedded; ``mode="daemon"`` raises.
 """
 
 from __future__ import annotations
@@ -23,7 +30,13 @@ import os
 import time
 from typing import Any
 
-from ..protocol.errors import ConnectionLostError, DaemonUnavailableError, InterfaceError
+from ..protocol.errors import (
+    AccessDeniedError,
+    ConnectionLostError,
+    DaemonUnavailableError,
+    InterfaceError,
+    TooManyClientsError,
+)
 from .connection import SocketTransport
 from .transports import EmbeddedTransport, Transport
 
@@ -45,8 +58,10 @@ class FailoverTransport(Transport):
         request_timeout: float | None,
         reconnect_window: float,
         probe_interval: float,
+        connect_timeout: float = 5.0,
     ) -> None:
         self.db_path = db_path
+        self.connect_timeout = connect_timeout
         self.socket_path = socket_path
         self.allow_embedded = allow_embedded
         self.reconnect_window = reconnect_window
@@ -58,6 +73,7 @@ class FailoverTransport(Transport):
         self._embedded: EmbeddedTransport | None = None
         self._txn_owner: dict[Any, Transport] = {}
         self._recovering: asyncio.Future[Transport] | None = None
+        self._probing: asyncio.Future[None] | None = None
         self._next_probe = 0.0
         self._closed = False
 
@@ -71,9 +87,13 @@ class FailoverTransport(Transport):
         self = cls(db_path, socket_path, **options)
         try:
             self._current = await self._connect()
-        except DaemonUnavailableError:
+        except (DaemonUnavailableError, AccessDeniedError, TooManyClientsError) as exc:
             if not self.allow_embedded:
                 raise
+            if not isinstance(exc, DaemonUnavailableError) or os.path.lexists(socket_path):
+                # Something is there but cannot serve us (a squatter, a stopped or full
+                # daemon): say so, it is not the quiet "no daemon runs" case.
+                log.warning("not using the daemon for %s, running embedded: %s", db_path, exc)
             self._current = await self._open_embedded()
             self._next_probe = time.monotonic() + self.probe_interval
         return self
@@ -95,7 +115,10 @@ class FailoverTransport(Transport):
 
     async def _connect(self) -> SocketTransport:
         return await SocketTransport.connect(
-            self.socket_path, self.db_path, request_timeout=self._request_timeout
+            self.socket_path,
+            self.db_path,
+            connect_timeout=self.connect_timeout,
+            request_timeout=self._request_timeout,
         )
 
     async def _open_embedded(self) -> EmbeddedTransport:
@@ -114,7 +137,7 @@ class FailoverTransport(Transport):
         transport = self._current
         assert transport is not None
         if transport.mode == "embedded" and time.monotonic() >= self._next_probe:
-            transport = await self._probe()
+            self._start_probe()
         try:
             return await transport.request(request)
         except ConnectionLostError as exc:
@@ -130,6 +153,10 @@ class FailoverTransport(Transport):
         if op == "begin" and top:
             owner = self._current
             assert owner is not None
+            if isinstance(owner, SocketTransport) and owner.lost is not None:
+                # Nothing but transactions since the daemon went away: nothing else would
+                # ever notice and reconnect, so a new transaction does (nothing was sent).
+                owner = await self._recover(owner)
             self._txn_owner[txn] = owner
         else:
             owner = self._txn_owner.get(txn, self._current)
@@ -137,6 +164,7 @@ class FailoverTransport(Transport):
         ends = top and op in ("commit", "rollback")
         if isinstance(owner, SocketTransport) and owner.lost is not None:
             self._txn_owner.pop(txn, None)
+            self._recover_in_background(owner)
             if ends and op == "rollback":
                 return None  # the daemon rolled it back when the connection dropped
             raise ConnectionLostError(
@@ -159,18 +187,32 @@ class FailoverTransport(Transport):
 
     # ------------------------------------------------------------ switching
 
-    async def _probe(self) -> Transport:
-        """While embedded: is a daemon back? Cheap when its socket file is absent."""
+    def _start_probe(self) -> None:
+        """While embedded: look for the daemon in the background. Cheap when its socket is absent.
+
+        In the background, not in the request that noticed it is time: a daemon that
+        accepts but does not answer (stopped) would otherwise hold that request for
+        ``connect_timeout``. Requests run embedded until the probe has connected.
+        """
         self._next_probe = time.monotonic() + self.probe_interval
-        assert self._current is not None
-        if not os.path.exists(self.socket_path):
-            return self._current
+        if self._probing is not None or not os.path.exists(self.socket_path):
+            return
+        self._probing = asyncio.ensure_future(self._probe())
+        self._probing.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _probe(self) -> None:
         try:
-            self._current = await self._connect()
-            self.switches += 1
-        except DaemonUnavailableError:
-            pass
-        return self._current
+            transport = await self._connect()
+        except (DaemonUnavailableError, AccessDeniedError, TooManyClientsError) as exc:
+            log.debug("fqdb-server on %s not usable yet: %s", self.socket_path, exc)
+            return
+        finally:
+            self._probing = None
+        if self._closed or self._current is not self._embedded:
+            await transport.close()  # closed, or recovered another way meanwhile
+            return
+        self._current = transport
+        self.switches += 1
 
     def _recover_in_background(self, failed: Transport) -> None:
         if self._recovering is None and failed is self._current and not self._closed:
@@ -204,7 +246,7 @@ class FailoverTransport(Transport):
         while True:
             try:
                 return await self._connect()
-            except DaemonUnavailableError:
+            except (DaemonUnavailableError, TooManyClientsError):
                 if time.monotonic() >= deadline:
                     break
                 await asyncio.sleep(delay)
@@ -224,6 +266,9 @@ class FailoverTransport(Transport):
 
     async def close(self) -> None:
         self._closed = True
+        if self._probing is not None:
+            self._probing.cancel()
+            await asyncio.gather(self._probing, return_exceptions=True)
         if self._current is not None and self._current is not self._embedded:
             await self._current.close()
         if self._embedded is not None:

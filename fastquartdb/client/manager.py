@@ -158,6 +158,7 @@ class AsyncDatabaseManager:
         busy_timeout: float = 5.0,
         request_timeout: float | None = None,
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        connect_timeout: float = 5.0,
     ) -> AsyncDatabaseManager:
         """Open ``path`` and make it the process's database.
 
@@ -174,13 +175,18 @@ class AsyncDatabaseManager:
             statement_timeout: embedded mode: seconds one request's statements may run
                 before ``StatementTimeoutError`` (None: no limit). A daemon uses its own
                 ``--statement-timeout``.
+            connect_timeout: seconds to wait for the daemon to accept and answer
+                ``hello``; a daemon that does not (stopped, overloaded) counts as absent:
+                ``"auto"`` warns and runs embedded, ``"daemon"`` raises.
 
         Returns:
             The manager, also available as ``AsyncDatabaseManager.get()``.
 
         Raises:
             InterfaceError: already initialised for a different file.
-            DaemonUnavailableError: ``mode="daemon"`` and no daemon answers.
+            DaemonUnavailableError: ``mode="daemon"`` and no daemon answers in time.
+            TooManyClientsError: ``mode="daemon"`` and the daemon is at its connection limit.
+            AccessDeniedError: ``mode="daemon"`` and the socket is served by another user.
         """
         fspath = os.fspath(path)
         # A dqlite:// URL names a cluster, not a file: mode "dqlite" (or "auto") and no path rules.
@@ -211,6 +217,7 @@ class AsyncDatabaseManager:
             busy_timeout=busy_timeout,
             request_timeout=request_timeout,
             statement_timeout=statement_timeout,
+            connect_timeout=connect_timeout,
         )
         manager = cls(fspath, transport, use_filelock=use_filelock)
         cls._instance = manager
@@ -372,6 +379,7 @@ async def _open_transport(
     busy_timeout: float,
     request_timeout: float | None,
     statement_timeout: float | None,
+    connect_timeout: float,
 ) -> Transport:
     embedded_options: dict[str, Any] = {
         "use_filelock": use_filelock,
@@ -402,4 +410,5 @@ async def _open_transport(
         request_timeout=request_timeout,
         reconnect_window=2.0,
         probe_interval=1.0,
+        connect_timeout=connect_timeout,
     )

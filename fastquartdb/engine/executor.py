@@ -42,6 +42,7 @@ from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
 from .locking import ProcessLock
 from .resultcodes import translate_sqlite_error
+from .results import fetch_rows
 from .sandbox import Sandbox
 from .schema import (
     LIVE_TABLES_SQL,
@@ -132,6 +133,8 @@ class Engine:
         self.lock = ProcessLock(lock_path, lock_timeout) if lock_path else None
         self.read_only = read_only
         self.raw_sql = raw_sql
+        #: Most encoded bytes one result may take (the daemon's ``--max-reply``); None: any.
+        self.result_limit: int | None = None
         # query_only refuses BEGIN IMMEDIATE; a read-only engine never writes anyway.
         self._begin_sql = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         self._tables: dict[str, TableInfo] = {}
@@ -318,7 +321,7 @@ class Engine:
 
     def _query(self, sql: str, params: list[Any]) -> dict[str, Any]:
         cursor = self.conn.execute(sql, params)
-        rows = cursor.fetchall()
+        rows = fetch_rows(cursor, self.result_limit, "this query")
         return {"columns": [d[0] for d in cursor.description], "rows": rows}
 
     def _executemany(self, sql: str, rows: list[list[Any]]) -> int:
@@ -439,7 +442,7 @@ class Engine:
         try:
             with self.sandbox.raw():
                 cursor = self.conn.execute(sql, params)
-                rows = cursor.fetchall()
+                rows = fetch_rows(cursor, self.result_limit, "execute")
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc) from None
         finally:

@@ -231,11 +231,26 @@ class BatchWorker:
         if self.can_run_inline(item):
             self.run_inline(item)
             return True
-        if len(self._items) >= self.max_queue:
+        # Parked requests count: a held transaction must not let the queue grow without end.
+        if len(self._items) + len(self._parked) >= self.max_queue and not self._room_for_holder(
+            item
+        ):
             return False
         self._items.append(item)
         self._wake()
         return True
+
+    def _room_for_holder(self, item: WorkItem) -> bool:
+        """Past ``max_queue``: still take the transaction holder's requests.
+
+        Its transaction's own requests always (else it could never end, and everyone
+        waits for its timeout); other requests of its session (its process's other
+        tasks, which may sit before them on the same connection) up to twice the bound.
+        """
+        holder = self._holder
+        if holder is None or holder[0] is not item.session:
+            return False
+        return holder[1] == item.txn or len(self._items) + len(self._parked) < 2 * self.max_queue
 
     def can_run_inline(self, item: WorkItem) -> bool:
         """Whether ``item`` may run right now on the loop's thread (see ``inline_reads``)."""
@@ -340,7 +355,7 @@ class BatchWorker:
         self._space_waiters.append(callback)
 
     def _release_space(self) -> None:
-        while self._space_waiters and len(self._items) < self.max_queue:
+        while self._space_waiters and len(self._items) + len(self._parked) < self.max_queue:
             self._space_waiters.popleft()()
 
     def session_closed(self, session: Any) -> None:

@@ -20,12 +20,17 @@ from .errors import ProtocolError, ValidationError
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "HEADER_SIZE",
+    "REFUSED_OP",
+    "UNCOUNTED_BODY",
+    "DecodedTooLargeError",
     "FrameDecoder",
     "FrameError",
+    "RefusedRequest",
     "decode_body",
     "encode_body",
     "encode_frame",
     "encode_ok_frame",
+    "encoded_size",
 ]
 
 #: Largest body accepted unless configured otherwise (bytes, header excluded).
@@ -43,7 +48,7 @@ class FrameError(ProtocolError, ValueError):
     """The byte stream is not a valid sequence of frames; the connection cannot continue."""
 
 
-def encode_body(message: dict[str, Any]) -> bytes:
+def encode_body(message: Any) -> bytes:
     """Pack one message as msgpack (str as str, bytes as bin).
 
     Raises:
@@ -62,23 +67,122 @@ def encode_body(message: dict[str, Any]) -> bytes:
         ) from None
 
 
+def encoded_size(value: Any) -> int:
+    """How many bytes ``value`` takes packed (values msgpack cannot carry count as 0)."""
+    try:
+        return len(encode_body(value))
+    except ValidationError:
+        return 0  # refused later, when the reply is encoded, with the reason
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not part of the protocol")
 
 
-def decode_body(body: bytes | bytearray | memoryview) -> dict[str, Any]:
+#: Bodies up to this size decode without counting: at most ~80 bytes of objects per byte.
+UNCOUNTED_BODY = 64 * 1024
+#: Estimated bytes of a decoded container (list or dict object, GC header, its slot) ...
+_CONTAINER_COST = 80
+#: ... and of each element: its pointer, plus the object a short scalar needs.
+_ELEMENT_COST = 64
+
+
+class DecodedTooLargeError(FrameError):
+    """A frame whose body would decode to more memory than allowed."""
+
+
+#: The ``op`` of a :class:`RefusedRequest` (no real op starts with NUL).
+REFUSED_OP = "\x00refused"
+
+
+class RefusedRequest(dict[str, Any]):
+    """What :class:`FrameDecoder` yields for a frame it would not decode: ``id`` and ``reason``.
+
+    The frame was whole and well delimited, so the stream is still in sync: the
+    receiver answers that request alone with an error (``reason``) and reads on.
+    Its ``op`` is :data:`REFUSED_OP`; check the type, not the op, to tell one apart.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, request_id: Any, reason: str) -> None:
+        super().__init__(id=request_id, op=REFUSED_OP)
+        self.reason = reason
+
+
+def _budget_hooks(limit: int, size: int) -> tuple[Any, Any]:
+    """``list_hook``/``object_hook`` that count what is built and stop past ``limit`` bytes."""
+    left = [limit - size]  # the body's own bytes bound its strings and blobs
+
+    def check(container: Any) -> Any:
+        left[0] -= _CONTAINER_COST + _ELEMENT_COST * len(container)
+        if left[0] < 0:
+            raise DecodedTooLargeError(
+                f"a frame of {size} bytes decodes to more than the {limit} bytes of memory "
+                "one request may use (many tiny values); send fewer rows per request "
+                "(insert_many takes chunk_size) or raise the daemon's --max-decoded"
+            )
+        return container
+
+    return check, check
+
+
+def decode_body(
+    body: bytes | bytearray | memoryview, max_decoded: int | None = None
+) -> dict[str, Any]:
     """Unpack one frame body, which must be a msgpack map with string keys.
 
+    Args:
+        body: the bytes after the header.
+        max_decoded: the most memory (estimated bytes of Python objects) the body may
+            decode to; ``None``: no limit. Bodies up to :data:`UNCOUNTED_BODY` are
+            not counted (their cost is bounded by their size). The estimate is an
+            upper bound: 80 bytes per list or map plus 64 per element plus the body's
+            size (a ``[[nil]]`` row is 2 bytes on the wire and ~90 in memory).
+
     Raises:
+        DecodedTooLargeError: the body would decode to more than ``max_decoded``.
         FrameError: the body is not valid msgpack, not a map, or has invalid UTF-8.
     """
+    size = len(body)
     try:
-        message = msgpack.unpackb(body, raw=False, strict_map_key=True, ext_hook=_no_ext)
+        if max_decoded is None or size <= UNCOUNTED_BODY:
+            message = msgpack.unpackb(body, raw=False, strict_map_key=True, ext_hook=_no_ext)
+        else:
+            list_hook, object_hook = _budget_hooks(max_decoded, size)
+            message = msgpack.unpackb(
+                body,
+                raw=False,
+                strict_map_key=True,
+                ext_hook=_no_ext,
+                list_hook=list_hook,
+                object_hook=object_hook,
+                # A declared length is allocated (8 bytes a slot) before its elements arrive.
+                max_array_len=max(16, max_decoded // 8),
+                max_map_len=max(16, max_decoded // 16),
+            )
+    except DecodedTooLargeError:
+        raise
     except Exception as exc:  # msgpack raises many unrelated classes for bad input
         raise FrameError(f"malformed frame body: {type(exc).__name__}: {exc}") from None
     if not isinstance(message, dict):
         raise FrameError(f"a frame must hold a msgpack map, got {type(message).__name__}")
     return message
+
+
+def _peek_id(body: bytes | bytearray | memoryview) -> int | None:
+    """The ``id`` of a frame body, read without building its other values (skipped)."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, ext_hook=_no_ext)
+    unpacker.feed(body)
+    try:
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "id":
+                value = unpacker.unpack()
+                return value if type(value) is int else None
+            unpacker.skip()
+    except Exception:  # not a map, a bad key: no id to answer to
+        return None
+    return None
 
 
 def encode_ok_frame(request_id: Any, result: Any) -> bytes:
@@ -114,6 +218,10 @@ def encode_frame(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) ->
 class FrameDecoder:
     """Incremental decoder: ``feed()`` bytes in any split, get whole messages out.
 
+    With ``max_decoded``, a frame whose body would decode to more memory comes out
+    as a :class:`RefusedRequest` (its ``id`` and why) instead of its message, and
+    decoding goes on with the next frame.
+
     Example::
 
         decoder = FrameDecoder()
@@ -124,12 +232,14 @@ class FrameDecoder:
     refuses further input.
     """
 
-    __slots__ = ("_broken", "_buffer", "max_frame")
+    __slots__ = ("_broken", "_buffer", "max_decoded", "max_frame")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_decoded: int | None = None) -> None:
         if max_frame < 1:
             raise ValueError("max_frame must be positive")
         self.max_frame = max_frame
+        #: See :func:`decode_body`; ``None`` decodes whatever fits in ``max_frame``.
+        self.max_decoded = max_decoded
         self._buffer = bytearray()
         self._broken = False
 
@@ -162,7 +272,12 @@ class FrameDecoder:
                 start = offset + HEADER_SIZE
                 if end - start < length:
                     break
-                messages.append(decode_body(view[start : start + length]))
+                body = view[start : start + length]
+                try:
+                    messages.append(decode_body(body, self.max_decoded))
+                except DecodedTooLargeError as exc:
+                    messages.append(RefusedRequest(_peek_id(body), str(exc)))
+                del body
                 offset = start + length
         except FrameError:
             self._broken = True

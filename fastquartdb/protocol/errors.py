@@ -14,12 +14,14 @@ that builtin (``ValidationError`` is a ``ValueError``, ``RequestTimeoutError`` a
         ├── IntegrityError              UNIQUE, NOT NULL, CHECK, FOREIGN KEY
         ├── ProgrammingError            the request itself is wrong
         │   ├── ValidationError         (also ValueError) bad table/column/operator/value
-        │   └── SchemaError             a model change SQLite cannot make in place
+        │   ├── SchemaError             a model change SQLite cannot make in place
+        │   └── ResultTooLargeError     a result beyond the daemon's --max-reply
         └── OperationalError            the request was fine, the world was not
             ├── DatabaseBusyError       the file stayed locked past busy_timeout
             ├── ReadOnlyError           the daemon serves reads only
             ├── ConnectionLostError     (also ConnectionError) the daemon went away
             ├── DaemonUnavailableError  mode="daemon" and no daemon answers
+            ├── TooManyClientsError     (also ConnectionError) the daemon is at --max-clients
             ├── RequestTimeoutError     (also TimeoutError) no reply in time
             ├── StatementTimeoutError   (also TimeoutError) a statement ran past its deadline
             └── TransactionTimeoutError the daemon rolled a transaction back
@@ -49,8 +51,10 @@ __all__ = [
     "ProtocolError",
     "ReadOnlyError",
     "RequestTimeoutError",
+    "ResultTooLargeError",
     "SchemaError",
     "StatementTimeoutError",
+    "TooManyClientsError",
     "TransactionTimeoutError",
     "ValidationError",
     "brief",
@@ -127,6 +131,17 @@ class SchemaError(ProgrammingError):
     code = "schema"
 
 
+class ResultTooLargeError(ProgrammingError):
+    """A result is larger than the daemon sends in one reply (``--max-reply``).
+
+    Only that request fails; the connection and everyone else's requests go on.
+    Fetch fewer rows (``limit=``, narrower ``columns=``) or stream them with
+    ``iterate()``.
+    """
+
+    code = "result_too_large"
+
+
 class OperationalError(DatabaseError):
     """The request was valid but could not run now (disk, locks, the daemon)."""
 
@@ -159,6 +174,17 @@ class DaemonUnavailableError(OperationalError, ConnectionError):
     """``mode="daemon"`` was asked for and no daemon answers on the socket."""
 
     code = "daemon_unavailable"
+
+
+class TooManyClientsError(OperationalError, ConnectionError):
+    """The daemon already serves as many connections as it may (``--max-clients``).
+
+    The connection is refused with this error before ``hello``; ``mode="auto"``
+    runs embedded instead (with a warning). Close idle connections, or raise the
+    daemon's ``--max-clients`` (and its open-files limit).
+    """
+
+    code = "too_many_clients"
 
 
 class RequestTimeoutError(OperationalError, TimeoutError):
@@ -195,11 +221,13 @@ _CLASSES: tuple[type[FQDBError], ...] = (
     ProgrammingError,
     ValidationError,
     SchemaError,
+    ResultTooLargeError,
     OperationalError,
     DatabaseBusyError,
     ReadOnlyError,
     ConnectionLostError,
     DaemonUnavailableError,
+    TooManyClientsError,
     RequestTimeoutError,
     StatementTimeoutError,
     TransactionTimeoutError,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,7 +16,14 @@ from .._version import __version__
 from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import DEFAULT_MAX_FRAME
 from ..protocol.errors import DatabaseError, FQDBError
-from .config import ServerConfig
+from .config import (
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_DECODED,
+    DEFAULT_MAX_REPLY,
+    DEFAULT_MAX_UNSENT,
+    FD_RESERVE,
+    ServerConfig,
+)
 from .daemon import Daemon, DatabasePathError, SocketInUseError, serve
 from .ownership import AlreadyServedError
 from .replication import ReplicationError
@@ -99,6 +108,43 @@ def _parser() -> argparse.ArgumentParser:
         "--read-only", action="store_true", help="serve reads only (default: reads and writes)"
     )
     parser.add_argument(
+        "--max-clients",
+        type=int,
+        default=None,
+        help="connections served at once; more are refused with a clear error (default: the "
+        f"open-files limit minus {FD_RESERVE}, at most {DEFAULT_MAX_CLIENTS})",
+    )
+    parser.add_argument(
+        "--max-clients-per-uid",
+        type=int,
+        default=None,
+        help="connections one peer uid may hold at once (default: no limit besides --max-clients)",
+    )
+    parser.add_argument(
+        "--hello-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a new connection has to say hello before it is closed (default 5)",
+    )
+    parser.add_argument(
+        "--max-reply",
+        type=int,
+        default=DEFAULT_MAX_REPLY,
+        help="largest reply in bytes; a bigger result fails that request (default 64 MiB)",
+    )
+    parser.add_argument(
+        "--max-unsent",
+        type=int,
+        default=DEFAULT_MAX_UNSENT,
+        help="reply bytes a client may leave unread before its requests wait (default 4 MiB)",
+    )
+    parser.add_argument(
+        "--max-decoded",
+        type=int,
+        default=DEFAULT_MAX_DECODED,
+        help="memory one request may decode to, in bytes (default 512 MiB)",
+    )
+    parser.add_argument(
         "--no-raw-sql",
         dest="raw_sql",
         action="store_false",
@@ -131,6 +177,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fqdb-server {__version__}")
     return parser
+
+
+def _raise_open_files_limit() -> None:
+    """Use the hard open-files limit: systemd's soft 1024 would cap --max-clients needlessly."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _install_loop_policy() -> None:
@@ -196,10 +250,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_statement_timeout=args.max_statement_timeout,
             metrics=args.metrics,
             metrics_public=args.metrics_public,
+            max_clients=args.max_clients,
+            max_clients_per_uid=args.max_clients_per_uid,
+            hello_timeout=args.hello_timeout,
+            max_reply=args.max_reply,
+            max_unsent=args.max_unsent,
+            max_decoded=args.max_decoded,
         )
     except ValueError as exc:
         print(f"fqdb-server: {exc}", file=sys.stderr)
         return 2
+    _raise_open_files_limit()
     _install_loop_policy()
     started: list[bool] = []
     try:

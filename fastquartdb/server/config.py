@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import os
+import resource
 from dataclasses import dataclass, field
 
 from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import DEFAULT_MAX_FRAME, default_socket_path
 from .metrics import check_metrics_address
 
-__all__ = ["ServerConfig"]
+__all__ = [
+    "DEFAULT_MAX_CLIENTS",
+    "DEFAULT_MAX_DECODED",
+    "DEFAULT_MAX_REPLY",
+    "DEFAULT_MAX_UNSENT",
+    "FD_RESERVE",
+    "ServerConfig",
+]
+
+#: Descriptors never given to clients: SQLite's files (database, WAL, SHM, temp files), the
+#: lock files, Litestream's pipes, and the one a refused connection needs while it is told why.
+FD_RESERVE = 64
+#: Connections served at once at most when the open-files limit would allow more.
+DEFAULT_MAX_CLIENTS = 4096
+#: Largest reply sent: a result beyond it is the error ``result_too_large`` for that request.
+DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+#: Unread reply bytes after which the daemon stops reading that connection's requests.
+DEFAULT_MAX_UNSENT = 4 * 1024 * 1024
+#: What one request may decode to (estimated bytes of Python objects).
+DEFAULT_MAX_DECODED = 512 * 1024 * 1024
 
 
 @dataclass
@@ -38,6 +58,19 @@ class ServerConfig:
             or a directory; the daemon runs Litestream for the file while it serves.
         metrics: ``HOST:PORT`` (or a port) to serve Prometheus metrics on; None: off.
         metrics_public: allow ``metrics`` on a non-loopback address.
+        max_clients: most connections served at once; one more is refused with
+            ``too_many_clients``. Default: the open-files limit minus :data:`FD_RESERVE`
+            (descriptors kept for SQLite, Litestream and refusing the excess; half the
+            limit when it is below 128).
+        max_clients_per_uid: most connections of one peer uid at once (None: only
+            ``max_clients``), so one user admitted by ``--allow-gid`` cannot take every slot.
+        hello_timeout: seconds a new connection has to send ``hello`` before it is closed.
+        max_reply: largest reply (encoded bytes); a bigger result fails that request
+            alone with ``result_too_large``.
+        max_unsent: reply bytes a connection may leave unread before the daemon stops
+            reading its requests (on top of the kernel's socket buffer).
+        max_decoded: estimated memory one request may decode to (bytes); beyond it the
+            frame is refused like an oversized one.
     """
 
     db: str
@@ -57,6 +90,12 @@ class ServerConfig:
     max_statement_timeout: float = 60.0
     metrics: str | None = None
     metrics_public: bool = False
+    max_clients: int | None = None
+    max_clients_per_uid: int | None = None
+    hello_timeout: float = 5.0
+    max_reply: int = DEFAULT_MAX_REPLY
+    max_unsent: int = DEFAULT_MAX_UNSENT
+    max_decoded: int = DEFAULT_MAX_DECODED
 
     def __post_init__(self) -> None:
         self.db = os.path.realpath(self.db)
@@ -65,9 +104,19 @@ class ServerConfig:
         self.socket = os.path.abspath(self.socket)
         if self.synchronous.lower() not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', got {self.synchronous!r}")
-        for name in ("max_batch", "max_queue", "max_frame"):
+        for name in ("max_batch", "max_queue", "max_frame", "max_reply", "max_unsent"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.max_decoded < self.max_frame:
+            raise ValueError(
+                f"max_decoded ({self.max_decoded}) must be at least max_frame ({self.max_frame})"
+            )
+        for name in ("max_clients", "max_clients_per_uid"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.hello_timeout <= 0:
+            raise ValueError("hello_timeout must be positive")
         if self.transaction_timeout <= 0:
             raise ValueError("transaction_timeout must be positive")
         if self.statement_timeout is not None and self.statement_timeout <= 0:
@@ -85,6 +134,17 @@ class ServerConfig:
                 "--replicate needs a daemon that writes (Litestream checkpoints the file); "
                 "drop --read-only"
             )
+
+    def client_limit(self) -> int:
+        """``max_clients``, or what the open-files limit allows after :data:`FD_RESERVE`."""
+        if self.max_clients is not None:
+            return self.max_clients
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            soft = 1 << 20
+        # Under a tiny limit (ulimit -n 64) keep half, so some clients still fit.
+        reserve = min(FD_RESERVE, soft // 2)
+        return max(1, min(soft - reserve, DEFAULT_MAX_CLIENTS))
 
     @property
     def lock_path(self) -> str:

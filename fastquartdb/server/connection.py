@@ -8,10 +8,29 @@ stops reading replies, reading pauses too. Replies produced by one batch are
 joined into one ``write`` per connection.
 
 Who owns a request: from ``data_received`` until the worker takes it, this
-connection (its backlog); then the worker, which calls :meth:`deliver`
-exactly once. If the peer goes away, backlog requests are dropped (the client
-has already been told the connection is lost) and queued ones still run;
-their replies are discarded.
+connection (its unhandled messages, then its backlog); then the worker, which
+calls :meth:`deliver` exactly once. If the peer goes away, unhandled and
+backlog requests are dropped (the client has already been told the
+connection is lost) and queued ones still run; their replies are discarded.
+
+What one connection may cost the daemon (issue 13, rows 7, 8 and 12):
+
+* unsent replies: the transport's write buffer has ``max_unsent`` as its
+  high-water mark. Above it, or above ``max_unsent`` of replies made in one
+  go, the connection stops *handling* requests it has already decoded (a
+  64 KiB chunk of pipelined fetches would otherwise make every reply before
+  the check) and stops reading; it resumes when the client reads.
+* requests handed to the worker: bounded by the worker's queue (``max_queue``,
+  parked requests included); their replies still arrive while the client does
+  not read, so that is the bound of what such a client can make the daemon hold.
+* one frame: ``max_frame`` bytes (else the connection is closed: the stream
+  cannot be trusted), decoding to at most ``max_decoded`` bytes of objects (the
+  codec counts while it decodes; else that request alone fails with
+  ``validation``, and the connection reads on).
+* one reply: ``max_reply`` bytes, else that request fails with
+  ``result_too_large`` and the connection serves on.
+* a connection that sends no ``hello`` within ``hello_timeout`` is closed, and
+  beyond ``max_clients`` connections a new one is refused with ``too_many_clients``.
 """
 
 from __future__ import annotations
@@ -36,10 +55,13 @@ from ..protocol import (
     error_reply,
     ok_reply,
 )
+from ..protocol.codec import REFUSED_OP, RefusedRequest
 from ..protocol.errors import (
     AccessDeniedError,
     OperationalError,
     ProtocolError,
+    ResultTooLargeError,
+    TooManyClientsError,
     ValidationError,
     brief,
 )
@@ -53,7 +75,7 @@ log = logging.getLogger("fastquartdb.server")
 _HEADER = struct.Struct(">I")
 _CREDS = struct.Struct("3i")
 # Ops the connection answers itself instead of queueing.
-_ANSWERED_HERE = frozenset({"hello", "stats"})
+_ANSWERED_HERE = frozenset({"hello", "stats", REFUSED_OP})
 # The op label of the request counters: any other string a client sends counts as "other",
 # so a client cannot grow the counters (and the metrics' label sets) without bound.
 _COUNTED_OPS = frozenset(ALL_OPS)
@@ -77,6 +99,14 @@ def _frame(reply: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+def _too_large(size: int, limit: int) -> tuple[str, str]:
+    return ResultTooLargeError.code, (
+        f"the result is {size} bytes, larger than the daemon's reply limit of {limit} bytes "
+        "(--max-reply); fetch fewer rows (limit=, fewer columns=) or stream them with "
+        "Model.iterate()"
+    )
+
+
 class ClientConnection(asyncio.Protocol):
     """The daemon's side of one client connection; also the worker's ``Session`` for it."""
 
@@ -86,13 +116,20 @@ class ClientConnection(asyncio.Protocol):
         self.peer: tuple[int, int, int] | None = None
         self.requests = 0
         self._transport: asyncio.Transport | None = None
-        self._decoder = FrameDecoder(daemon.config.max_frame)
+        config = daemon.config
+        self._decoder = FrameDecoder(config.max_frame, config.max_decoded)
         self._greeted = False
+        self._hello_timer: asyncio.TimerHandle | None = None
+        # Decoded, not yet handled: held while the client does not read its replies.
+        self._unhandled: deque[dict[str, Any]] = deque()
         self._backlog: deque[WorkItem] = deque()
         self._reading_paused = False
         self._writing_paused = False
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._flush_scheduled = False
+        self._max_unsent = config.max_unsent
+        self._max_reply = config.max_reply
         # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.
         self._loop = asyncio.get_running_loop()
         self._latencies = daemon.latencies
@@ -106,15 +143,38 @@ class ClientConnection(asyncio.Protocol):
         self._transport = stream = cast(asyncio.Transport, transport)
         sock = stream.get_extra_info("socket")
         self.peer = peer_credentials(sock) if sock is not None else None
-        refusal = self.daemon.refuse_peer(self.peer)
+        daemon = self.daemon
+        refusal = daemon.refuse_peer(self.peer)
         if refusal is not None:
-            log.warning("refused connection from %s: %s", self.peer, refusal)
-            self.daemon.stats_refused += 1
-            stream.write(_frame(error_reply(None, AccessDeniedError.code, refusal)))
-            self.closed = True
-            stream.close()
+            self._refuse(AccessDeniedError.code, refusal)
             return
-        self.daemon.connections.add(self)
+        too_many = daemon.refuse_load(self.peer)
+        if too_many is not None:
+            self._refuse(TooManyClientsError.code, too_many)
+            return
+        daemon.connections.add(self)
+        if self.peer is not None:
+            daemon.uid_connections[self.peer[1]] += 1
+        # Past this many unsent bytes the transport calls pause_writing: stop reading.
+        stream.set_write_buffer_limits(high=self._max_unsent)
+        self._hello_timer = self._loop.call_later(daemon.config.hello_timeout, self._hello_expired)
+
+    def _refuse(self, code: str, message: str) -> None:
+        """Tell a connection why it may not stay, and close it (before ``hello``)."""
+        log.warning("refused connection from %s: %s", self.peer, message)
+        self.daemon.stats_refused += 1
+        assert self._transport is not None
+        self._transport.write(_frame(error_reply(None, code, message)))
+        self.closed = True
+        self._transport.close()
+
+    def _hello_expired(self) -> None:
+        self._hello_timer = None
+        if self._greeted or self.closed:
+            return
+        self.daemon.stats_hello_timeouts += 1
+        timeout = self.daemon.config.hello_timeout
+        self._fail(ProtocolError(f"no 'hello' within {timeout:g} s of connecting: closing"))
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -124,7 +184,42 @@ class ClientConnection(asyncio.Protocol):
         except FrameError as exc:
             self._fail(exc)
             return
-        for message in messages:
+        self._unhandled.extend(messages)
+        self._work()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        self._unhandled.clear()
+        self._backlog.clear()
+        self._out.clear()
+        daemon = self.daemon
+        if self in daemon.connections:
+            daemon.connections.discard(self)
+            if self.peer is not None:
+                daemon.uid_connections[self.peer[1]] -= 1
+        daemon.worker.session_closed(self)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop taking its requests.
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._work()
+
+    # ------------------------------------------------------------ requests
+
+    def _work(self, *, force: bool = False) -> None:
+        """Handle decoded requests until none is left or the client must catch up first."""
+        unhandled = self._unhandled
+        while unhandled and not self.closed:
+            if not force and self._congested():
+                break
+            message = unhandled.popleft()
             try:
                 self._handle(message)
             except Exception as exc:  # input no check foresaw: answer it, serve on
@@ -134,30 +229,18 @@ class ClientConnection(asyncio.Protocol):
                         None, "validation", f"malformed request: {type(exc).__name__}: {brief(exc)}"
                     )
                 )
-            if self.closed:
-                return
         if self._out:
             # Replies already made (reads run inline, stats, errors) leave now, in one
             # write, rather than one loop iteration later.
             self._flush()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._backlog.clear()
-        self._out.clear()
-        self.daemon.connections.discard(self)
-        self.daemon.worker.session_closed(self)
-
-    def pause_writing(self) -> None:
-        # The client is not reading its replies: stop taking its requests.
-        self._writing_paused = True
         self._update_reading()
 
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._update_reading()
-
-    # ------------------------------------------------------------ requests
+    def _congested(self) -> bool:
+        """Whether to hold further requests until the client reads its replies."""
+        if self._out_bytes > self._max_unsent:
+            # Hand the replies to the transport: it says (pause_writing) if the client lags.
+            self._flush()
+        return self._writing_paused
 
     def _fail(self, exc: Exception) -> None:
         """A framing error: the stream is out of sync. Say why, then close."""
@@ -203,6 +286,12 @@ class ClientConnection(asyncio.Protocol):
             self._count(op, "ok")
             self.send(ok_reply(request_id, self.daemon.stats()))
             return
+        if op == REFUSED_OP:
+            # A frame too large once decoded (the decoder never built it): it fails alone.
+            reason = message.reason if type(message) is RefusedRequest else f"unknown op {op!r}"
+            log.warning("refused a request from %s: %s", self.peer, reason)
+            self.send(error_reply(request_id, ValidationError.code, reason))
+            return
         self._hello(request_id, message)
 
     def _queue(self, item: WorkItem) -> None:
@@ -232,6 +321,9 @@ class ClientConnection(asyncio.Protocol):
             return
         self._greeted = True
         self._count("hello", "ok")
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
         self.send(ok_reply(request_id, self.daemon.hello()))
 
     def _drain_backlog(self) -> None:
@@ -253,6 +345,7 @@ class ClientConnection(asyncio.Protocol):
 
     def take_backlog(self) -> list[WorkItem]:
         """Hand over requests not yet queued (shutdown runs them too)."""
+        self._work(force=True)  # requests decoded but held back join them
         items = list(self._backlog)
         self._backlog.clear()
         return items
@@ -261,7 +354,12 @@ class ClientConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self.closed:
             return
-        should_pause = bool(self._backlog) or self._writing_paused or self.daemon.stopping
+        should_pause = (
+            bool(self._backlog)
+            or bool(self._unhandled)
+            or self._writing_paused
+            or self.daemon.stopping
+        )
         if should_pause and not self._reading_paused:
             transport.pause_reading()
             self._reading_paused = True
@@ -296,10 +394,9 @@ class ClientConnection(asyncio.Protocol):
                 frame = encode_ok_frame(request_id, value)
             except ValidationError as exc:  # a result msgpack cannot carry
                 frame = _frame(error_reply(request_id, exc.code, str(exc)))
-            self._out.append(frame)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
+            if len(frame) > self._max_reply:  # the engine's own check missed this shape
+                frame = _frame(error_reply(request_id, *_too_large(len(frame), self._max_reply)))
+            self._append(frame)
         else:
             self.send(error_reply(request_id, code, str(value)))
 
@@ -312,7 +409,11 @@ class ClientConnection(asyncio.Protocol):
         """Queue a reply; every reply of this loop iteration goes out in one write."""
         if self.closed:
             return
-        self._out.append(_frame(reply))
+        self._append(_frame(reply))
+
+    def _append(self, frame: bytes) -> None:
+        self._out.append(frame)
+        self._out_bytes += len(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -322,6 +423,7 @@ class ClientConnection(asyncio.Protocol):
         if self._out and self._transport is not None and not self._transport.is_closing():
             data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
             self._out.clear()
+            self._out_bytes = 0
             self._transport.write(data)
 
     def close(self) -> None:

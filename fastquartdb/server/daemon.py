@@ -25,7 +25,7 @@ import sqlite3
 import stat
 import time
 import urllib.parse
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +35,7 @@ from ..engine.histogram import LATENCY_BOUNDS, Buckets
 from ..protocol import ALL_OPS, PROTOCOL_VERSION
 from .config import ServerConfig
 from .connection import ClientConnection
+from .files import database_mode, fix_group, prepare_database, prepare_socket_dir
 from .metrics import MetricsExporter, parse_metrics_address
 from .ownership import OwnerLock
 from .replication import Replicator
@@ -46,12 +47,14 @@ STOP_GRACE = 2.0
 
 #: How many recent requests the latency percentiles of ``stats`` cover.
 LATENCY_WINDOW = 8192
+#: Seconds between checks that the socket file is still there (and still ours).
+SOCKET_CHECK_INTERVAL = 1.0
 
 log = logging.getLogger("fastquartdb.server")
 
 
 class SocketInUseError(RuntimeError):
-    """The socket path answers: some other server listens there."""
+    """The socket path cannot be used: some other server listens there, or its directory is unsafe."""
 
 
 class DatabasePathError(RuntimeError):
@@ -125,6 +128,11 @@ class Daemon:
         self.stopping = False
         self.stats_refused = 0
         self.stats_protocol_errors = 0
+        self.stats_hello_timeouts = 0
+        #: Connections served at once; one more is refused with ``too_many_clients``.
+        self.client_limit = config.client_limit()
+        #: Open connections per peer uid (for ``max_clients_per_uid``).
+        self.uid_connections: Counter[int] = Counter()
         self.clients_total = 0
         #: Seconds from arrival to reply of the most recent requests (for stats).
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -160,6 +168,23 @@ class Daemon:
             "start fqdb-server with --allow-gid for a shared group"
         )
 
+    def refuse_load(self, peer: tuple[int, int, int] | None) -> str | None:
+        """Why one more connection would be too many (in all, or for the peer's uid), or None."""
+        open_now = len(self.connections)
+        if open_now >= self.client_limit:
+            return (
+                f"fqdb-server already serves {open_now} connections, its limit (--max-clients); "
+                "close idle connections, or raise --max-clients and the daemon's open-files "
+                "limit (ulimit -n)"
+            )
+        per_uid = self.config.max_clients_per_uid
+        if per_uid is not None and peer is not None and self.uid_connections[peer[1]] >= per_uid:
+            return (
+                f"uid {peer[1]} already has {per_uid} connections to fqdb-server, its limit "
+                "(--max-clients-per-uid); close idle connections or raise the limit"
+            )
+        return None
+
     def hello(self) -> dict[str, Any]:
         """The result of the ``hello`` op."""
         return {
@@ -169,6 +194,7 @@ class Daemon:
             "db": self.config.db,
             "pid": os.getpid(),
             "max_frame": self.config.max_frame,
+            "max_reply": self.config.max_reply,
             "read_only": self.config.read_only,
             "raw_sql": self.config.raw_sql,
         }
@@ -195,6 +221,8 @@ class Daemon:
             "latency_ms": self._latency_percentiles(),
             "refused": self.stats_refused,
             "protocol_errors": self.stats_protocol_errors,
+            "hello_timeouts": self.stats_hello_timeouts,
+            "max_clients": self.client_limit,
             "replication": self.replicator.stats() if self.replicator else None,
         }
 
@@ -244,20 +272,25 @@ async def serve(
 
     Raises:
         DatabasePathError: ``config.db`` is a directory or its directory is missing.
-        AlreadyServedError: another daemon owns the file.
-        SocketInUseError: something else listens on the socket path.
+        AlreadyServedError: another daemon owns the file (by any path to it).
+        SocketInUseError: something else listens on the socket path, its directory is
+            not private, or (while serving) the socket was replaced by another file.
         ReplicationError: ``config.replicate`` is set and Litestream cannot run.
         FQDBError: the file is not a database SQLite can open.
     """
     check_database_path(config.db)
     assert config.socket is not None
+    problem = prepare_socket_dir(config.socket)
+    if problem is not None:
+        raise SocketInUseError(f"cannot put the socket in {config.socket}: {problem}")
     created = [p for p in (config.db, config.lock_path) if not os.path.exists(p)]
     started: list[Daemon] = []
+    prepare_database(config.db, config.allow_gids)
     # Everything opened below is closed in reverse order, however far start-up got.
     async with contextlib.AsyncExitStack() as stack:
-        owner = OwnerLock(config.lock_path)
+        owner = OwnerLock(config.lock_path, config.db, mode=database_mode(config.allow_gids))
         owner.acquire(config.socket)
-        stack.callback(owner.release)
+        stack.callback(owner.release)  # last of all: after SQLite has closed the file
         # Runs after everything else has closed, while the lock is still held.
         stack.push(_undo_failed_start(config, owner, created, started))
         _prepare_socket_path(config.socket)
@@ -278,6 +311,9 @@ async def serve(
             max_statement_timeout=config.max_statement_timeout,
         )
         stack.push_async_callback(thread.close)  # last: the final checkpoint
+        fix_group(config.db, config.allow_gids)
+        # Results are measured while they are read, so a huge one fails before it is in memory.
+        thread.engine.result_limit = config.max_reply
         if replicator is not None:
             await replicator.start()
             # After the last commit, before the checkpoint.
@@ -300,29 +336,93 @@ async def serve(
             # Its own thread: scrapes never run on this loop. Stopped before the drain.
             daemon.metrics = MetricsExporter(daemon, *parse_metrics_address(config.metrics))
             stack.callback(daemon.metrics.stop)
-        loop = asyncio.get_running_loop()
-        # Created 0600 whatever the umask: no window in which others could connect.
-        old_umask = os.umask(0o177)
-        try:
-            server = await loop.create_unix_server(
-                lambda: ClientConnection(daemon), path=config.socket, backlog=1024
-            )
-        finally:
-            os.umask(old_umask)
-        ours.append(os.stat(config.socket).st_ino)
-        stack.callback(server.close)  # first: accept no one new
-        if config.allow_gids:
-            os.chown(config.socket, -1, config.allow_gids[0])
-            os.chmod(config.socket, 0o660)
-        else:
-            os.chmod(config.socket, 0o600)
+        servers: list[asyncio.AbstractServer] = []
+        await _listen(daemon, servers, ours)
+        stack.callback(_close_all, servers)  # first: accept no one new
         started.append(daemon)
         if ready is not None:
             ready(daemon)
-        if shutdown_trigger is None:
-            await asyncio.Event().wait()
-        else:
-            await shutdown_trigger()
+        await _serve_until(daemon, servers, ours, shutdown_trigger)
+
+
+async def _listen(daemon: Daemon, servers: list[asyncio.AbstractServer], ours: list[int]) -> None:
+    """Listen on the configured socket path (again, if it was deleted); 0600 or 0660."""
+    config = daemon.config
+    assert config.socket is not None
+    loop = asyncio.get_running_loop()
+    # Created 0600 whatever the umask: no window in which others could connect.
+    old_umask = os.umask(0o177)
+    try:
+        server = await loop.create_unix_server(
+            lambda: ClientConnection(daemon), path=config.socket, backlog=1024
+        )
+    finally:
+        os.umask(old_umask)
+    servers.append(server)
+    ours[:] = [os.stat(config.socket).st_ino]
+    if config.allow_gids:
+        os.chown(config.socket, -1, config.allow_gids[0])
+        os.chmod(config.socket, 0o660)
+    else:
+        os.chmod(config.socket, 0o600)
+
+
+def _close_all(servers: list[asyncio.AbstractServer]) -> None:
+    for server in servers:
+        server.close()
+
+
+async def _serve_until(
+    daemon: Daemon,
+    servers: list[asyncio.AbstractServer],
+    ours: list[int],
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+) -> None:
+    """Wait for the shutdown trigger, watching that clients can still find the socket."""
+    trigger = asyncio.ensure_future(
+        asyncio.Event().wait() if shutdown_trigger is None else shutdown_trigger()
+    )
+    watch = asyncio.ensure_future(_watch_socket(daemon, servers, ours))
+    try:
+        await asyncio.wait({trigger, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (trigger, watch):
+            task.cancel()
+        await asyncio.gather(trigger, watch, return_exceptions=True)
+    if watch.done() and not watch.cancelled() and watch.exception() is not None:
+        raise watch.exception()  # type: ignore[misc]
+
+
+async def _watch_socket(
+    daemon: Daemon, servers: list[asyncio.AbstractServer], ours: list[int]
+) -> None:
+    """Every :data:`SOCKET_CHECK_INTERVAL`: recreate a deleted socket; stop if it was replaced.
+
+    Someone's ``rm -rf /run/app/*`` or a tmp cleaner would otherwise leave a daemon
+    that runs on and that no client can ever reach again.
+    """
+    path = daemon.config.socket
+    assert path is not None
+    while True:
+        await asyncio.sleep(SOCKET_CHECK_INTERVAL)
+        try:
+            inode: int | None = os.lstat(path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if ours and inode == ours[0]:
+            continue
+        if inode is None:
+            log.warning("the socket %s was deleted: listening on a new one", path)
+            servers.pop().close()  # the old one's path is gone; its clients stay connected
+            problem = prepare_socket_dir(path)  # a tmp cleaner may have taken our directory too
+            if problem is not None:
+                raise SocketInUseError(f"cannot put the socket back in {path}: {problem}")
+            await _listen(daemon, servers, ours)
+            continue
+        raise SocketInUseError(
+            f"the socket {path} was replaced by another file while this daemon served it: "
+            "clients can no longer reach it, so it stops; find what replaced it, then restart"
+        )
 
 
 def _undo_failed_start(

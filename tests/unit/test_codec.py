@@ -417,3 +417,49 @@ def test_unencodable_values_raise_validation_error(value: Any) -> None:
 def test_int_range_edges_encode() -> None:
     for value in (-(2**63), 2**63 - 1, 2**64 - 1):
         assert decode_body(encode_body({"v": value})) == {"v": value}
+
+
+# ---------------------------------------------------------------- decoded size (issue 13, row 8)
+
+
+def test_decoded_size_is_counted_and_bounded() -> None:
+    from fastquartdb.protocol.codec import DecodedTooLargeError, decode_body
+
+    rows = [[None]] * 200_000  # 400 KB on the wire, ~18 MB as objects
+    body = msgpack.packb({"id": 1, "op": "insert_many", "rows": rows})
+    with pytest.raises(DecodedTooLargeError, match="--max-decoded"):
+        decode_body(body, 8 * 1024 * 1024)
+    assert len(decode_body(body, 64 * 1024 * 1024)["rows"]) == 200_000
+    assert len(decode_body(body)["rows"]) == 200_000  # no limit: as before
+
+
+def test_typical_rows_fit_the_default_decoded_limit() -> None:
+    from fastquartdb.protocol.codec import decode_body
+    from fastquartdb.server.config import DEFAULT_MAX_DECODED
+
+    # 1,000 rows per request is what insert_many sends; 100,000 fit comfortably.
+    rows = [[n, f"user{n}", n * 1.5, None, True] for n in range(100_000)]
+    body = msgpack.packb({"id": 1, "op": "insert_many", "rows": rows})
+    assert decode_body(body, DEFAULT_MAX_DECODED)["rows"][-1][0] == 99_999
+
+
+def test_a_declared_huge_array_is_refused_before_it_is_allocated() -> None:
+    from fastquartdb.protocol.codec import UNCOUNTED_BODY, decode_body
+
+    # array32 header declaring 2**31 elements, then a little padding past the fast path.
+    body = b"\x81\xa4rows\xdd\x80\x00\x00\x00" + b"\xc0" * (UNCOUNTED_BODY + 1)
+    with pytest.raises(FrameError):
+        decode_body(body, 1024 * 1024)
+
+
+def test_decoder_refuses_only_the_frame_that_decodes_too_large() -> None:
+    from fastquartdb.protocol.codec import RefusedRequest
+
+    decoder = FrameDecoder(max_decoded=1024 * 1024)
+    big = {"op": "insert_many", "rows": [[None]] * 50_000, "id": 7}  # id after the rows
+    data = encode_frame(big) + encode_frame({"id": 8, "op": "ping"})
+    first, second = decoder.feed(data)
+    assert type(first) is RefusedRequest and first["id"] == 7
+    assert "--max-decoded" in first.reason
+    assert second == {"id": 8, "op": "ping"}  # the stream stays in sync
+    assert decoder.feed(encode_frame({"id": 9, "op": "ping"})) == [{"id": 9, "op": "ping"}]

@@ -1,0 +1,100 @@
+"""The daemon's files on disk: the database, its WAL and SHM, the socket's directory.
+
+The database is as private as the socket: a missing file is created with mode
+0600 (0640 and the first ``--allow-gid`` group with one) *whatever the umask*,
+and SQLite gives ``-wal`` and ``-shm`` the database file's own mode when it
+creates them (it ``fchmod``s them to match); with a group the daemon creates
+those two itself, because SQLite copies the group only when it runs as root. Existing files are never changed
+behind the operator's back; the daemon warns at start when one is readable by
+every local user, with the ``chmod`` that fixes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+
+from ..protocol.address import private_dir_problem, runtime_dir
+
+__all__ = ["database_mode", "fix_group", "prepare_database", "prepare_socket_dir"]
+
+log = logging.getLogger("fastquartdb.server")
+
+#: The files SQLite keeps for a database in WAL mode, besides the database itself.
+_SIBLINGS = ("-wal", "-shm")
+
+
+def database_mode(allow_gids: list[int]) -> int:
+    """The mode new database files get: 0600, or 0640 when a group is admitted."""
+    return 0o640 if allow_gids else 0o600
+
+
+def _create(path: str, mode: int, gid: int | None) -> None:
+    """Create ``path`` empty with exactly ``mode`` (and group ``gid``) unless it exists."""
+    old_umask = os.umask(0o777 & ~mode)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except FileExistsError:
+        return
+    finally:
+        os.umask(old_umask)
+    try:
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+    finally:
+        os.close(fd)
+
+
+def prepare_database(db: str, allow_gids: list[int]) -> None:
+    """Create ``db`` private if missing; warn about existing files others can read.
+
+    With a group, ``-wal`` and ``-shm`` are created too (empty, which SQLite takes
+    as "no log yet"): SQLite copies the database's group to them only when it runs
+    as root, so a plain daemon's would get its own primary group and lock the
+    group's readers out.
+    """
+    mode = database_mode(allow_gids)
+    gid = allow_gids[0] if allow_gids else None
+    _create(db, mode, gid)
+    if gid is not None:
+        for suffix in _SIBLINGS:
+            _create(db + suffix, mode, gid)
+    for path in (db, *(db + suffix for suffix in _SIBLINGS)):
+        with contextlib.suppress(FileNotFoundError):
+            current = stat.S_IMODE(os.stat(path).st_mode)
+            if current & 0o004:
+                log.warning(
+                    "%s is readable by every local user (mode %04o): anyone on this host can "
+                    "read the data with sqlite3; run 'chmod %o %s*' (the daemon creates new "
+                    "files %04o)",
+                    path,
+                    current,
+                    mode,
+                    db,
+                    mode,
+                )
+
+
+def fix_group(db: str, allow_gids: list[int]) -> None:
+    """Give ``-wal``/``-shm`` the admitted group, as the database has (SQLite does it only as root)."""
+    if not allow_gids:
+        return
+    for suffix in _SIBLINGS:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.chown(db + suffix, -1, allow_gids[0])
+
+
+def prepare_socket_dir(socket_path: str) -> str | None:
+    """Create the private runtime directory if the socket lives there; why it is unsafe, or None.
+
+    Only the default directory for long database paths is created and checked:
+    a ``--socket`` elsewhere is the operator's choice.
+    """
+    directory = os.path.dirname(socket_path)
+    if directory != runtime_dir():
+        return None
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)  # the umask can only take bits away
+    return private_dir_problem(directory)
