@@ -161,12 +161,13 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics",
         metavar="HOST:PORT",
         help="serve Prometheus metrics on http://HOST:PORT/metrics (loopback only unless "
-        "--metrics-public; a port alone means 127.0.0.1); needs fastquartdb[metrics]",
+        "--metrics-public; a port alone means 127.0.0.1); needs fastquartdb[metrics] "
+        "(default: no metrics)",
     )
     parser.add_argument(
         "--metrics-public",
         action="store_true",
-        help="allow --metrics on an address other hosts can reach",
+        help="allow --metrics on an address other hosts can reach (default: loopback only)",
     )
     parser.add_argument(
         "--log-level",

@@ -21,8 +21,15 @@ What one connection may cost the daemon (issue 13, rows 7, 8 and 12):
   64 KiB chunk of pipelined fetches would otherwise make every reply before
   the check) and stops reading; it resumes when the client reads.
 * requests handed to the worker: bounded by the worker's queue (``max_queue``,
-  parked requests included); their replies still arrive while the client does
-  not read, so that is the bound of what such a client can make the daemon hold.
+  parked requests included). Those that may answer with many bytes (reads and
+  raw ``execute``) are also bounded per connection: at most
+  :data:`READS_IN_FLIGHT` at first, then as many as ``max_unsent`` holds at the
+  size their replies have had (never more than :data:`READS_IN_FLIGHT_MAX`).
+  A batch runs whole on the sqlite thread before any of its replies is seen, so
+  without this bound 300 pipelined 1 MB fetches would all run before the
+  first check of unsent bytes. Requests past the bound wait in the backlog, in
+  order (a write behind them waits too: one connection's requests run in the
+  order sent), and shutdown runs them like any backlog.
 * one frame: ``max_frame`` bytes (else the connection is closed: the stream
   cannot be trusted), decoding to at most ``max_decoded`` bytes of objects (the
   codec counts while it decodes; else that request alone fails with
@@ -65,6 +72,7 @@ from ..protocol.errors import (
     ValidationError,
     brief,
 )
+from ..protocol.messages import READ_OPS
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -73,6 +81,12 @@ __all__ = ["ClientConnection", "peer_credentials"]
 
 log = logging.getLogger("fastquartdb.server")
 _HEADER = struct.Struct(">I")
+#: Requests with a possibly large reply one connection may have in the worker at first.
+READS_IN_FLIGHT = 4
+#: ... and at most, however small its replies have been.
+READS_IN_FLIGHT_MAX = 256
+#: Ops whose reply can be large (rows); writes answer a few bytes.
+_LARGE_REPLY_OPS = frozenset(READ_OPS | {"execute"})
 _CREDS = struct.Struct("3i")
 # Ops the connection answers itself instead of queueing.
 _ANSWERED_HERE = frozenset({"hello", "stats", REFUSED_OP})
@@ -130,6 +144,12 @@ class ClientConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._max_unsent = config.max_unsent
         self._max_reply = config.max_reply
+        # Requests with a possibly large reply in the worker now, how many may be, and
+        # the largest reply size seen of late (see the module docstring).
+        self._reads = 0
+        self._reads_allowed = READS_IN_FLIGHT
+        self._reply_size = 0
+        self._draining = False
         # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.
         self._loop = asyncio.get_running_loop()
         self._latencies = daemon.latencies
@@ -209,6 +229,8 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._backlog:
+            self._drain_backlog()
         self._work()
 
     # ------------------------------------------------------------ requests
@@ -298,8 +320,12 @@ class ClientConnection(asyncio.Protocol):
         if self._backlog:
             self._backlog.append(item)
             return
+        if self._reads >= self._reads_allowed and item.request.get("op") in _LARGE_REPLY_OPS:
+            self._backlog.append(item)  # runs when one of its predecessors has answered
+            self._update_reading()
+            return
         try:
-            accepted = self.daemon.worker.offer(item)
+            accepted = self._offer(item)
         except OperationalError as exc:
             self._count(item.request.get("op"), exc.code)
             self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
@@ -308,6 +334,21 @@ class ClientConnection(asyncio.Protocol):
             self._backlog.append(item)
             self._update_reading()
             self.daemon.worker.when_space(self._drain_backlog)
+
+    def _offer(self, item: WorkItem) -> bool:
+        """Offer ``item`` to the worker, counting it if its reply may be large."""
+        large = item.request.get("op") in _LARGE_REPLY_OPS
+        if large:
+            self._reads += 1  # before: an inline read is delivered inside offer()
+        try:
+            accepted = self.daemon.worker.offer(item)
+        except BaseException:
+            if large:
+                self._reads -= 1
+            raise
+        if large and not accepted:
+            self._reads -= 1
+        return accepted
 
     def _hello(self, request_id: Any, message: dict[str, Any]) -> None:
         version = message.get("version")
@@ -329,18 +370,31 @@ class ClientConnection(asyncio.Protocol):
     def _drain_backlog(self) -> None:
         if self.closed:
             return
-        worker = self.daemon.worker
         backlog = self._backlog
+        full = False
+        # An inline read delivered inside offer() must not drain again from deliver().
+        self._draining = True
         try:
-            while backlog and worker.offer(backlog[0]):
+            while backlog:
+                item = backlog[0]
+                if self._congested() or (
+                    self._reads >= self._reads_allowed
+                    and item.request.get("op") in _LARGE_REPLY_OPS
+                ):
+                    break  # deliver() or resume_writing() calls again
+                if not self._offer(item):
+                    full = True
+                    break
                 backlog.popleft()
         except OperationalError as exc:  # shutting down: nothing more will run
             while backlog:
                 item = backlog.popleft()
                 self._count(item.request.get("op"), exc.code)
                 self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
-        if backlog:
-            worker.when_space(self._drain_backlog)
+        finally:
+            self._draining = False
+        if full:
+            self.daemon.worker.when_space(self._drain_backlog)
         self._update_reading()
 
     def take_backlog(self) -> list[WorkItem]:
@@ -348,6 +402,8 @@ class ClientConnection(asyncio.Protocol):
         self._work(force=True)  # requests decoded but held back join them
         items = list(self._backlog)
         self._backlog.clear()
+        # They are the worker's now: deliver() counts their answers down.
+        self._reads += sum(1 for item in items if item.request.get("op") in _LARGE_REPLY_OPS)
         return items
 
     def _update_reading(self) -> None:
@@ -383,6 +439,9 @@ class ClientConnection(asyncio.Protocol):
         key = (op if op in _COUNTED_OPS else "other", code)
         outcomes = self._outcomes
         outcomes[key] = outcomes.get(key, 0) + 1
+        large = op in _LARGE_REPLY_OPS
+        if large:
+            self._reads -= 1
         if self.closed:
             return
         elapsed = perf_counter() - item.received
@@ -397,8 +456,22 @@ class ClientConnection(asyncio.Protocol):
             if len(frame) > self._max_reply:  # the engine's own check missed this shape
                 frame = _frame(error_reply(request_id, *_too_large(len(frame), self._max_reply)))
             self._append(frame)
+            if large:
+                self._read_answered(len(frame))
         else:
             self.send(error_reply(request_id, code, str(value)))
+            if large:
+                self._read_answered(0)
+
+    def _read_answered(self, size: int) -> None:
+        """Adapt how many large-reply requests may be in flight; let the next one go."""
+        # The larger of the last reply and a decaying memory of big ones: one small reply
+        # after big ones does not open the gate wide at once.
+        self._reply_size = max(size, self._reply_size // 2)
+        fits = self._max_unsent // max(self._reply_size, 1)
+        self._reads_allowed = max(1, min(READS_IN_FLIGHT_MAX, fits))
+        if self._backlog and self._reads < self._reads_allowed and not self._draining:
+            self._drain_backlog()
 
     def _count(self, op: Any, outcome: str) -> None:
         """Count a request answered without the worker (the rare paths)."""
