@@ -35,7 +35,13 @@ from ..engine.histogram import LATENCY_BOUNDS, Buckets
 from ..protocol import ALL_OPS, PROTOCOL_VERSION
 from .config import ServerConfig
 from .connection import ClientConnection
-from .files import database_mode, fix_group, prepare_database, prepare_socket_dir
+from .files import (
+    database_mode,
+    fix_group,
+    prepare_database,
+    prepare_socket_dir,
+    warn_if_readable,
+)
 from .metrics import MetricsExporter, parse_metrics_address
 from .ownership import OwnerLock
 from .replication import Replicator
@@ -312,6 +318,7 @@ async def serve(
         )
         stack.push_async_callback(thread.close)  # last: the final checkpoint
         fix_group(config.db, config.allow_gids)
+        warn_if_readable(config.db, config.allow_gids)
         # Results are measured while they are read, so a huge one fails before it is in memory.
         thread.engine.result_limit = config.max_reply
         if replicator is not None:

@@ -18,7 +18,13 @@ import stat
 
 from ..protocol.address import private_dir_problem, runtime_dir
 
-__all__ = ["database_mode", "fix_group", "prepare_database", "prepare_socket_dir"]
+__all__ = [
+    "database_mode",
+    "fix_group",
+    "prepare_database",
+    "prepare_socket_dir",
+    "warn_if_readable",
+]
 
 log = logging.getLogger("fastquartdb.server")
 
@@ -48,7 +54,7 @@ def _create(path: str, mode: int, gid: int | None) -> None:
 
 
 def prepare_database(db: str, allow_gids: list[int]) -> None:
-    """Create ``db`` private if missing; warn about existing files others can read.
+    """Create ``db`` private if missing (see :func:`warn_if_readable` for existing ones).
 
     With a group, ``-wal`` and ``-shm`` are created too (empty, which SQLite takes
     as "no log yet"): SQLite copies the database's group to them only when it runs
@@ -61,6 +67,15 @@ def prepare_database(db: str, allow_gids: list[int]) -> None:
     if gid is not None:
         for suffix in _SIBLINGS:
             _create(db + suffix, mode, gid)
+
+
+def warn_if_readable(db: str, allow_gids: list[int]) -> None:
+    """Log a warning for each of the database's files that every local user can read.
+
+    Called once the file has opened as a database, so a start that fails says one
+    thing only: why it failed.
+    """
+    mode = database_mode(allow_gids)
     for path in (db, *(db + suffix for suffix in _SIBLINGS)):
         with contextlib.suppress(FileNotFoundError):
             current = stat.S_IMODE(os.stat(path).st_mode)
