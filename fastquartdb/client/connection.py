@@ -38,7 +38,7 @@ from ..protocol.errors import (
     InterfaceError,
     RequestTimeoutError,
 )
-from .transports import Transport
+from .transports import LocalReads, Transport
 
 __all__ = ["SocketTransport"]
 
@@ -164,6 +164,14 @@ class SocketTransport(Transport):
         self.server = hello
         self._max_frame = int(hello.get("max_frame") or self._max_frame)
         return self
+
+    def local_reads(self) -> LocalReads:
+        hello = self.server
+        if hello.get("local_reads") is False:
+            return LocalReads(
+                None, f"the daemon on {self.socket_path} forbids local reads (--no-local-reads)"
+            )
+        return LocalReads(str(hello.get("db")), raw_sql=hello.get("raw_sql") is not False)
 
     # ------------------------------------------------------------ requests
 

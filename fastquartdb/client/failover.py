@@ -25,7 +25,7 @@ from typing import Any
 
 from ..protocol.errors import ConnectionLostError, DaemonUnavailableError, InterfaceError
 from .connection import SocketTransport
-from .transports import EmbeddedTransport, Transport
+from .transports import EmbeddedTransport, LocalReads, Transport
 
 __all__ = ["FailoverTransport"]
 
@@ -88,6 +88,10 @@ class FailoverTransport(Transport):
         """The transport requests go to now."""
         assert self._current is not None
         return self._current
+
+    def local_reads(self) -> LocalReads:
+        assert self._current is not None
+        return self._current.local_reads()
 
     async def _connect(self) -> SocketTransport:
         return await SocketTransport.connect(

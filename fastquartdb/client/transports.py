@@ -11,13 +11,35 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from ..engine import BatchWorker, EngineThread, WorkItem
 from ..protocol import decode_body, encode_body, error_code, error_from_code
 from ..protocol.errors import InterfaceError
 
-__all__ = ["EmbeddedTransport", "Transport"]
+__all__ = ["EmbeddedTransport", "LocalReads", "Transport", "wire_check_default"]
+
+
+def wire_check_default() -> bool:
+    """Whether requests and replies that never cross a socket are round-tripped through the
+    codec anyway (``FQDB_WIRE_CHECK=1``; the test suite sets it)."""
+    return os.environ.get("FQDB_WIRE_CHECK") == "1"
+
+
+@dataclass(frozen=True)
+class LocalReads:
+    """Whether this process may read the database file itself, as a transport tells it.
+
+    Attributes:
+        path: the file to open read-only, or None when reads must go to the writer.
+        why_not: with ``path`` None, the reason (logged once).
+        raw_sql: whether the writer accepts raw SQL (local readers refuse it alike).
+    """
+
+    path: str | None
+    why_not: str = ""
+    raw_sql: bool = True
 
 
 class Transport(abc.ABC):
@@ -25,6 +47,10 @@ class Transport(abc.ABC):
 
     #: ``"embedded"`` or ``"daemon"``.
     mode: str
+
+    def local_reads(self) -> LocalReads:
+        """Whether reads may run on this process's own read-only connections, and on which file."""
+        return LocalReads(None, f"the {self.mode} transport serves every read itself")
 
     @abc.abstractmethod
     async def request(self, request: dict[str, Any]) -> Any:
@@ -84,8 +110,13 @@ class EmbeddedTransport(Transport):
         )
         worker.start()
         if wire_check is None:
-            wire_check = os.environ.get("FQDB_WIRE_CHECK") == "1"
+            wire_check = wire_check_default()
         return cls(path, worker, wire_check=wire_check)
+
+    def local_reads(self) -> LocalReads:
+        if self.path == ":memory:":
+            return LocalReads(None, "an in-memory database has no file other connections can read")
+        return LocalReads(self.path)
 
     @property
     def worker(self) -> BatchWorker:

@@ -1,6 +1,7 @@
 """Requests to SQL and their execution on one sqlite connection; shared by daemon and embedded mode."""
 
-from .executor import Engine, Outcome, translate_sqlite_error
+from .executor import LOCAL_READ_OPS, Engine, Outcome, translate_sqlite_error
+from .readers import ReaderPool
 from .runner import EngineThread
 from .schema import TableInfo, check_identifier, quote
 from .sqltypes import SqlType, parse_type
@@ -8,11 +9,13 @@ from .statements import OPERATORS, check_value
 from .worker import BatchWorker, Session, WorkItem
 
 __all__ = [
+    "LOCAL_READ_OPS",
     "OPERATORS",
     "BatchWorker",
     "Engine",
     "EngineThread",
     "Outcome",
+    "ReaderPool",
     "Session",
     "SqlType",
     "TableInfo",

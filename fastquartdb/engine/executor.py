@@ -60,7 +60,7 @@ from .statements import (
     check_values,
 )
 
-__all__ = ["Engine", "Outcome", "translate_sqlite_error"]
+__all__ = ["LOCAL_READ_OPS", "Engine", "Outcome", "translate_sqlite_error"]
 
 #: (True, result) or (False, exception) for one request.
 Outcome = tuple[bool, Any]
@@ -78,6 +78,10 @@ _SCHEMA_SAFE_RETRY = (READ_OPS | WRITE_OPS) - {"ping", "ensure_table", "execute"
 _SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
 
 # What raw SQL (the ``execute`` op) may not do behind the engine's back.
+#: Ops a local read-only connection runs (see :meth:`Engine.run_read`); ``execute`` only for
+#: raw statements the caller expects to read (a write is refused there and goes to the writer).
+LOCAL_READ_OPS = frozenset({"fetch", "count", "aggregate", "execute"})
+
 _GUARDED_PRAGMAS = frozenset(
     {
         "journal_mode",
@@ -150,6 +154,7 @@ class Engine:
         raw_sql: bool = True,
         lock_path: str | None = None,
         lock_timeout: float = 5.0,
+        schema_check_interval: float = SCHEMA_CHECK_INTERVAL,
     ) -> None:
         self.conn = conn
         #: With ``use_filelock``: held around every batch and interactive transaction.
@@ -160,7 +165,10 @@ class Engine:
         self._begin_sql = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         self._tables: dict[str, TableInfo] = {}
         self._schema_version = -1
-        self._schema_checked = -SCHEMA_CHECK_INTERVAL
+        #: A local reader checks before every read (0.0): it has no other way to learn
+        #: that the writer changed a table, and a stale column list would drop a column.
+        self._schema_interval = schema_check_interval
+        self._schema_checked = -schema_check_interval - 1.0
         # (table, column names, on_conflict) -> INSERT text: built once per shape.
         self._insert_sql: dict[tuple[Any, ...], str] = {}
         self._raw = False
@@ -280,8 +288,9 @@ class Engine:
         ask at most every ``SCHEMA_CHECK_INTERVAL`` seconds; a request that
         fails on an unknown table or column asks at once and is retried.
         """
-        now = time.monotonic()
-        if not force and now < self._schema_checked + SCHEMA_CHECK_INTERVAL:
+        interval = self._schema_interval
+        now = time.monotonic() if interval else 0.0
+        if not force and interval and now < self._schema_checked + interval:
             return False
         self._schema_checked = now
         version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
@@ -320,17 +329,23 @@ class Engine:
         self._tables[checked] = found
         return found
 
-    def is_point_read(self, req: dict[str, Any]) -> bool:
+    def is_point_read(self, req: dict[str, Any], *, load: bool = False) -> bool:
         """Whether ``req`` is a fetch of at most one row by its table's primary key.
 
         Such a read is one B-tree lookup, cheaper than a thread hop. Looks only at
         the cached schema (no SQL), so it may be asked from another thread while
-        this engine is idle.
+        this engine is idle; ``load=True`` (on the engine's own thread only) reads
+        the shape of a table not cached yet.
         """
         if req.get("op") != "fetch" or req.get("join") is not None:
             return False
         table = req.get("table")
         info = self._tables.get(table) if type(table) is str else None
+        if info is None and load and type(table) is str:
+            try:
+                info = self.table(table)
+            except (FQDBError, sqlite3.Error):
+                return False  # the read itself will say what is wrong
         if info is None or len(info.pk) != 1:
             return False
         where = req.get("where")
@@ -564,6 +579,23 @@ class Engine:
                     self.conn.execute('ROLLBACK TO "fqdb_request"')
                 self.conn.execute('RELEASE "fqdb_request"')
             return outcome
+        return self._execute_safely(req)
+
+    def run_read(self, req: dict[str, Any]) -> Outcome:
+        """Run one read outside any transaction: what a local reader does with a request.
+
+        The same ops as the writer runs (``fetch``, ``count``, ``aggregate``, raw
+        ``execute``), on this engine's connection, in SQLite's autocommit mode: the
+        statement's read snapshot ends when its rows are fetched, so nothing is held
+        between requests. On a read-only connection a raw statement that writes fails
+        with :class:`ReadOnlyError`; the caller then sends it to the writer.
+        """
+        if _op(req) not in LOCAL_READ_OPS:
+            return False, ProgrammingError(f"{_op(req) or 'request'} is not a read")
+        try:
+            self._refresh_schema()
+        except sqlite3.Error as exc:
+            return False, translate_sqlite_error(exc)
         return self._execute_safely(req)
 
     def run_batch(self, requests: list[dict[str, Any]]) -> list[Outcome]:

@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse the execute op (raw SQL); only the structured ops are served",
     )
     parser.add_argument(
+        "--no-local-reads",
+        dest="local_reads",
+        action="store_false",
+        help="tell clients to send every read here instead of reading the file themselves",
+    )
+    parser.add_argument(
         "--replicate",
         metavar="URL",
         help="back the file up continuously with Litestream to URL (file:///dir, s3://bucket/path, "
@@ -130,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_gids=args.allow_gid,
             read_only=args.read_only,
             raw_sql=args.raw_sql,
+            local_reads=args.local_reads,
             replicate=args.replicate,
         )
     except ValueError as exc:

@@ -81,6 +81,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.peer: tuple[int, int, int] | None = None
         self.requests = 0
+        #: The client's own read counts (``stats`` with ``report``), for the daemon's stats.
+        self.report: dict[str, int] | None = None
         self._transport: asyncio.Transport | None = None
         self._decoder = FrameDecoder(daemon.config.max_frame)
         self._greeted = False
@@ -193,6 +195,11 @@ class ClientConnection(asyncio.Protocol):
             return
         self.requests += 1
         if op == "stats":
+            report = message.get("report")
+            if isinstance(report, dict):
+                self.report = {k: v for k, v in report.items() if type(k) is str and type(v) is int}
+                self.send(ok_reply(request_id, None))
+                return
             self.send(ok_reply(request_id, self.daemon.stats()))
             return
         self._hello(request_id, message)
