@@ -46,6 +46,7 @@ from .schema import (
     parse_column_specs,
     quote,
 )
+from .shapes import select_shape, shape_params
 from .statements import (
     build_aggregate,
     build_count,
@@ -171,6 +172,8 @@ class Engine:
         self._schema_checked = -schema_check_interval - 1.0
         # (table, column names, on_conflict) -> INSERT text: built once per shape.
         self._insert_sql: dict[tuple[Any, ...], str] = {}
+        # The shape of a fetch (see _select_shape) -> its SELECT text: built once per shape.
+        self._select_sql: dict[tuple[Any, ...], str] = {}
         self._raw = False
         self._denied: str | None = None
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -303,6 +306,7 @@ class Engine:
     def _forget_schema(self) -> None:
         self._tables.clear()
         self._insert_sql.clear()
+        self._select_sql.clear()
 
     def table(self, name: object) -> TableInfo:
         """The live shape of table ``name``.
@@ -376,7 +380,20 @@ class Engine:
         return len(rows)
 
     def _fetch(self, req: dict[str, Any]) -> dict[str, Any]:
-        return self._query(*build_select(self.table(req.get("table")), req, self.table))
+        table = self.table(req.get("table"))
+        key = select_shape(req)
+        sql = self._select_sql.get(key) if key is not None else None
+        if sql is not None:
+            params = shape_params(req)
+            if params is not None:
+                # A shape built and checked before: only the values are new, checked here.
+                return self._query(sql, params)
+        sql, params = build_select(table, req, self.table)
+        if key is not None:
+            if len(self._select_sql) > 1024:
+                self._select_sql.clear()
+            self._select_sql[key] = sql
+        return self._query(sql, params)
 
     def _count(self, req: dict[str, Any]) -> int:
         sql, params = build_count(self.table(req.get("table")), req)
