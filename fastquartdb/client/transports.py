@@ -130,13 +130,7 @@ class EmbeddedTransport(Transport):
             request = decode_body(encode_body(request))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         item = WorkItem(request, self, request.get("txn"), future)
-        worker = self._worker
-        if worker.can_run_inline(item):
-            worker.run_inline(item)
-        elif worker.can_run_now(item):
-            await worker.run_now(item)
-        else:
-            await worker.put(item)
+        await self._worker.put(item)  # it decides where (BatchWorker.route)
         # If this task is cancelled here the request still runs; the manager's
         # transaction context rolls back what a cancelled transaction began.
         return await future
