@@ -21,6 +21,7 @@ from ..protocol import default_socket_path
 from ..protocol.errors import InterfaceError, NotInitializedError, ValidationError
 from .failover import FailoverTransport
 from .reads import DEFAULT_READERS, ReadRouter
+from .rows import dict_rows
 from .transports import EmbeddedTransport, Transport
 
 __all__ = ["AsyncDatabaseManager", "Transaction"]
@@ -328,8 +329,7 @@ class AsyncDatabaseManager:
         result = await self.request(
             {"op": "execute", "sql": sql, "params": _params(params)}, raw_read=True
         )
-        columns = result["columns"]
-        return [dict(zip(columns, row)) for row in result["rows"]]
+        return dict_rows(result["columns"], result["rows"])
 
     async def fetch_one(
         self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
