@@ -250,6 +250,17 @@ async def test_daemon_stats_show_each_clients_local_and_writer_reads(db_path: st
         while not reported():
             assert loop.time() < end, daemon.stats()["per_client"]
             await asyncio.sleep(0.05)
+        # fqdb stats shows the same (it does not list itself).
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "fqdb"), "stats", db_path, "--json",
+            "--interval", "0.1", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err
+        listed = json.loads(out)["per_client"]
+        assert [(c["pid"], c["reads_local"], c["reads_writer"]) for c in listed] == [
+            (os.getpid(), 5, 1)
+        ]
 
 
 def test_reader_threads_never_keep_the_process_alive(db_path: str, tmp_path: Path) -> None:
