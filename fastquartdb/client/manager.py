@@ -272,7 +272,13 @@ class AsyncDatabaseManager:
     # ------------------------------------------------------------ requests
 
     async def _send(self, request: dict[str, Any]) -> Any:
-        return await self.transport.request(request)
+        # Transaction control: always the writer's. A commit may carry DDL the local readers
+        # must see from the next read on.
+        try:
+            return await self.transport.request(request)
+        finally:
+            if request.get("op") == "commit":
+                self.router.schema_may_have_changed()
 
     async def request(self, request: dict[str, Any], *, raw_read: bool = False) -> Any:
         """Send one protocol request, in the current task's transaction if any.

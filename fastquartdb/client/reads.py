@@ -15,8 +15,11 @@ after a failover)::
 Read-your-writes holds because the writer replies only after COMMIT, and a local
 read opens its snapshot when it starts: a read that starts after an
 acknowledgement sees that write, in this process and in every other. Nothing is
-cached between reads but table shapes, which are checked against
-``PRAGMA schema_version`` before every read.
+cached between reads but table shapes: after this process's writer ran DDL, raw
+SQL or a commit, the next reads check ``PRAGMA schema_version`` first; changes
+made by other processes are noticed within ``SCHEMA_CHECK_INTERVAL`` (50 ms), and
+at once by a read that names a table or column the cache does not know yet (the
+engine then looks again and retries).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ DEFAULT_READERS = 2
 REPORT_INTERVAL = 1.0
 
 _MODEL_READS = frozenset({"fetch", "count", "aggregate"})
+# Writer ops after which the schema may differ: local readers then look at once.
+_SCHEMA_OPS = frozenset({"ensure_table", "execute", "commit"})
 WRITER, INLINE, POOL = "writer", "inline", "pool"
 
 
@@ -106,9 +111,14 @@ class ReadRouter:
         """Run ``request`` where :meth:`route` says; its result, or the error it failed with."""
         where = self.route(request, raw_read)
         if where == WRITER:
-            if raw_read or request.get("op") in _MODEL_READS:
+            op = request.get("op")
+            if raw_read or op in _MODEL_READS:
                 self.reads_writer += 1
-            return await self.writer.request(request)
+            try:
+                return await self.writer.request(request)
+            finally:
+                if op in _SCHEMA_OPS:
+                    self.schema_may_have_changed()
         pool = self.pool
         assert pool is not None
         if self._wire_check:
@@ -121,7 +131,10 @@ class ReadRouter:
             if not ok and raw_read and isinstance(value, ReadOnlyError):
                 # Raw SQL that writes (INSERT ... RETURNING, a PRAGMA that sets): the writer's.
                 self.reads_writer += 1
-                return await self.writer.request(request)
+                try:
+                    return await self.writer.request(request)
+                finally:
+                    self.schema_may_have_changed()
         self.reads_local += 1
         if self._report_handle is None and self.writer.mode == "daemon":
             self._schedule_report()
@@ -133,6 +146,13 @@ class ReadRouter:
             raise error_from_code(error_code(value), str(value))
         assert isinstance(value, FQDBError)
         raise value
+
+    def schema_may_have_changed(self) -> None:
+        """This process's writer ran DDL, raw SQL or a commit: the next local reads check the
+        schema version first (other processes' changes are seen within
+        ``SCHEMA_CHECK_INTERVAL``, or at once by a read that names what they added)."""
+        if self.pool is not None:
+            self.pool.schema_may_have_changed()
 
     # ------------------------------------------------------------ figures
 

@@ -21,9 +21,15 @@ _Builder = Callable[[Sequence[Sequence[Any]]], list[dict[str, Any]]]
 _MAX_WIDTH = 64
 
 
+def _plain(names: tuple[str, ...]) -> _Builder:
+    return lambda rows: [dict(zip(names, row)) for row in rows]
+
+
 @functools.lru_cache(maxsize=512)
-def _builder(names: tuple[str, ...]) -> _Builder:
+def _builder(names: tuple[Any, ...]) -> _Builder:
     width = len(names)
+    if not 0 < width <= _MAX_WIDTH or not all(type(n) is str for n in names):
+        return _plain(names)
     keys = ", ".join(f"k{i}" for i in range(width))
     values = ", ".join(f"v{i}" for i in range(width))
     pairs = ", ".join(f"k{i}: v{i}" for i in range(width))
@@ -41,9 +47,10 @@ def _builder(names: tuple[str, ...]) -> _Builder:
 
 def dict_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     """Each row as a dict of column name to value (a later duplicate name wins, as in dict())."""
-    names = tuple(columns)
     if not rows:
         return []
-    if not 0 < len(names) <= _MAX_WIDTH or not all(type(n) is str for n in names):
-        return [dict(zip(names, row)) for row in rows]
-    return _builder(names)(rows)
+    try:
+        build = _builder(tuple(columns))
+    except TypeError:  # an unhashable name (never from a real result)
+        return [dict(zip(columns, row)) for row in rows]
+    return build(rows)

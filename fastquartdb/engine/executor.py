@@ -598,7 +598,7 @@ class Engine:
             return outcome
         return self._execute_safely(req)
 
-    def run_read(self, req: dict[str, Any]) -> Outcome:
+    def run_read(self, req: dict[str, Any], *, check_schema: bool = False) -> Outcome:
         """Run one read outside any transaction: what a local reader does with a request.
 
         The same ops as the writer runs (``fetch``, ``count``, ``aggregate``, raw
@@ -606,11 +606,13 @@ class Engine:
         statement's read snapshot ends when its rows are fetched, so nothing is held
         between requests. On a read-only connection a raw statement that writes fails
         with :class:`ReadOnlyError`; the caller then sends it to the writer.
+        ``check_schema`` asks SQLite for the schema version now (the caller knows the
+        writer may have changed it), instead of at most every ``schema_check_interval``.
         """
         if _op(req) not in LOCAL_READ_OPS:
             return False, ProgrammingError(f"{_op(req) or 'request'} is not a read")
         try:
-            self._refresh_schema()
+            self._refresh_schema(force=check_schema)
         except sqlite3.Error as exc:
             return False, translate_sqlite_error(exc)
         return self._execute_safely(req)

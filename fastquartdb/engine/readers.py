@@ -22,6 +22,12 @@ one to close, which the Litestream mode relies on), or hold a read snapshot
 between requests (autocommit: a statement's snapshot ends when its rows are
 fetched, before the result is handed back).
 
+Table shapes are cached per engine, as the writer caches them: checked against
+``PRAGMA schema_version`` at most every ``SCHEMA_CHECK_INTERVAL``, at once after
+:meth:`ReaderPool.schema_may_have_changed` (this process's writer ran DDL, raw
+SQL or a commit), and at once when a request names a table or column the cache
+does not know (the engine looks again and retries).
+
 Reader threads are daemon threads, and :meth:`ReaderPool.close` ends them, so
 they never keep the interpreter alive.
 """
@@ -90,9 +96,9 @@ def _settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
 
 
 def _reader_engine(conn: sqlite3.Connection, raw_sql: bool) -> Engine:
-    # Checks the schema version before every read: a column the writer just added
-    # must be in the very next fetch's rows.
-    return Engine(conn, raw_sql=raw_sql, schema_check_interval=0.0)
+    # Table shapes are checked against the file at most every SCHEMA_CHECK_INTERVAL, as the
+    # writer does, and at once after schema_may_have_changed() (see ReaderPool).
+    return Engine(conn, raw_sql=raw_sql)
 
 
 class ReaderPool:
@@ -112,6 +118,10 @@ class ReaderPool:
         self.threads = len(engines)
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._closed = False
+        # Bumped (on the loop's thread) whenever this process's writer may have changed the
+        # schema; every reader checks the schema version before its first read after that.
+        self._schema_generation = 0
+        self._inline_seen = 0
         self._workers = [
             threading.Thread(
                 target=self._serve, args=(engine,), name=f"fqdb-reader-{i}", daemon=True
@@ -155,9 +165,17 @@ class ReaderPool:
         """
         return self.inline.is_point_read(request, load=True)
 
+    def schema_may_have_changed(self) -> None:
+        """The writer ran DDL or raw SQL for this process: reads that start from now on look
+        at the schema version first, so they see a table or column it just added."""
+        self._schema_generation += 1
+
     def run_here(self, request: dict[str, Any]) -> Outcome:
         """Run ``request`` now, on the caller's thread (the event loop's; point reads only)."""
-        return self.inline.run_read(request)
+        generation = self._schema_generation
+        check = generation != self._inline_seen
+        self._inline_seen = generation
+        return self.inline.run_read(request, check_schema=check)
 
     def submit(self, request: dict[str, Any]) -> asyncio.Future[Outcome]:
         """Queue ``request`` for a reader thread; the future gets its outcome.
@@ -174,13 +192,17 @@ class ReaderPool:
 
     def _serve(self, engine: Engine) -> None:
         jobs = self._jobs
+        seen = 0
         try:
             while True:
                 job = jobs.get()
                 if job is None:
                     return
                 request, future, loop = job
-                outcome = engine.run_read(request)
+                # Read once: the loop's thread may bump it meanwhile (then the next read checks).
+                generation = self._schema_generation
+                outcome = engine.run_read(request, check_schema=generation != seen)
+                seen = generation
                 # The loop may be closed by now (its caller gave up): nobody waits then.
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_settle, future, outcome)

@@ -163,6 +163,42 @@ async def test_schema_changes_by_the_writer_are_seen_at_once(db_path: str) -> No
         assert db.router.reads_writer == 0 and db.router.reads_local >= 9
 
 
+async def test_schema_changes_by_another_client_are_seen_without_restart(db_path: str) -> None:
+    from fastquartdb.client.connection import SocketTransport
+
+    async with daemon_in_process(db_path) as daemon:
+        db = await AsyncDatabaseManager.init_engine(db_path, mode="daemon")
+        await Note.insert({"body": "a"})
+        assert (await db.router.request({"op": "fetch", "table": "note"}))["columns"] == [
+            "id",
+            "body",
+        ]
+        # Another client (another process, as far as this one knows) changes the schema.
+        other = await SocketTransport.connect(daemon.config.socket or "", db_path)
+        try:
+            await other.request({"op": "execute", "sql": "ALTER TABLE note ADD COLUMN extra TEXT"})
+            await other.request({"op": "execute", "sql": "UPDATE note SET extra = 'x'"})
+        finally:
+            await other.close()
+        # A read naming the new column works at once (the engine looks again and retries) ...
+        named = {"op": "fetch", "table": "note", "columns": ["extra"]}
+        assert [list(r) for r in (await db.router.request(named))["rows"]] == [["x"]]
+        # ... and every reader's column list follows within the check interval, no restart.
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5.0
+        while True:
+            for _ in range(4):  # reach the inline engine and both reader threads
+                result = await db.router.request({"op": "fetch", "table": "note"})
+                point = await db.router.request(
+                    {"op": "fetch", "table": "note", "where": [[["id", "=", 1]]]}
+                )
+            if result["columns"] == point["columns"] == ["id", "body", "extra"]:
+                break
+            assert loop.time() < end, (result, point)
+            await asyncio.sleep(0.02)
+        assert db.router.reads_writer == 0
+
+
 async def test_raw_reads_keep_the_refusals_and_writes_go_to_the_writer(db_path: str) -> None:
     async with daemon_in_process(db_path):
         db = await AsyncDatabaseManager.init_engine(db_path, mode="daemon")
