@@ -42,6 +42,9 @@ DEFAULT_READERS = 2
 #: Seconds between the reports of this process's read counts to the daemon (for ``fqdb stats``).
 REPORT_INTERVAL = 1.0
 
+#: Inline reads in a row after which the caller yields to the event loop once.
+INLINE_STREAK = 16
+
 _MODEL_READS = frozenset({"fetch", "count", "aggregate"})
 # Writer ops after which the schema may differ: local readers then look at once.
 _SCHEMA_OPS = frozenset({"ensure_table", "execute", "commit"})
@@ -60,6 +63,7 @@ class ReadRouter:
         self.reads_inline = 0
         self.reads_writer = 0
         self._wire_check = wire_check_default()
+        self._inline_streak = 0
         self._report_handle: asyncio.TimerHandle | None = None
         self._report_task: asyncio.Task[None] | None = None
 
@@ -126,7 +130,13 @@ class ReadRouter:
         if where == INLINE:
             self.reads_inline += 1
             ok, value = pool.run_here(request)
+            self._inline_streak += 1
+            if self._inline_streak >= INLINE_STREAK:
+                # An inline read never awaits: let the loop run other tasks and I/O now and then.
+                self._inline_streak = 0
+                await asyncio.sleep(0)
         else:
+            self._inline_streak = 0
             ok, value = await pool.submit(request)
             if not ok and raw_read and isinstance(value, ReadOnlyError):
                 # Raw SQL that writes (INSERT ... RETURNING, a PRAGMA that sets): the writer's.

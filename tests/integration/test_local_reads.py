@@ -329,3 +329,28 @@ def test_reader_threads_never_keep_the_process_alive(db_path: str, tmp_path: Pat
         assert proc.stdout.strip() == "done"
     finally:
         assert daemon.stop() == 0
+
+
+async def test_inline_point_reads_let_other_tasks_run(db_path: str) -> None:
+    db = await AsyncDatabaseManager.init_engine(db_path, mode="embedded")
+    await Note.insert({"body": "a"})
+    turns = 0
+    done = False
+
+    async def other() -> None:
+        nonlocal turns
+        while not done:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    before = turns
+    for _ in range(160):
+        assert await Note.get(1) is not None  # inline: no await of its own
+    during = turns - before
+    done = True
+    await task
+    assert db.router.reads_inline >= 160
+    # The reading task yielded to the loop every 16 inline reads.
+    assert during >= 160 // 16 - 1, during
