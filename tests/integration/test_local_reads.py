@@ -31,6 +31,8 @@ pytestmark = pytest.mark.slow
 
 
 class Note(BaseModel):
+    # Its own table name: models register by table, and other suites use "note" too.
+    __tablename__ = "lr_note"
     id = Column("INTEGER", primary_key=True)
     body = Column("TEXT")
 
@@ -150,14 +152,14 @@ async def test_schema_changes_by_the_writer_are_seen_at_once(db_path: str) -> No
         for step in range(3):
             # The writer changes the schema (raw SQL runs there); the very next local read,
             # with no pause, shows the new column and the new table.
-            await db.execute(f"ALTER TABLE note ADD COLUMN extra{step} TEXT")
+            await db.execute(f"ALTER TABLE lr_note ADD COLUMN extra{step} TEXT")
             await db.execute(f"CREATE TABLE side{step} (v INTEGER)")
             await db.execute(f"INSERT INTO side{step} VALUES (?)", [step])
-            rows = await db.fetch_all("SELECT * FROM note")
+            rows = await db.fetch_all("SELECT * FROM lr_note")
             assert f"extra{step}" in rows[0]
-            count = await db.router.request({"op": "count", "table": "note"})
+            count = await db.router.request({"op": "count", "table": "lr_note"})
             assert count == 1
-            fetched = await db.router.request({"op": "fetch", "table": "note"})
+            fetched = await db.router.request({"op": "fetch", "table": "lr_note"})
             assert fetched["columns"][-1] == f"extra{step}"
             assert await db.fetch_all(f"SELECT v FROM side{step}") == [{"v": step}]
         assert db.router.reads_writer == 0 and db.router.reads_local >= 9
@@ -169,28 +171,28 @@ async def test_schema_changes_by_another_client_are_seen_without_restart(db_path
     async with daemon_in_process(db_path) as daemon:
         db = await AsyncDatabaseManager.init_engine(db_path, mode="daemon")
         await Note.insert({"body": "a"})
-        assert (await db.router.request({"op": "fetch", "table": "note"}))["columns"] == [
+        assert (await db.router.request({"op": "fetch", "table": "lr_note"}))["columns"] == [
             "id",
             "body",
         ]
         # Another client (another process, as far as this one knows) changes the schema.
         other = await SocketTransport.connect(daemon.config.socket or "", db_path)
         try:
-            await other.request({"op": "execute", "sql": "ALTER TABLE note ADD COLUMN extra TEXT"})
-            await other.request({"op": "execute", "sql": "UPDATE note SET extra = 'x'"})
+            await other.request({"op": "execute", "sql": "ALTER TABLE lr_note ADD COLUMN extra TEXT"})
+            await other.request({"op": "execute", "sql": "UPDATE lr_note SET extra = 'x'"})
         finally:
             await other.close()
         # A read naming the new column works at once (the engine looks again and retries) ...
-        named = {"op": "fetch", "table": "note", "columns": ["extra"]}
+        named = {"op": "fetch", "table": "lr_note", "columns": ["extra"]}
         assert [list(r) for r in (await db.router.request(named))["rows"]] == [["x"]]
         # ... and every reader's column list follows within the check interval, no restart.
         loop = asyncio.get_running_loop()
         end = loop.time() + 5.0
         while True:
             for _ in range(4):  # reach the inline engine and both reader threads
-                result = await db.router.request({"op": "fetch", "table": "note"})
+                result = await db.router.request({"op": "fetch", "table": "lr_note"})
                 point = await db.router.request(
-                    {"op": "fetch", "table": "note", "where": [[["id", "=", 1]]]}
+                    {"op": "fetch", "table": "lr_note", "where": [[["id", "=", 1]]]}
                 )
             if result["columns"] == point["columns"] == ["id", "body", "extra"]:
                 break
@@ -210,10 +212,10 @@ async def test_raw_reads_keep_the_refusals_and_writes_go_to_the_writer(db_path: 
         assert db.router.reads_writer == 0  # refused where they ran: locally
         # A raw statement that writes is refused by the read-only connection and runs on the
         # writer instead, with its rows.
-        rows = await db.fetch_all("INSERT INTO note (body) VALUES ('b') RETURNING id")
+        rows = await db.fetch_all("INSERT INTO lr_note (body) VALUES ('b') RETURNING id")
         assert rows == [{"id": 2}]
         assert db.router.reads_writer == 1
-        assert await db.fetch_one("SELECT body FROM note WHERE id = 2") == {"body": "b"}
+        assert await db.fetch_one("SELECT body FROM lr_note WHERE id = 2") == {"body": "b"}
 
 
 async def test_raw_sql_off_on_the_daemon_is_off_for_local_readers(db_path: str) -> None:
