@@ -178,7 +178,9 @@ async def test_schema_changes_by_another_client_are_seen_without_restart(db_path
         # Another client (another process, as far as this one knows) changes the schema.
         other = await SocketTransport.connect(daemon.config.socket or "", db_path)
         try:
-            await other.request({"op": "execute", "sql": "ALTER TABLE lr_note ADD COLUMN extra TEXT"})
+            await other.request(
+                {"op": "execute", "sql": "ALTER TABLE lr_note ADD COLUMN extra TEXT"}
+            )
             await other.request({"op": "execute", "sql": "UPDATE lr_note SET extra = 'x'"})
         finally:
             await other.close()
