@@ -28,6 +28,7 @@ from .machine import describe, source_fingerprint
 from .report import MIB, print_tables, write_charts, write_json, write_markdown
 from .results import METRICS, evaluate_targets, summarize
 from .scenarios import FULL, QUICK, SCENARIOS, Case, Profiling, Runner, Scenario, scenarios_for
+from .web import wrk_missing
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 COST_METRICS = (
@@ -100,6 +101,10 @@ def _plan(args: argparse.Namespace) -> tuple[dict[str, Scenario], list[str]]:
         )
     scenarios = scenarios_for(sizes)
     selected = [s for s in SCENARIOS if not args.scenario or s in args.scenario]
+    why = wrk_missing()
+    if why is not None and any(scenarios[s].workload == "web" for s in selected):
+        _progress(f"skipping S8 and S9 (the web app under wrk): {why}")
+        selected = [s for s in selected if scenarios[s].workload != "web"]
 
     missing = unavailable()
     for name, why in missing.items():
@@ -281,6 +286,20 @@ def _notes(sid: str) -> list[str]:
         "S4": [
             "fastquartdb: `User.insert_many(rows)` from a list of dicts (default chunk_size 1000, "
             "one transaction); sqlite3: `executemany` of tuples between BEGIN IMMEDIATE and COMMIT."
+        ],
+        "S3": [
+            "fastquartdb reads run on each worker's own read-only connections (a point read "
+            "inline on the event loop); 'readers=0' sends every read to the daemon, as before "
+            "issue 18."
+        ],
+        "S7": [
+            "fastquartdb: `User.fetch(filters={'id': [('BETWEEN', (lo, lo + 99))]})` on a reader "
+            "thread, rows as dicts; aiosqlite: `execute_fetchall` (tuples)."
+        ],
+        "S8": [
+            "`hypercorn examples.quart_app:app -w 4 -k uvloop` (daemon: FQDB_MODE=daemon; embedded: "
+            "FQDB_MODE=embedded) against `hypercorn bench.web_app:app` (the two routes on plain "
+            "aiosqlite); `wrk -t2 -c64 --latency -s bench/wrk_mix.lua`. Latency is wrk's."
         ],
         "S6": [
             "Daemon peak RSS is the kernel's VmHWM of the fresh daemon process of each S1 run "

@@ -7,7 +7,10 @@ await. Latency is measured by the caller around that await.
 
 Contenders (names used on the command line, in JSON and in charts):
 
-``daemon``            fastquartdb models talking to a real ``fqdb-server``.
+``daemon``            fastquartdb models talking to a real ``fqdb-server``; reads run on the
+                      worker's own read-only connections (local readers, the default).
+``daemon_writer_reads`` the same with ``readers=0``: every read goes to the daemon (as before
+                      issue 18); the baseline of R4.
 ``embedded``          fastquartdb models, engine in-process (``mode="embedded"``).
 ``embedded_filelock`` the same with ``use_filelock=True`` (the README's multi-process advice).
 ``aiosqlite``         one plain aiosqlite connection per process: WAL, ``busy_timeout``,
@@ -27,6 +30,7 @@ from fastquartdb import AsyncDatabaseManager, BaseModel, Column
 __all__ = [
     "BUSY_TIMEOUT",
     "CONTENDERS",
+    "RANGE_ROWS",
     "USER_DDL",
     "Client",
     "User",
@@ -42,6 +46,9 @@ USER_DDL = 'CREATE TABLE "user" ("id" INTEGER PRIMARY KEY, "username" TEXT NOT N
 _INSERT = 'INSERT INTO "user" ("username", "age") VALUES (?, ?)'
 _SELECT = 'SELECT "id", "username", "age" FROM "user" WHERE "id" = ?'
 _UPDATE = 'UPDATE "user" SET "age" = ? WHERE "id" = ?'
+_RANGE = 'SELECT "id", "username", "age" FROM "user" WHERE "id" BETWEEN ? AND ?'
+#: Rows per range read (S7).
+RANGE_ROWS = 100
 
 
 class User(BaseModel):
@@ -76,6 +83,10 @@ class Client:
         """Change one row by primary key; returns once it is committed."""
         raise NotImplementedError(f"{type(self).__name__} does not take part in write scenarios")
 
+    async def read_range(self, low: int) -> Any:
+        """Read the ``RANGE_ROWS`` rows from primary key ``low`` on."""
+        raise NotImplementedError(f"{type(self).__name__} does not take part in range scenarios")
+
     def prepare_bulk(self, rows: list[tuple[str, int]]) -> Any:
         """The rows in the form this contender's user already holds (not timed)."""
         return rows
@@ -88,10 +99,13 @@ class Client:
 class FastQuartDBClient(Client):
     """fastquartdb's model API, over the daemon or embedded."""
 
-    def __init__(self, *args: Any, mode: str, use_filelock: bool = False) -> None:
+    def __init__(
+        self, *args: Any, mode: str, use_filelock: bool = False, readers: int | None = None
+    ) -> None:
         super().__init__(*args)
         self.mode = mode
         self.use_filelock = use_filelock
+        self.readers = readers
 
     async def open(self) -> None:
         db = await AsyncDatabaseManager.init_engine(
@@ -101,6 +115,7 @@ class FastQuartDBClient(Client):
             socket=self.socket,
             synchronous=self.synchronous,
             busy_timeout=BUSY_TIMEOUT,
+            readers=self.readers,
         )
         if db.mode != self.mode:
             raise RuntimeError(f"wanted mode {self.mode!r}, got {db.mode!r}")
@@ -116,6 +131,9 @@ class FastQuartDBClient(Client):
 
     async def update(self, pk: int, age: int) -> Any:
         return await User.update({"age": age}, filters={"id": pk})
+
+    async def read_range(self, low: int) -> Any:
+        return await User.fetch(filters={"id": [("BETWEEN", (low, low + RANGE_ROWS - 1))]})
 
     def prepare_bulk(self, rows: list[tuple[str, int]]) -> Any:
         return [{"username": name, "age": age} for name, age in rows]
@@ -153,6 +171,9 @@ class AiosqliteClient(Client):
     async def update(self, pk: int, age: int) -> Any:
         cursor = await self.conn.execute(_UPDATE, (age, pk))
         return cursor.rowcount
+
+    async def read_range(self, low: int) -> Any:
+        return await self.conn.execute_fetchall(_RANGE, (low, low + RANGE_ROWS - 1))
 
     async def bulk(self, payload: Any) -> int:
         conn = self.conn
@@ -244,6 +265,7 @@ class Sqlite3Client(Client):
 #: contender name -> (label for tables and charts, needs a daemon)
 CONTENDERS: dict[str, tuple[str, bool]] = {
     "daemon": ("fastquartdb daemon", True),
+    "daemon_writer_reads": ("fastquartdb daemon, readers=0", True),
     "daemon_replicate": ("fastquartdb daemon + Litestream", True),
     "embedded": ("fastquartdb embedded", False),
     "embedded_filelock": ("fastquartdb embedded + filelock", False),
@@ -273,6 +295,8 @@ def make_client(contender: str, db: str, synchronous: str, socket: str | None) -
     args = (db, synchronous, socket)
     if contender in ("daemon", "daemon_replicate"):
         return FastQuartDBClient(*args, mode="daemon")
+    if contender == "daemon_writer_reads":
+        return FastQuartDBClient(*args, mode="daemon", readers=0)
     if contender == "embedded":
         return FastQuartDBClient(*args, mode="embedded")
     if contender == "embedded_filelock":

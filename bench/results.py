@@ -126,7 +126,7 @@ class Target:
     scale: float = 1.0
 
 
-#: The targets of issue 8. Case names are ``scenario:contender:synchronous``.
+#: The targets of issues 8 (T) and 18 (R). Case names are ``scenario:contender:synchronous``.
 TARGETS: tuple[Target, ...] = (
     Target("T1", "S1", "S1 FULL throughput: daemon ≥ 4x plain aiosqlite per process",
            "throughput", "S1:daemon:full", "S1:aiosqlite:full", 4.0, ">="),
@@ -146,6 +146,27 @@ TARGETS: tuple[Target, ...] = (
            "peak_rss_bytes", "S6:daemon:full", None, 60.0, "<=", 1024 * 1024),
     Target("T8", "S1", "S1 NORMAL throughput: embedded + filelock ≥ 0.5x plain aiosqlite per process",
            "throughput", "S1:embedded_filelock:normal", "S1:aiosqlite:normal", 0.5, ">="),
+    # Issue 18: one writer, many readers.
+    Target("R1a", "S3", "S3 point reads 4x16: daemon ≥ 1.0x plain aiosqlite per process",
+           "throughput", "S3:daemon:full", "S3:aiosqlite:full", 1.0, ">="),
+    Target("R1b", "S3", "S3 point reads 4x16: embedded ≥ 1.0x plain aiosqlite per process",
+           "throughput", "S3:embedded:full", "S3:aiosqlite:full", 1.0, ">="),
+    Target("R2", "S2", "S2 serial point read p50: daemon ≤ 0.5x plain aiosqlite",
+           "p50_ms", "S2:daemon:full", "S2:aiosqlite:full", 0.5, "<="),
+    Target("R3a", "S5", "S5 90/10 FULL throughput: daemon ≥ 1.5x plain aiosqlite per process",
+           "throughput", "S5:daemon:full", "S5:aiosqlite:full", 1.5, ">="),
+    Target("R3b", "S5", "S5 90/10 FULL p99: daemon ≤ 0.3x plain aiosqlite",
+           "p99_ms", "S5:daemon:full", "S5:aiosqlite:full", 0.3, "<="),
+    Target("R4a", "S1", "S1 FULL writes: daemon ≥ 0.95x the daemon with readers=0 (T1 kept)",
+           "throughput", "S1:daemon:full", "S1:daemon_writer_reads:full", 0.95, ">="),
+    Target("R4b", "S1", "S1 NORMAL writes: daemon ≥ 0.95x the daemon with readers=0 (T2 kept)",
+           "throughput", "S1:daemon:normal", "S1:daemon_writer_reads:normal", 0.95, ">="),
+    Target("R5", "S7", "S7 100-row range reads 4x16: daemon ≥ 1.2x plain aiosqlite per process",
+           "throughput", "S7:daemon:full", "S7:aiosqlite:full", 1.2, ">="),
+    Target("R6a", "S8", "S8 web 90/10 (hypercorn -w 4, wrk -c64): daemon ≥ 1.0x the aiosqlite app",
+           "throughput", "S8:daemon:full", "S8:aiosqlite:full", 1.0, ">="),
+    Target("R6b", "S9", "S9 web 50/50 (hypercorn -w 4, wrk -c64): daemon ≥ 1.3x the aiosqlite app",
+           "throughput", "S9:daemon:full", "S9:aiosqlite:full", 1.3, ">="),
 )  # fmt: skip
 
 

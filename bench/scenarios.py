@@ -1,4 +1,4 @@
-"""Scenarios S1-S6 and the runner that plays one contender once.
+"""Scenarios S1-S9 and the runner that plays one contender once.
 
 Every run gets a fresh database file in its own temporary directory, fresh
 worker processes (spawned, like web workers) and, for the daemon contender,
@@ -25,9 +25,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from . import worker
-from .contenders import CONTENDERS, USER_DDL
+from .contenders import CONTENDERS, RANGE_ROWS, USER_DDL
 from .daemon import BenchDaemon
 from .results import run_metrics
+from .web import WEB_CONNECTIONS, WEB_WORKERS, WebRunFailed, run_web
 
 __all__ = [
     "FULL",
@@ -57,6 +58,9 @@ class Sizes:
     s4_rows: int
     #: Rows in the table before read scenarios start.
     read_rows: int
+    s7_seconds: float = 3.0
+    #: Seconds of wrk load per S8/S9 run.
+    s8_seconds: float = 5.0
 
 
 FULL = Sizes(
@@ -80,6 +84,8 @@ QUICK = Sizes(
     s2_warmup=20,
     s4_rows=2_000,
     read_rows=500,
+    s7_seconds=0.25,
+    s8_seconds=1.0,
 )
 
 
@@ -140,7 +146,7 @@ def _cases(
 
 
 def scenarios_for(sizes: Sizes) -> dict[str, Scenario]:
-    """The six scenarios of issue 8 at the given sizes."""
+    """The scenarios of issues 8 and 18 at the given sizes."""
     p, t = sizes.processes, sizes.tasks
     return {
         "S1": Scenario(
@@ -154,6 +160,7 @@ def scenarios_for(sizes: Sizes) -> dict[str, Scenario]:
                 "S1",
                 [
                     "daemon",
+                    "daemon_writer_reads",
                     "daemon_replicate",
                     "embedded",
                     "embedded_filelock",
@@ -185,7 +192,7 @@ def scenarios_for(sizes: Sizes) -> dict[str, Scenario]:
             "read",
             p,
             t,
-            _cases("S3", ["daemon", "embedded", "aiosqlite"]),
+            _cases("S3", ["daemon", "daemon_writer_reads", "embedded", "aiosqlite"]),
             "reads/s",
             duration=sizes.s3_seconds,
             rows=sizes.read_rows,
@@ -231,11 +238,43 @@ def scenarios_for(sizes: Sizes) -> dict[str, Scenario]:
             duration=sizes.s1_seconds,
             derived_from="S1",
         ),
+        "S7": Scenario(
+            "S7",
+            "range reads",
+            f"Every task reads {RANGE_ROWS} consecutive rows by a primary-key range "
+            "(User.fetch(filters={'id': [('BETWEEN', (lo, hi))]})).",
+            "range",
+            p,
+            t,
+            _cases("S7", ["daemon", "embedded", "aiosqlite"]),
+            "reads/s",
+            duration=sizes.s7_seconds,
+            rows=sizes.read_rows,
+            warmup=5,
+        ),
+        **{
+            sid: Scenario(
+                sid,
+                f"web app, {100 - share}/{share}",
+                f"The Quart example under hypercorn -w {WEB_WORKERS}, driven by wrk with "
+                f"{WEB_CONNECTIONS} connections: {100 - share}% GET /users/<id>, {share}% "
+                "POST /users; the plain-aiosqlite app serves the same two routes.",
+                "web",
+                WEB_WORKERS,
+                WEB_CONNECTIONS,
+                _cases(sid, ["daemon", "embedded", "aiosqlite"]),
+                "requests/s",
+                duration=sizes.s8_seconds,
+                rows=sizes.read_rows,
+                write_ratio=share / 100,
+            )
+            for sid, share in (("S8", 10), ("S9", 50))
+        },
     }
 
 
 #: Scenario ids in order.
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9")
 
 
 class RunFailed(RuntimeError):
@@ -410,8 +449,17 @@ class Runner:
             except RuntimeError as exc:
                 raise RunFailed(str(exc)) from None
         try:
-            reports, daemon_cpu = self._run_workers(scenario, case, repeat, db, daemon)
-            metrics = run_metrics(reports)
+            if scenario.workload == "web":
+                socket = daemon.socket if daemon is not None else None
+                cpu0 = daemon.cpu_seconds() if daemon is not None else 0.0
+                try:
+                    metrics = run_web(scenario, case.contender, db, socket, workdir)
+                except WebRunFailed as exc:
+                    raise RunFailed(str(exc)) from None
+                daemon_cpu = (daemon.cpu_seconds() - cpu0) if daemon is not None else 0.0
+            else:
+                reports, daemon_cpu = self._run_workers(scenario, case, repeat, db, daemon)
+                metrics = run_metrics(reports)
             requests = metrics["requests"] or 1
             metrics["client_cpu_s_per_10k"] = metrics["client_cpu_s"] / requests * 10_000
             if daemon is not None:

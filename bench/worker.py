@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .contenders import Client, make_client
+from .contenders import RANGE_ROWS, Client, make_client
 
 __all__ = ["Job", "main"]
 
@@ -47,7 +47,7 @@ class Job:
     db: str
     synchronous: str
     socket: str | None
-    #: ``insert`` (S1), ``read`` (S2, S3), ``mix`` (S5) or ``bulk`` (S4).
+    #: ``insert`` (S1), ``read`` (S2, S3), ``mix`` (S5), ``bulk`` (S4) or ``range`` (S7).
     workload: str
     tasks: int
     #: Seconds of load (duration-based scenarios) or None.
@@ -148,6 +148,8 @@ class _Load:
             return "write", client.insert(self._name(), rng.randrange(100))
         if workload == "read":
             return "read", client.read(rng.randint(1, job.rows))
+        if workload == "range":
+            return "read", client.read_range(rng.randint(1, job.rows - RANGE_ROWS + 1))
         if workload == "mix":
             if rng.random() < job.write_ratio:
                 return "write", client.update(rng.randint(1, job.rows), rng.randrange(100))

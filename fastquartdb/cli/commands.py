@@ -355,9 +355,17 @@ async def cmd_stats(args: argparse.Namespace) -> int:
         "transactions": stats.get("transactions"),
         "txn_timeouts": stats.get("txn_timeouts"),
         "refused": stats.get("refused"),
+        # Each client's requests here and where its reads ran (local readers or this daemon).
+        "per_client": [c for c in stats.get("per_client") or [] if c.get("pid") != me],
         "protocol_errors": stats.get("protocol_errors"),
         **_replication(stats),
     }
+    if args.format != "json" and args.format != "nl":
+        # One "pid: N local, M to the daemon" entry per client in a flat format.
+        record["per_client"] = [
+            f"{c.get('pid')}: {c.get('reads_local')} local, {c.get('reads_writer')} to the daemon"
+            for c in record["per_client"]
+        ]
     write_record(record, args.format, sys.stdout, none="n/a")
     return 0
 

@@ -39,7 +39,7 @@ from ..protocol.errors import (
     InterfaceError,
     RequestTimeoutError,
 )
-from .transports import Transport
+from .transports import LocalReads, Transport
 
 __all__ = ["SocketTransport"]
 
@@ -212,6 +212,14 @@ class SocketTransport(Transport):
                 f"the fqdb-server on {self.socket_path} closed the connection before hello "
                 f"({exc}); see its log"
             ) from None
+
+    def local_reads(self) -> LocalReads:
+        hello = self.server
+        if hello.get("local_reads") is False:
+            return LocalReads(
+                None, f"the daemon on {self.socket_path} forbids local reads (--no-local-reads)"
+            )
+        return LocalReads(str(hello.get("db")), raw_sql=hello.get("raw_sql") is not False)
 
     # ------------------------------------------------------------ requests
 

@@ -38,7 +38,7 @@ from ..protocol.errors import (
     TooManyClientsError,
 )
 from .connection import SocketTransport
-from .transports import EmbeddedTransport, Transport
+from .transports import EmbeddedTransport, LocalReads, Transport
 
 __all__ = ["FailoverTransport"]
 
@@ -112,6 +112,10 @@ class FailoverTransport(Transport):
         """The transport requests go to now."""
         assert self._current is not None
         return self._current
+
+    def local_reads(self) -> LocalReads:
+        assert self._current is not None
+        return self._current.local_reads()
 
     async def _connect(self) -> SocketTransport:
         return await SocketTransport.connect(

@@ -21,6 +21,8 @@ from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import default_socket_path
 from ..protocol.errors import InterfaceError, NotInitializedError, ValidationError
 from .failover import FailoverTransport
+from .reads import DEFAULT_READERS, ReadRouter
+from .rows import dict_rows
 from .transports import EmbeddedTransport, Transport
 
 __all__ = ["AsyncDatabaseManager", "Transaction"]
@@ -136,10 +138,20 @@ class AsyncDatabaseManager:
     #: Every model class defined so far, by table name (the models layer fills it).
     _models: ClassVar[dict[str, type[TableSource]]] = {}
 
-    def __init__(self, path: str, transport: Transport, *, use_filelock: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        transport: Transport,
+        *,
+        use_filelock: bool,
+        router: ReadRouter | None = None,
+    ) -> None:
         self.path = path
         self.use_filelock = use_filelock
+        #: The writer: where writes, DDL and transactions go (and reads, without local readers).
         self.transport = transport
+        #: Decides where each request runs (:meth:`ReadRouter.route`).
+        self.router = router if router is not None else ReadRouter(transport, None, "no readers")
         self._txn_ids = itertools.count(1)
         self._ready: set[type[TableSource]] = set()
         self._pending: dict[type[TableSource], asyncio.Future[None]] = {}
@@ -159,6 +171,7 @@ class AsyncDatabaseManager:
         request_timeout: float | None = None,
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
         connect_timeout: float = 5.0,
+        readers: int | None = None,
     ) -> AsyncDatabaseManager:
         """Open ``path`` and make it the process's database.
 
@@ -178,6 +191,9 @@ class AsyncDatabaseManager:
             connect_timeout: seconds to wait for the daemon to accept and answer
                 ``hello``; a daemon that does not (stopped, overloaded) counts as absent:
                 ``"auto"`` warns and runs embedded, ``"daemon"`` raises.
+            readers: reader threads of this process's own read-only connections to the
+                file (default 2, or ``FQDB_READERS``); reads outside a transaction run
+                there, a point read inline. ``0`` sends every read to the writer.
 
         Returns:
             The manager, also available as ``AsyncDatabaseManager.get()``.
@@ -193,6 +209,7 @@ class AsyncDatabaseManager:
         is_url = fspath.startswith("dqlite://")
         if mode not in _MODES and mode != "dqlite":
             raise ValidationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
+        readers = _reader_count(readers)
         if fspath != ":memory:" and not is_url:
             fspath = os.path.abspath(fspath)
         current = cls._instance
@@ -219,13 +236,18 @@ class AsyncDatabaseManager:
             statement_timeout=statement_timeout,
             connect_timeout=connect_timeout,
         )
-        manager = cls(fspath, transport, use_filelock=use_filelock)
+        try:
+            router = ReadRouter.open(transport, readers=readers, busy_timeout=busy_timeout)
+        except BaseException:
+            await transport.close()
+            raise
+        manager = cls(fspath, transport, use_filelock=use_filelock, router=router)
         cls._instance = manager
         try:
             await manager._ensure_all()
         except BaseException:
             cls._instance = None
-            await transport.close()
+            await manager._close()
             raise
         return manager
 
@@ -247,7 +269,13 @@ class AsyncDatabaseManager:
         """Finish pending requests, close the database and end its thread. Safe to call twice."""
         manager, cls._instance = cls._instance, None
         if manager is not None:
-            await manager.transport.close()
+            await manager._close()
+
+    async def _close(self) -> None:
+        try:
+            await self.router.close()
+        finally:
+            await self.transport.close()
 
     @property
     def mode(self) -> str:
@@ -262,14 +290,33 @@ class AsyncDatabaseManager:
     # ------------------------------------------------------------ requests
 
     async def _send(self, request: dict[str, Any]) -> Any:
-        return await self.transport.request(request)
+        # Transaction control: always the writer's. A commit may carry DDL the local readers
+        # must see from the next read on.
+        try:
+            return await self.transport.request(request)
+        finally:
+            if request.get("op") == "commit":
+                self.router.schema_may_have_changed()
 
-    async def request(self, request: dict[str, Any]) -> Any:
-        """Send one protocol request, in the current task's transaction if any."""
+    async def request(self, request: dict[str, Any], *, raw_read: bool = False) -> Any:
+        """Send one protocol request, in the current task's transaction if any.
+
+        Where it runs (a local reader or the writer) is :meth:`ReadRouter.route`'s call;
+        ``raw_read`` marks raw SQL whose rows the caller reads (``fetch_all``).
+        """
         state = _current_txn.get()
         if state is not None and state.manager is self:
             request["txn"] = state.id
-        return await self.transport.request(request)
+        return await self.router.request(request, raw_read)
+
+    async def stats(self) -> dict[str, Any]:
+        """Figures of this process: where its reads ran, and the daemon's stats in daemon mode.
+
+        Returns ``{"mode", "reads": {"local", "local_inline", "writer", "reader_threads",
+        "local_reads", "why_not"}, "daemon": <the daemon's stats op> or None}``.
+        """
+        daemon = await self.transport.request({"op": "stats"}) if self.mode == "daemon" else None
+        return {"mode": self.mode, "reads": self.router.stats(), "daemon": daemon}
 
     def transaction(self) -> Transaction:
         """An async context manager for a transaction (a savepoint when nested).
@@ -289,7 +336,7 @@ class AsyncDatabaseManager:
         *,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Run one raw SQL statement with bound parameters.
+        """Run one raw SQL statement with bound parameters (always on the writer).
 
         Returns ``{"columns", "rows", "rowcount", "lastrowid"}``. The way to do
         what the model API does not; values are always bound, never spliced.
@@ -312,10 +359,15 @@ class AsyncDatabaseManager:
     async def fetch_all(
         self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        """Run a raw query and return its rows as dicts."""
-        result = await self.execute(sql, params)
-        columns = result["columns"]
-        return [dict(zip(columns, row)) for row in result["rows"]]
+        """Run a raw query and return its rows as dicts.
+
+        Outside a transaction it runs on a local reader; a statement that writes
+        is refused there and runs on the writer instead.
+        """
+        result = await self.request(
+            {"op": "execute", "sql": sql, "params": _params(params)}, raw_read=True
+        )
+        return dict_rows(result["columns"], result["rows"])
 
     async def fetch_one(
         self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
@@ -357,6 +409,14 @@ class AsyncDatabaseManager:
     async def _ensure_all(self) -> None:
         for model in list(self._models.values()):
             await self.ensure_table(model)
+
+
+def _reader_count(readers: int | None) -> int:
+    if readers is None:
+        readers = int(os.environ.get("FQDB_READERS") or DEFAULT_READERS)
+    if isinstance(readers, bool) or not isinstance(readers, int) or readers < 0:
+        raise ValidationError(f"readers must be a non-negative integer, got {readers!r}")
+    return readers
 
 
 def _params(params: Sequence[Any] | dict[str, Any] | None) -> list[Any] | dict[str, Any]:

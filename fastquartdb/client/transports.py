@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from ..engine import BatchWorker, EngineThread, WorkItem
@@ -26,7 +27,13 @@ from ..protocol import (
 from ..protocol.errors import InterfaceError
 from ..protocol.messages import READ_OPS
 
-__all__ = ["EmbeddedTransport", "Transport", "check_wire_size"]
+__all__ = [
+    "EmbeddedTransport",
+    "LocalReads",
+    "Transport",
+    "check_wire_size",
+    "wire_check_default",
+]
 
 
 def check_wire_size(request: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> None:
@@ -58,11 +65,36 @@ def _filter_bytes(where: Any) -> int:
     return total
 
 
+def wire_check_default() -> bool:
+    """Whether requests and replies that never cross a socket are round-tripped through the
+    codec anyway (``FQDB_WIRE_CHECK=1``; the test suite sets it)."""
+    return os.environ.get("FQDB_WIRE_CHECK") == "1"
+
+
+@dataclass(frozen=True)
+class LocalReads:
+    """Whether this process may read the database file itself, as a transport tells it.
+
+    Attributes:
+        path: the file to open read-only, or None when reads must go to the writer.
+        why_not: with ``path`` None, the reason (logged once).
+        raw_sql: whether the writer accepts raw SQL (local readers refuse it alike).
+    """
+
+    path: str | None
+    why_not: str = ""
+    raw_sql: bool = True
+
+
 class Transport(abc.ABC):
     """Carries requests to a database and brings back results."""
 
     #: ``"embedded"`` or ``"daemon"``.
     mode: str
+
+    def local_reads(self) -> LocalReads:
+        """Whether reads may run on this process's own read-only connections, and on which file."""
+        return LocalReads(None, f"the {self.mode} transport serves every read itself")
 
     @abc.abstractmethod
     async def request(self, request: dict[str, Any]) -> Any:
@@ -131,8 +163,13 @@ class EmbeddedTransport(Transport):
         )
         worker.start()
         if wire_check is None:
-            wire_check = os.environ.get("FQDB_WIRE_CHECK") == "1"
+            wire_check = wire_check_default()
         return cls(path, worker, wire_check=wire_check)
+
+    def local_reads(self) -> LocalReads:
+        if self.path == ":memory:":
+            return LocalReads(None, "an in-memory database has no file other connections can read")
+        return LocalReads(self.path)
 
     @property
     def worker(self) -> BatchWorker:
@@ -147,13 +184,7 @@ class EmbeddedTransport(Transport):
             request = decode_body(encode_body(request))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         item = WorkItem(request, self, request.get("txn"), future)
-        worker = self._worker
-        if worker.can_run_inline(item):
-            worker.run_inline(item)
-        elif worker.can_run_now(item):
-            await worker.run_now(item)
-        else:
-            await worker.put(item)
+        await self._worker.put(item)  # it decides where (BatchWorker.route)
         # If this task is cancelled here the request still runs; the manager's
         # transaction context rolls back what a cancelled transaction began.
         return await future

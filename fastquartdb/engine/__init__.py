@@ -1,6 +1,7 @@
 """Requests to SQL and their execution on one sqlite connection; shared by daemon and embedded mode."""
 
-from .executor import Engine, Outcome
+from .executor import LOCAL_READ_OPS, Engine, Outcome
+from .readers import ReaderPool
 from .resultcodes import error_for_code, translate_sqlite_error
 from .runner import EngineThread
 from .schema import TableInfo, check_identifier, quote
@@ -9,11 +10,13 @@ from .statements import OPERATORS, check_value
 from .worker import BatchWorker, Session, WorkItem
 
 __all__ = [
+    "LOCAL_READ_OPS",
     "OPERATORS",
     "BatchWorker",
     "Engine",
     "EngineThread",
     "Outcome",
+    "ReaderPool",
     "Session",
     "SqlType",
     "TableInfo",

@@ -55,6 +55,7 @@ from .schema import (
     quote,
     unknown_table,
 )
+from .shapes import select_shape, shape_params
 from .statements import (
     build_aggregate,
     build_count,
@@ -69,7 +70,7 @@ from .statements import (
     check_values,
 )
 
-__all__ = ["Engine", "Outcome", "translate_sqlite_error"]
+__all__ = ["LOCAL_READ_OPS", "Engine", "Outcome", "translate_sqlite_error"]
 
 #: (True, result) or (False, exception) for one request.
 Outcome = tuple[bool, Any]
@@ -88,6 +89,10 @@ _MAX_RESTARTS = 3
 
 # Requests made of several statements; they get a SAVEPOINT so a failure undoes all of them.
 _SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
+
+#: Ops a local read-only connection runs (see :meth:`Engine.run_read`); ``execute`` only for
+#: raw statements the caller expects to read (a write is refused there and goes to the writer).
+LOCAL_READ_OPS = frozenset({"fetch", "count", "aggregate", "execute"})
 
 
 def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
@@ -127,6 +132,7 @@ class Engine:
         lock_timeout: float = 5.0,
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
         max_statement_timeout: float | None = None,
+        schema_check_interval: float = SCHEMA_CHECK_INTERVAL,
     ) -> None:
         self.conn = conn
         #: With ``use_filelock``: held around every batch and interactive transaction.
@@ -139,9 +145,14 @@ class Engine:
         self._begin_sql = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         self._tables: dict[str, TableInfo] = {}
         self._schema_version = -1
-        self._schema_checked = -SCHEMA_CHECK_INTERVAL
+        #: A local reader checks before every read (0.0): it has no other way to learn
+        #: that the writer changed a table, and a stale column list would drop a column.
+        self._schema_interval = schema_check_interval
+        self._schema_checked = -schema_check_interval - 1.0
         # (table, column names, on_conflict) -> INSERT text: built once per shape.
         self._insert_sql: dict[tuple[Any, ...], str] = {}
+        # The shape of a fetch (see _select_shape) -> its SELECT text: built once per shape.
+        self._select_sql: dict[tuple[Any, ...], str] = {}
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "fetch": self._fetch,
             "count": self._count,
@@ -241,8 +252,9 @@ class Engine:
         ask at most every ``SCHEMA_CHECK_INTERVAL`` seconds; a request that
         fails on an unknown table or column asks at once and is retried.
         """
-        now = time.monotonic()
-        if not force and now < self._schema_checked + SCHEMA_CHECK_INTERVAL:
+        interval = self._schema_interval
+        now = time.monotonic() if interval else 0.0
+        if not force and interval and now < self._schema_checked + interval:
             return False
         self._schema_checked = now
         version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
@@ -255,6 +267,7 @@ class Engine:
     def _forget_schema(self) -> None:
         self._tables.clear()
         self._insert_sql.clear()
+        self._select_sql.clear()
 
     def table(self, name: object) -> TableInfo:
         """The live shape of table ``name``.
@@ -283,17 +296,23 @@ class Engine:
         self._tables[checked] = found
         return found
 
-    def is_point_read(self, req: dict[str, Any]) -> bool:
+    def is_point_read(self, req: dict[str, Any], *, load: bool = False) -> bool:
         """Whether ``req`` is a fetch of at most one row by its table's primary key.
 
         Such a read is one B-tree lookup, cheaper than a thread hop. Looks only at
         the cached schema (no SQL), so it may be asked from another thread while
-        this engine is idle.
+        this engine is idle; ``load=True`` (on the engine's own thread only) reads
+        the shape of a table not cached yet.
         """
         if req.get("op") != "fetch" or req.get("join") is not None:
             return False
         table = req.get("table")
         info = self._tables.get(table) if type(table) is str else None
+        if info is None and load and type(table) is str:
+            try:
+                info = self.table(table)
+            except (FQDBError, sqlite3.Error):
+                return False  # the read itself will say what is wrong
         if info is None or len(info.pk) != 1:
             return False
         # Also bounded in what it builds and sends back: no sorting, no long column list.
@@ -330,7 +349,20 @@ class Engine:
         return len(rows)
 
     def _fetch(self, req: dict[str, Any]) -> dict[str, Any]:
-        return self._query(*build_select(self.table(req.get("table")), req, self.table))
+        table = self.table(req.get("table"))
+        key = select_shape(req)
+        sql = self._select_sql.get(key) if key is not None else None
+        if sql is not None:
+            params = shape_params(req)
+            if params is not None:
+                # A shape built and checked before: only the values are new, checked here.
+                return self._query(sql, params)
+        sql, params = build_select(table, req, self.table)
+        if key is not None:
+            if len(self._select_sql) > 1024:
+                self._select_sql.clear()
+            self._select_sql[key] = sql
+        return self._query(sql, params)
 
     def _count(self, req: dict[str, Any]) -> int:
         sql, params = build_count(self.table(req.get("table")), req)
@@ -539,6 +571,25 @@ class Engine:
                     self.conn.execute('ROLLBACK TO "fqdb_request"')
                 self.conn.execute('RELEASE "fqdb_request"')
             return outcome
+        return self._execute_safely(req)
+
+    def run_read(self, req: dict[str, Any], *, check_schema: bool = False) -> Outcome:
+        """Run one read outside any transaction: what a local reader does with a request.
+
+        The same ops as the writer runs (``fetch``, ``count``, ``aggregate``, raw
+        ``execute``), on this engine's connection, in SQLite's autocommit mode: the
+        statement's read snapshot ends when its rows are fetched, so nothing is held
+        between requests. On a read-only connection a raw statement that writes fails
+        with :class:`ReadOnlyError`; the caller then sends it to the writer.
+        ``check_schema`` asks SQLite for the schema version now (the caller knows the
+        writer may have changed it), instead of at most every ``schema_check_interval``.
+        """
+        if _op(req) not in LOCAL_READ_OPS:
+            return False, ProgrammingError(f"{_op(req) or 'request'} is not a read")
+        try:
+            self._refresh_schema(force=check_schema)
+        except sqlite3.Error as exc:
+            return False, translate_sqlite_error(exc)
         return self._execute_safely(req)
 
     def run_batch(self, requests: list[dict[str, Any]]) -> list[Outcome]:

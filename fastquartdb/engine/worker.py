@@ -3,7 +3,7 @@
 Used by the daemon (one session per socket connection) and by embedded mode
 (one session per process), so both run requests the same way::
 
-    submitters ──offer()/put()──> bounded queue ──> worker task
+    submitters ──offer()/put()── route() ──> inline / now / bounded queue ──> worker task
                                                     │ drains what is waiting (≤ max_batch)
                                                     │ one hop to the sqlite thread per batch
                                                     └─> session.deliver(item, ok, value) per item
@@ -56,9 +56,12 @@ from .executor import Engine, Outcome
 from .histogram import BATCH_SIZE_BOUNDS, Buckets
 from .runner import EngineThread
 
-__all__ = ["BatchWorker", "Session", "WorkItem"]
+__all__ = ["INLINE", "NOW", "QUEUE", "BatchWorker", "Session", "WorkItem"]
 
 log = logging.getLogger("fastquartdb.worker")
+
+#: What :meth:`BatchWorker.route` answers.
+INLINE, NOW, QUEUE = "inline", "now", "queue"
 
 
 class Session(Protocol):
@@ -175,7 +178,7 @@ class BatchWorker:
         #: "all" in the daemon (its loop has no other work), "point" (primary-key lookups
         #: only, bounded cost) in embedded mode, where the loop is the application's.
         self.inline_reads = inline_reads
-        # True while a batch is being run (by the worker task, or by a caller in run_now):
+        # True while a batch is being run (by the worker task, or by a caller in _run_now):
         # nothing may then overtake it, and the sqlite thread is not free.
         self._busy = False
         self.stats = WorkerStats()
@@ -220,17 +223,76 @@ class BatchWorker:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    # Where a request runs is decided here, once, for the daemon and embedded mode alike:
+    #
+    #   route(item)   nothing queued, running or holding the writer, not in a transaction?
+    #     no  -> QUEUE   behind what waits (order of arrival is kept)
+    #     yes -> INLINE  a read the inline_reads setting allows: on the loop's thread, now
+    #         -> NOW     anything else: a batch of one in the caller's task (async callers);
+    #                    a sync caller (offer) queues it, and the worker task takes it next
+    #
+    # Reads outside a transaction mostly never get here: the client's ReadRouter runs them
+    # on local readers. What reaches the worker is writes, transactions, and reads of
+    # processes without local readers (readers=0, --no-local-reads, daemon-side tools).
+
+    def route(self, item: WorkItem) -> str:
+        """``"inline"``, ``"now"`` or ``"queue"``: where ``item`` runs (see above)."""
+        if (
+            self._busy
+            or self._holder is not None
+            or self._items
+            or self._parked
+            or self._stopping
+            or item.txn is not None
+        ):
+            return QUEUE
+        mode = self.inline_reads
+        if mode is not None and (
+            _op(item.request) in READ_OPS
+            if mode == "all"
+            else self.thread.engine.is_point_read(item.request)
+        ):
+            return INLINE
+        return NOW
+
     def offer(self, item: WorkItem) -> bool:
-        """Queue ``item`` if there is room; False when full (the caller stops reading).
+        """Run or queue ``item`` without waiting; False when the queue is full (the caller
+        stops reading). The daemon's door: it cannot await in ``data_received``.
 
         Raises:
             OperationalError: the worker is shutting down.
         """
         if self._stopping:
             raise OperationalError("the database is shutting down; request not run")
-        if self.can_run_inline(item):
-            self.run_inline(item)
+        if self.route(item) == INLINE:
+            self._run_inline(item)
             return True
+        return self._enqueue(item)
+
+    async def put(self, item: WorkItem) -> None:
+        """Run ``item`` where :meth:`route` says, waiting while the queue is full.
+        Embedded mode's door.
+
+        Raises:
+            OperationalError: the worker is shutting down.
+        """
+        if self._stopping:
+            raise OperationalError("the database is shutting down; request not run")
+        where = self.route(item)
+        if where == INLINE:
+            self._run_inline(item)
+            return
+        if where == NOW:
+            await self._run_now(item)
+            return
+        while not self._enqueue(item):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._space_waiters.append(_waker(waiter))
+            await waiter
+            if self._stopping:
+                raise OperationalError("the database is shutting down; request not run")
+
+    def _enqueue(self, item: WorkItem) -> bool:
         # Parked requests count: a held transaction must not let the queue grow without end.
         if len(self._items) + len(self._parked) >= self.max_queue and not self._room_for_holder(
             item
@@ -252,17 +314,8 @@ class BatchWorker:
             return False
         return holder[1] == item.txn or len(self._items) + len(self._parked) < 2 * self.max_queue
 
-    def can_run_inline(self, item: WorkItem) -> bool:
-        """Whether ``item`` may run right now on the loop's thread (see ``inline_reads``)."""
-        mode = self.inline_reads
-        if mode is None or not self.can_run_now(item):
-            return False
-        if mode == "all":
-            return _op(item.request) in READ_OPS
-        return self.thread.engine.is_point_read(item.request)
-
-    def run_inline(self, item: WorkItem) -> None:
-        """Run ``item`` on the loop's thread, now (only when :meth:`can_run_inline`).
+    def _run_inline(self, item: WorkItem) -> None:
+        """Run ``item`` on the loop's thread, now (only when :meth:`route` says INLINE).
 
         Nothing is queued or running, so no earlier request can be overtaken and the
         sqlite thread is idle: using the connection from this thread is safe, and it
@@ -275,21 +328,10 @@ class BatchWorker:
         ((ok, value),) = self.thread.engine.run_batch([item.request])
         self._deliver(item, ok, value)
 
-    def can_run_now(self, item: WorkItem) -> bool:
-        """Whether ``item`` may skip the queue: nothing is queued, running or holding the writer."""
-        return not (
-            self._busy
-            or self._holder is not None
-            or self._items
-            or self._parked
-            or self._stopping
-            or item.txn is not None
-        )
-
-    async def run_now(self, item: WorkItem) -> None:
+    async def _run_now(self, item: WorkItem) -> None:
         """Run ``item`` as a batch of one in the caller's task, then deliver it.
 
-        For an idle worker (:meth:`can_run_now`): it saves the two task switches of
+        For an idle worker (:meth:`route` says NOW): it saves the two task switches of
         handing the request to the worker task and back. Requests that arrive
         meanwhile queue up, and the worker task takes them when this one is done.
         If the caller is cancelled the request still completes on the sqlite
@@ -337,13 +379,6 @@ class BatchWorker:
         # Only now, with the batch over on the thread, may the ids of its requests be reused.
         self._inflight = []
         self.thread.engine.deadlines.forget()
-
-    async def put(self, item: WorkItem) -> None:
-        """Queue ``item``, waiting while the queue is full."""
-        while not self.offer(item):
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._space_waiters.append(_waker(waiter))
-            await waiter
 
     def adopt(self, items: list[WorkItem]) -> None:
         """Queue ``items`` past the size limit (shutdown: requests already received must run)."""
@@ -413,7 +448,7 @@ class BatchWorker:
 
     async def _step(self) -> bool:
         """Serve one batch, or wait for work; False once stopping with nothing left."""
-        if self._busy:  # a caller is running a request directly (run_now)
+        if self._busy:  # a caller is running a request directly (_run_now)
             await self._wait(None)
             return True
         if self._holder is not None:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from ..client import AsyncDatabaseManager
+from ..client.rows import dict_rows
 from ..engine import check_identifier
 from ..engine.schema import check_expression
 from ..protocol.errors import ValidationError, brief
@@ -198,14 +199,10 @@ class BaseModel(Generic[RowT]):
             column = columns.get(name)
             if column is not None and column.from_db is not None:
                 converters.append((name, column.from_db))
-        if not converters:
-            return [dict(zip(names, row)) for row in rows]
-        out = []
-        for row in rows:
-            item = dict(zip(names, row))
-            for name, convert in converters:
+        out = dict_rows(names, rows)
+        for name, convert in converters:
+            for item in out:
                 item[name] = convert(item[name])
-            out.append(item)
         return out
 
     @classmethod

@@ -152,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default: raw SQL allowed)",
     )
     parser.add_argument(
+        "--no-local-reads",
+        dest="local_reads",
+        action="store_false",
+        help="tell clients to send every read here instead of reading the file themselves",
+    )
+    parser.add_argument(
         "--replicate",
         metavar="URL",
         help="back the file up continuously with Litestream to URL (file:///dir, s3://bucket/path, "
@@ -246,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_gids=args.allow_gid,
             read_only=args.read_only,
             raw_sql=args.raw_sql,
+            local_reads=args.local_reads,
             replicate=args.replicate,
             statement_timeout=args.statement_timeout or None,
             max_statement_timeout=args.max_statement_timeout,

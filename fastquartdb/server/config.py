@@ -50,6 +50,8 @@ class ServerConfig:
         allow_gids: groups whose members may connect besides the daemon's own user and root.
         read_only: serve reads only.
         raw_sql: accept the ``execute`` op (raw SQL); ``--no-raw-sql`` turns it off.
+        local_reads: clients may read the file on their own read-only connections
+            (advertised in ``hello``); ``--no-local-reads`` sends every read here.
         busy_timeout: seconds to wait for another process's write lock on the file.
         statement_timeout: seconds any one request's statements may run before they are
             stopped with ``StatementTimeoutError`` (None: no limit).
@@ -84,6 +86,7 @@ class ServerConfig:
     allow_gids: list[int] = field(default_factory=list)
     read_only: bool = False
     raw_sql: bool = True
+    local_reads: bool = True
     busy_timeout: float = 5.0
     replicate: str | None = None
     statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT

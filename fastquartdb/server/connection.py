@@ -129,6 +129,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.peer: tuple[int, int, int] | None = None
         self.requests = 0
+        #: The client's own read counts (``stats`` with ``report``), for the daemon's stats.
+        self.report: dict[str, int] | None = None
         self._transport: asyncio.Transport | None = None
         config = daemon.config
         self._decoder = FrameDecoder(config.max_frame, config.max_decoded)
@@ -306,6 +308,11 @@ class ClientConnection(asyncio.Protocol):
         self.requests += 1
         if op == "stats":
             self._count(op, "ok")
+            report = message.get("report")
+            if isinstance(report, dict):
+                self.report = {k: v for k, v in report.items() if type(k) is str and type(v) is int}
+                self.send(ok_reply(request_id, None))
+                return
             self.send(ok_reply(request_id, self.daemon.stats()))
             return
         if op == REFUSED_OP:

@@ -203,6 +203,7 @@ class Daemon:
             "max_reply": self.config.max_reply,
             "read_only": self.config.read_only,
             "raw_sql": self.config.raw_sql,
+            "local_reads": self.config.local_reads,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -215,6 +216,7 @@ class Daemon:
             "clients": len(self.connections),
             "clients_total": self.clients_total,
             "client_pids": sorted({c.peer[0] for c in self.connections if c.peer}),
+            "per_client": self._per_client(),
             "requests": stats.requests,
             "batches": stats.batches,
             "batch_mean": round(stats.requests / stats.batches, 3) if stats.batches else 0.0,
@@ -231,6 +233,22 @@ class Daemon:
             "max_clients": self.client_limit,
             "replication": self.replicator.stats() if self.replicator else None,
         }
+
+    def _per_client(self) -> list[dict[str, Any]]:
+        """Each connected client: its requests here, and where its reads ran (as it reported)."""
+        rows = []
+        for conn in self.connections:
+            report = conn.report
+            rows.append(
+                {
+                    "pid": conn.peer[0] if conn.peer else None,
+                    "requests": conn.requests,
+                    "reads_local": report.get("reads_local") if report else None,
+                    "reads_writer": report.get("reads_writer") if report else None,
+                }
+            )
+        rows.sort(key=lambda row: (row["pid"] is None, row["pid"] or 0))
+        return rows
 
     def _latency_percentiles(self) -> dict[str, float | None]:
         window = sorted(self.latencies)

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "S1": {
         "daemon",
+        "daemon_writer_reads",
         "daemon_replicate",
         "embedded",
         "embedded_filelock",
@@ -33,15 +35,22 @@ EXPECTED = {
         "sqlalchemy",
     },
     "S2": {"daemon", "embedded", "aiosqlite", "sqlite3"},
-    "S3": {"daemon", "embedded", "aiosqlite"},
+    "S3": {"daemon", "daemon_writer_reads", "embedded", "aiosqlite"},
     "S4": {"daemon", "embedded", "sqlite3"},
     "S5": {"daemon", "embedded", "aiosqlite"},
+    "S7": {"daemon", "embedded", "aiosqlite"},
 }
 HAVE_SQLALCHEMY = importlib.util.find_spec("sqlalchemy") is not None
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 if not HAVE_SQLALCHEMY:
     EXPECTED["S1"].discard("sqlalchemy")
+# S8/S9 need wrk (the Debian package); without it the bench skips them and says why.
+WEB = {"S8", "S9"} if shutil.which("wrk") else set()
+if WEB:
+    EXPECTED.update({sid: {"daemon", "embedded", "aiosqlite"} for sid in WEB})
 TARGETS = {"T1", "T2", "T3", "T4", "T5a", "T5b", "T6", "T7", "T8"}
+TARGETS |= {"R1a", "R1b", "R2", "R3a", "R3b", "R4a", "R4b", "R5"}
+TARGETS |= {"R6a", "R6b"} if WEB else set()
 
 
 def _number(value: object) -> bool:
@@ -49,7 +58,7 @@ def _number(value: object) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(400)
 def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
     out = tmp_path / "results"
     env = {k: v for k, v in os.environ.items() if k not in ("FQDB_WIRE_CHECK", "FQDB_SOCKET")}
@@ -60,7 +69,7 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=230,
+        timeout=390,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "Targets" in proc.stdout
@@ -71,7 +80,7 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
     assert (no_charts in proc.stderr) is not HAVE_MATPLOTLIB, proc.stderr[-3000:]
 
     data = json.loads((out / "latest.json").read_text())
-    assert set(data["scenarios"]) == {"S1", "S2", "S3", "S4", "S5", "S6"}
+    assert set(data["scenarios"]) == {"S1", "S2", "S3", "S4", "S5", "S6", "S7", *WEB}
     for sid, contenders in EXPECTED.items():
         cases = data["scenarios"][sid]["cases"]
         assert {c["contender"] for c in cases.values()} == contenders, sid

@@ -4,7 +4,10 @@ Tests take ``db`` (an initialised :class:`AsyncDatabaseManager`) and must not
 know which transport is under it; they assert the same results and the same
 exception classes on every one. ``daemon`` serves the file from an in-process
 ``fqdb-server`` on its default socket; ``embedded`` runs the engine in-process
-and round-trips every request through the wire codec; ``dqlite`` runs on a
+and round-trips every request through the wire codec; ``daemon-writer-reads`` is
+``daemon`` with local readers off (``FQDB_READERS=0``), so every read goes to
+the daemon as before issue 18 (``FQDB_READERS=0 pytest`` runs every transport so);
+``dqlite`` runs on a
 3-node ``dqlite-demo`` cluster (one per session, a new database per test).
 Tests that cannot apply to dqlite are skipped with their reason in
 ``DQLITE_SKIPS``.
@@ -13,6 +16,7 @@ Tests that cannot apply to dqlite are skipped with their reason in
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -22,7 +26,7 @@ from fastquartdb import AsyncDatabaseManager
 from tests.dqlite.cluster import Cluster, require
 from tests.helpers import daemon_in_process
 
-TRANSPORTS = ["embedded", "daemon", "dqlite"]
+TRANSPORTS = ["embedded", "daemon", "daemon-writer-reads", "dqlite"]
 
 #: Conformance tests that cannot apply to a dqlite cluster: test name -> (reason, parameter id
 #: substring the skip is limited to, or "" for every parameter).
@@ -75,10 +79,14 @@ def _dqlite_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
 
 
 @pytest.fixture(params=TRANSPORTS)
-def transport(request: pytest.FixtureRequest) -> str:
-    """The name of the transport under test."""
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The name of the transport under test (its ``mode``)."""
     if request.param == "dqlite":
         require()
+    if request.param == "daemon-writer-reads":
+        # Every init_engine of the test: no local readers, reads go to the daemon.
+        monkeypatch.setenv("FQDB_READERS", "0")
+        return "daemon"
     return str(request.param)
 
 
@@ -107,5 +115,8 @@ async def db(
     async with serving(transport, db_path):
         manager = await AsyncDatabaseManager.init_engine(db_path, mode=transport)
         assert manager.mode == transport
+        # Local reads are on unless the test runs with them off: never off by accident.
+        local = (await manager.stats())["reads"]["local_reads"]
+        assert local is (os.environ.get("FQDB_READERS") != "0"), manager.router.why_not
         yield manager
         await AsyncDatabaseManager.close()

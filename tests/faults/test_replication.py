@@ -107,7 +107,7 @@ def test_litestream_killed_under_load_every_acked_row_restored(tmp_path: Path, c
     try:
         loads = [
             clients("insert", db, "--tasks", "16", "--rows", "100000", "--seconds", "9",
-                    "--prefix", f"k{i}")
+                    "--prefix", f"k{i}", *(("--readback",) if i % 2 else ()))
             for i in range(4)
         ]  # fmt: skip
         wait_until(lambda: event_rows(db) > 500, what="the load to start")
@@ -130,6 +130,11 @@ def test_litestream_killed_under_load_every_acked_row_restored(tmp_path: Path, c
     acked = _assert_all_acked_present(db, reports)
     assert acked > 2000, f"too light a load to mean anything: {acked} writes"
     assert all(not r["failures"] for r in reports), [r["failures"] for r in reports]
+    # Half the writers read every row back on their local readers meanwhile (issue 18):
+    # readers beside Litestream never checkpoint, and they saw every acknowledged row.
+    readers = [r for r in reports if r["reads"]["local"]]
+    assert len(readers) == 2 and all(not r["unseen"] for r in readers)
+    assert all(r["reads"]["local"] == len(r["acked"]) for r in readers)
     restored = tmp_path / "restored.db"
     started = time.monotonic()
     done = _restore(replica, restored)
@@ -215,7 +220,9 @@ def test_daemon_killed_stopped_and_restarted_replica_catches_up(tmp_path: Path, 
         daemon = DaemonProcess(db, "--replicate", str(replica)).start()
         child = daemon.stats()["replication"]["pid"]
         try:
-            load = clients("insert", db, "--tasks", "16", "--rows", "100", "--prefix", life)
+            load = clients(
+                "insert", db, "--tasks", "16", "--rows", "100", "--prefix", life, "--readback"
+            )
             reports.append(load.report())
         finally:
             if life == "killed":

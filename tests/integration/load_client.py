@@ -2,7 +2,9 @@
 
 ``insert``: ``--tasks`` concurrent tasks insert rows with unique keys
 ``<prefix>-<task>-<n>`` until ``--rows`` each (or until ``--seconds``), and
-write a JSON report: acknowledged keys, failures by exception class, mode.
+write a JSON report: acknowledged keys, failures by exception class, mode;
+with ``--readback`` each acknowledged row is read back at once (``unseen``
+lists any a read missed).
 ``hold``: begin a transaction, insert one row, print ``in-transaction`` and
 wait to be killed.
 """
@@ -33,6 +35,7 @@ async def insert_load(args: argparse.Namespace) -> dict[str, object]:
         request_timeout=args.request_timeout,
     )
     acked: list[str] = []
+    unseen: list[str] = []
     failures: dict[str, int] = {}
     modes: set[str] = set()
     transitions: list[str] = [db.mode]
@@ -54,6 +57,11 @@ async def insert_load(args: argparse.Namespace) -> dict[str, object]:
             else:
                 acked.append(key)
                 modes.add(db.mode)
+                if args.readback:
+                    # Read-your-writes on this process's local readers, under the load.
+                    row = await Event.fetch_one({"key": key})
+                    if row is None:
+                        unseen.append(key)
                 if db.mode != transitions[-1]:
                     transitions.append(db.mode)
 
@@ -64,6 +72,8 @@ async def insert_load(args: argparse.Namespace) -> dict[str, object]:
         "failures": failures,
         "modes": sorted(modes),
         "transitions": transitions,
+        "unseen": unseen,
+        "reads": db.router.stats(),
     }
 
 
@@ -88,6 +98,7 @@ def main() -> None:
     parser.add_argument("--prefix", default="p")
     parser.add_argument("--request-timeout", type=float)
     parser.add_argument("--stop-on-error", action="store_true")
+    parser.add_argument("--readback", action="store_true", help="read each acked row back")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.action == "hold":
