@@ -31,7 +31,7 @@ from typing import Any
 from ..engine import ReaderPool
 from ..protocol import decode_body, encode_body, error_code, error_from_code
 from ..protocol.errors import FQDBError, OperationalError, ReadOnlyError
-from .transports import Transport, wire_check_default
+from .transports import Transport, check_wire_size, wire_check_default
 
 __all__ = ["DEFAULT_READERS", "ReadRouter"]
 
@@ -125,6 +125,8 @@ class ReadRouter:
                     self.schema_may_have_changed()
         pool = self.pool
         assert pool is not None
+        # What a daemon could not carry is refused here too: the same limits in every mode.
+        check_wire_size(request)
         if self._wire_check:
             request = decode_body(encode_body(request))
         if where == INLINE:

@@ -250,7 +250,8 @@ def test_a_result_over_max_reply_fails_alone(tmp_path: Path, started: list[Daemo
     proc, base_kb = _start(started, db, "--max-reply", str(4 * MB))
 
     async def use() -> tuple[BaseException | None, int, int]:
-        manager = await AsyncDatabaseManager.init_engine(db, mode="daemon")
+        # readers=0: the fetch goes to the daemon (a local reader has no reply to bound).
+        manager = await AsyncDatabaseManager.init_engine(db, mode="daemon", readers=0)
         transport = manager.transport.current  # type: ignore[attr-defined]
         assert isinstance(transport, SocketTransport)
         big = asyncio.ensure_future(Blob.fetch())
