@@ -43,6 +43,14 @@ from .transports import LocalReads, Transport
 
 __all__ = ["SocketTransport"]
 
+#: Connections tried when the daemon closes one before answering hello (see connect()).
+_HELLO_ATTEMPTS = 3
+
+
+class _ClosedBeforeHello(DaemonUnavailableError):
+    """The daemon closed the connection before its hello reply, without saying why."""
+
+
 #: Replies may be larger than requests (a big fetch); this bounds what we buffer from a
 #: daemon that does not announce its own reply limit (``max_reply`` in ``hello``).
 MAX_REPLY_FRAME = 1 << 30
@@ -131,6 +139,28 @@ class SocketTransport(Transport):
             AccessDeniedError: the socket is served by another user.
             InterfaceError: the daemon there serves a different file.
         """
+        for attempt in range(_HELLO_ATTEMPTS):
+            try:
+                return await cls._connect_once(
+                    socket_path, db_path, connect_timeout, request_timeout
+                )
+            except _ClosedBeforeHello:
+                # A daemon that refuses a connection (too many clients, access denied)
+                # writes why and closes; if our hello was written just after that close,
+                # the write fails (EPIPE) before the reason is read. Asking again reads it.
+                if attempt == _HELLO_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @classmethod
+    async def _connect_once(
+        cls,
+        socket_path: str,
+        db_path: str,
+        connect_timeout: float,
+        request_timeout: float | None,
+    ) -> SocketTransport:
         self = cls(socket_path, request_timeout)
         _check_socket_dir(socket_path)
         loop = asyncio.get_running_loop()
@@ -208,7 +238,7 @@ class SocketTransport(Transport):
         except ConnectionLostError as exc:
             if self.refusal is not None:
                 raise self.refusal from None
-            raise DaemonUnavailableError(
+            raise _ClosedBeforeHello(
                 f"the fqdb-server on {self.socket_path} closed the connection before hello "
                 f"({exc}); see its log"
             ) from None

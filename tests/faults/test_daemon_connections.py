@@ -275,14 +275,15 @@ def test_embedded_fallback_probes_a_stopped_daemon_without_stalling(
             until = time.monotonic() + 3.0  # the client probes for the daemon every second
             while time.monotonic() < until:
                 began = time.monotonic()
-                await Visit.count()
+                # A write: it goes to the writer (a read would run on this process's readers).
+                await Visit.insert({"who": "fallback"})
                 slowest = max(slowest, time.monotonic() - began)
                 await asyncio.sleep(0.05)
             os.kill(proc.pid, signal.SIGCONT)
             resumed = time.monotonic()
             while manager.mode != "daemon":
                 assert time.monotonic() - resumed < 15, "never went back to the daemon"
-                await Visit.count()
+                await Visit.insert({"who": "back"})
                 await asyncio.sleep(0.05)
             return slowest, time.monotonic() - resumed
         finally:
