@@ -155,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
         "--no-local-reads",
         dest="local_reads",
         action="store_false",
-        help="tell clients to send every read here instead of reading the file themselves",
+        help="tell clients to send every read here instead of reading the file themselves "
+        "(default: clients read the file on read-only connections of their own)",
     )
     parser.add_argument(
         "--replicate",
