@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
+from ..engine.deadline import DEFAULT_MAX_STATEMENT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import DEFAULT_MAX_FRAME, default_socket_path
 
 __all__ = ["ServerConfig"]
@@ -51,7 +51,7 @@ class ServerConfig:
     busy_timeout: float = 5.0
     replicate: str | None = None
     statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT
-    max_statement_timeout: float = 60.0
+    max_statement_timeout: float = DEFAULT_MAX_STATEMENT_TIMEOUT
 
     def __post_init__(self) -> None:
         self.db = os.path.realpath(self.db)
