@@ -32,10 +32,17 @@ from typing import Any
 
 from ..protocol.errors import FQDBError, OperationalError, StatementTimeoutError, ValidationError
 
-__all__ = ["DEFAULT_STATEMENT_TIMEOUT", "PROGRESS_STEPS", "Deadlines"]
+__all__ = [
+    "DEFAULT_MAX_STATEMENT_TIMEOUT",
+    "DEFAULT_STATEMENT_TIMEOUT",
+    "PROGRESS_STEPS",
+    "Deadlines",
+]
 
 #: Seconds a statement may run unless configured otherwise (daemon and embedded mode).
 DEFAULT_STATEMENT_TIMEOUT = 5.0
+#: The daemon's cap on the ``timeout`` one raw statement may ask for (and ensure_table's bound).
+DEFAULT_MAX_STATEMENT_TIMEOUT = 60.0
 #: Virtual-machine steps between two looks at the clock (about 0.1-1 ms of work). SQLite
 #: counts them per prepared statement across its runs, so short statements are asked too.
 PROGRESS_STEPS = 4000

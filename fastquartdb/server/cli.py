@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
+from ..engine.deadline import DEFAULT_MAX_STATEMENT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import DEFAULT_MAX_FRAME
 from ..protocol.errors import DatabaseError, FQDBError
 from .config import (
@@ -92,8 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-statement-timeout",
         type=float,
-        default=60.0,
-        help="the longest timeout= one raw db.execute() may ask for (default 60)",
+        default=DEFAULT_MAX_STATEMENT_TIMEOUT,
+        help="the longest timeout= one raw db.execute() may ask for, and the bound of the "
+        f"models' migrations (default {DEFAULT_MAX_STATEMENT_TIMEOUT:g})",
     )
     parser.add_argument(
         "--allow-gid",

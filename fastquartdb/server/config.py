@@ -6,7 +6,7 @@ import os
 import resource
 from dataclasses import dataclass, field
 
-from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
+from ..engine.deadline import DEFAULT_MAX_STATEMENT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import DEFAULT_MAX_FRAME, default_socket_path
 from .metrics import check_metrics_address
 
@@ -90,7 +90,7 @@ class ServerConfig:
     busy_timeout: float = 5.0
     replicate: str | None = None
     statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT
-    max_statement_timeout: float = 60.0
+    max_statement_timeout: float = DEFAULT_MAX_STATEMENT_TIMEOUT
     metrics: str | None = None
     metrics_public: bool = False
     max_clients: int | None = None
