@@ -24,7 +24,7 @@ from typing import Any
 from .._version import __version__
 from ..protocol import (
     PROTOCOL_VERSION,
-    READ_OPS,
+    RESENDABLE_OPS,
     FrameDecoder,
     FrameError,
     encode_frame,
@@ -310,8 +310,8 @@ class SocketTransport(Transport):
         else:
             message = f"connection to the daemon lost ({cause}); {op} was not sent"
         error = ConnectionLostError(message)
-        # Safe to send again elsewhere: a read, or anything that never left this process.
-        error.retryable = not sent or op in READ_OPS  # type: ignore[attr-defined]
+        # Safe to send again elsewhere: a read, ensure_table, or anything that never left.
+        error.retryable = not sent or op in RESENDABLE_OPS  # type: ignore[attr-defined]
         return error
 
     # ------------------------------------------------------------ reader callbacks
@@ -369,6 +369,6 @@ class SocketTransport(Transport):
 
 
 def _outcome(request: dict[str, Any]) -> str:
-    if request.get("op") in READ_OPS:
+    if request.get("op") in RESENDABLE_OPS:
         return ""
     return "; its outcome is unknown: it may or may not have been committed"

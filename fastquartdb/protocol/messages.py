@@ -15,6 +15,7 @@ __all__ = [
     "ALL_OPS",
     "PROTOCOL_VERSION",
     "READ_OPS",
+    "RESENDABLE_OPS",
     "SERVER_OPS",
     "TRANSACTION_OPS",
     "WRITE_OPS",
@@ -45,6 +46,10 @@ TRANSACTION_OPS: Final = frozenset({"begin", "commit", "rollback"})
 #: Answered by the daemon itself, never queued for the database.
 SERVER_OPS: Final = frozenset({"hello", "stats"})
 ALL_OPS: Final = READ_OPS | WRITE_OPS | TRANSACTION_OPS | SERVER_OPS
+#: Ops that may be sent again after a lost connection whatever became of the first send:
+#: reads, and ``ensure_table``, which compares the model with the live schema each time
+#: (a second run after a committed first one changes nothing).
+RESENDABLE_OPS: Final = READ_OPS | {"ensure_table"}
 
 
 def ok_reply(request_id: Any, result: Any) -> dict[str, Any]:
