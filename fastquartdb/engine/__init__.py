@@ -7,7 +7,8 @@ from .runner import EngineThread
 from .schema import TableInfo, check_identifier, quote
 from .sqltypes import SqlType, parse_type
 from .statements import OPERATORS, check_value
-from .worker import BatchWorker, Session, WorkItem
+from .work import Session, WorkItem
+from .worker import BatchWorker
 
 __all__ = [
     "LOCAL_READ_OPS",

@@ -43,7 +43,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from ..protocol.errors import (
     FQDBError,
@@ -53,49 +53,15 @@ from ..protocol.errors import (
 )
 from ..protocol.messages import READ_OPS
 from .executor import Engine, Outcome
-from .histogram import BATCH_SIZE_BOUNDS, Buckets
 from .runner import EngineThread
+from .work import WorkerStats, WorkItem
 
-__all__ = ["INLINE", "NOW", "QUEUE", "BatchWorker", "Session", "WorkItem"]
+__all__ = ["INLINE", "NOW", "QUEUE", "BatchWorker"]
 
 log = logging.getLogger("fastquartdb.worker")
 
 #: What :meth:`BatchWorker.route` answers.
 INLINE, NOW, QUEUE = "inline", "now", "queue"
-
-
-class Session(Protocol):
-    """Where a request came from and how its reply goes back.
-
-    ``closed`` turns true when the peer is gone (its socket closed); the
-    worker then rolls back a transaction it holds and never begins one for it.
-    """
-
-    closed: bool
-
-    def deliver(self, item: WorkItem, ok: bool, value: Any) -> None:
-        """Hand back the outcome of ``item``: its result, or the exception it failed with."""
-
-
-class WorkItem:
-    """One request on its way through the queue."""
-
-    __slots__ = ("future", "received", "request", "session", "txn")
-
-    def __init__(
-        self,
-        request: dict[str, Any],
-        session: Session,
-        txn: Any = None,
-        future: asyncio.Future[Any] | None = None,
-        received: float = 0.0,
-    ) -> None:
-        self.request = request
-        self.session = session
-        self.txn = txn
-        self.future = future
-        #: ``time.perf_counter()`` when the request arrived (the daemon's latency figures).
-        self.received = received
 
 
 def _op(request: dict[str, Any]) -> str:
@@ -125,30 +91,6 @@ def _thread_failed(exc: Exception, size: int) -> list[Outcome]:
 
 def _ends_holder_batch(item: WorkItem, taken: int, max_batch: int) -> bool:
     return taken >= max_batch or _is_top(item, "commit") or _is_top(item, "rollback")
-
-
-class WorkerStats:
-    """Counters the daemon's ``stats`` op reports."""
-
-    __slots__ = (
-        "batch_max",
-        "batch_sizes",
-        "batches",
-        "errors",
-        "requests",
-        "transactions",
-        "txn_timeouts",
-    )
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.batches = 0
-        self.batch_max = 0
-        #: Requests per batch (the Prometheus histogram): counted per batch, not per request.
-        self.batch_sizes = Buckets(BATCH_SIZE_BOUNDS)
-        self.errors = 0
-        self.transactions = 0
-        self.txn_timeouts = 0
 
 
 class BatchWorker:
