@@ -59,6 +59,8 @@ def _filter_bytes(where: Any) -> int:
         for group in where:
             for cond in group if isinstance(group, list) else ():
                 value = cond[2] if isinstance(cond, (list, tuple)) and len(cond) == 3 else None
+                if type(value) is int:
+                    continue  # the usual point read ({"id": 5}): nothing to measure
                 for item in value if isinstance(value, (list, tuple)) else (value,):
                     if isinstance(item, (str, bytes)):
                         total += 4 * len(item) if isinstance(item, str) else len(item)

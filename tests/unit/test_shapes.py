@@ -103,3 +103,32 @@ def test_point_reads_read_no_stale_rows(engine: Engine) -> None:
     engine.conn.execute("UPDATE t SET name = 'changed' WHERE id = 2")
     assert fetch(engine, where=[[["id", "=", 2]]])["rows"] == [(2, "changed")]
     assert isinstance(engine.conn, sqlite3.Connection)
+
+
+POINT = {"op": "fetch", "table": "t", "where": [[["id", "=", 3]]], "limit": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "point"),
+    [
+        ({}, True),
+        ({"where": [[["id", "==", "3"]]]}, True),
+        ({"columns": ["name"]}, True),
+        ({"columns": ["id", "name", "id"]}, False),  # longer than the table
+        ({"columns": "name"}, False),
+        ({"where": [[["name", "=", "n3"]]]}, False),  # not the primary key
+        ({"where": [[["id", ">", 3]]]}, False),
+        ({"where": [[["id", "=", 3.0]]]}, False),
+        ({"where": [[["id", "=", None]]]}, False),
+        ({"where": [[["id", "=", 3], ["name", "=", "n3"]]]}, False),
+        ({"where": [[["id", "=", 3]], [["id", "=", 4]]]}, False),
+        ({"where": None}, False),
+        ({"order_by": ["name"]}, False),
+        ({"join": [{"table": "t", "kind": "inner"}]}, False),
+        ({"op": "count"}, False),
+        ({"table": "missing"}, False),
+        ({"table": 7}, False),
+    ],
+)
+def test_is_point_read(engine: Engine, change: dict[str, Any], point: bool) -> None:
+    assert engine.is_point_read({**POINT, **change}, load=True) is point
