@@ -27,9 +27,11 @@ What one connection may cost the daemon (issue 13, rows 7, 8 and 12):
   size their replies have had (never more than :data:`READS_IN_FLIGHT_MAX`).
   A batch runs whole on the sqlite thread before any of its replies is seen, so
   without this bound 300 pipelined 1 MB fetches would all run before the
-  first check of unsent bytes. Requests past the bound wait in the backlog, in
-  order (a write behind them waits too: one connection's requests run in the
-  order sent), and shutdown runs them like any backlog.
+  first check of unsent bytes. Requests past the bound are held, in order (a
+  write behind them waits too: one connection's requests run in the order
+  sent), and shutdown runs them like any backlog. A request of an interactive
+  transaction is never held: other requests may be parked behind the
+  transaction, and only its own requests can end it.
 * one frame: ``max_frame`` bytes (else the connection is closed: the stream
   cannot be trusted), decoding to at most ``max_decoded`` bytes of objects (the
   codec counts while it decodes; else that request alone fails with
@@ -85,6 +87,8 @@ _HEADER = struct.Struct(">I")
 READS_IN_FLIGHT = 4
 #: ... and at most, however small its replies have been.
 READS_IN_FLIGHT_MAX = 256
+#: Held requests after which reading pauses (they are decoded requests, kept in memory).
+HELD_MAX = 4096
 #: Ops whose reply can be large (rows); writes answer a few bytes.
 _LARGE_REPLY_OPS = frozenset(READ_OPS | {"execute"})
 _CREDS = struct.Struct("3i")
@@ -139,6 +143,8 @@ class ClientConnection(asyncio.Protocol):
         # Decoded, not yet handled: held while the client does not read its replies.
         self._unhandled: deque[dict[str, Any]] = deque()
         self._backlog: deque[WorkItem] = deque()
+        # Requests waiting for one of this connection's large replies to be answered.
+        self._held: deque[WorkItem] = deque()
         self._reading_paused = False
         self._writing_paused = False
         self._out: list[bytes] = []
@@ -216,6 +222,7 @@ class ClientConnection(asyncio.Protocol):
             self._hello_timer = None
         self._unhandled.clear()
         self._backlog.clear()
+        self._held.clear()
         self._out.clear()
         daemon = self.daemon
         if self in daemon.connections:
@@ -231,6 +238,8 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._held:
+            self._release_held()
         if self._backlog:
             self._drain_backlog()
         self._work()
@@ -327,12 +336,8 @@ class ClientConnection(asyncio.Protocol):
         if self._backlog:
             self._backlog.append(item)
             return
-        if self._reads >= self._reads_allowed and item.request.get("op") in _LARGE_REPLY_OPS:
-            self._backlog.append(item)  # runs when one of its predecessors has answered
-            self._update_reading()
-            return
         try:
-            accepted = self._offer(item)
+            accepted = self._admit(item)
         except OperationalError as exc:
             self._count(item.request.get("op"), exc.code)
             self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
@@ -341,6 +346,48 @@ class ClientConnection(asyncio.Protocol):
             self._backlog.append(item)
             self._update_reading()
             self.daemon.worker.when_space(self._drain_backlog)
+
+    def _admit(self, item: WorkItem) -> bool:
+        """Offer ``item`` to the worker, or hold it while this connection has as many
+        large-reply requests with the writer as it may (see the module docstring).
+
+        A request of an interactive transaction is never held: the transaction holds the
+        writer, other requests of this connection may be parked behind it, and only its own
+        requests can end it. False: the worker's queue is full.
+        """
+        if item.txn is None and (
+            self._held
+            or (self._reads >= self._reads_allowed and item.request.get("op") in _LARGE_REPLY_OPS)
+        ):
+            self._held.append(item)  # runs when one of its predecessors has answered
+            self._update_reading()
+            return True
+        return self._offer(item)
+
+    def _release_held(self) -> None:
+        """Hand held requests to the worker while the bound and the client's reading allow."""
+        held = self._held
+        self._draining = True
+        try:
+            while held and not self.closed and not self._congested():
+                item = held[0]
+                if (
+                    self._reads >= self._reads_allowed
+                    and item.request.get("op") in _LARGE_REPLY_OPS
+                ):
+                    break  # deliver() calls again
+                if not self._offer(item):
+                    self.daemon.worker.when_space(self._release_held)
+                    break
+                held.popleft()
+        except OperationalError as exc:  # shutting down: nothing more will run
+            while held:
+                item = held.popleft()
+                self._count(item.request.get("op"), exc.code)
+                self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
+        finally:
+            self._draining = False
+        self._update_reading()
 
     def _offer(self, item: WorkItem) -> bool:
         """Offer ``item`` to the worker, counting it if its reply may be large."""
@@ -383,13 +430,9 @@ class ClientConnection(asyncio.Protocol):
         self._draining = True
         try:
             while backlog:
-                item = backlog[0]
-                if self._congested() or (
-                    self._reads >= self._reads_allowed
-                    and item.request.get("op") in _LARGE_REPLY_OPS
-                ):
-                    break  # deliver() or resume_writing() calls again
-                if not self._offer(item):
+                if self._congested():
+                    break  # resume_writing() calls again
+                if not self._admit(backlog[0]):
                     full = True
                     break
                 backlog.popleft()
@@ -407,7 +450,8 @@ class ClientConnection(asyncio.Protocol):
     def take_backlog(self) -> list[WorkItem]:
         """Hand over requests not yet queued (shutdown runs them too)."""
         self._work(force=True)  # requests decoded but held back join them
-        items = list(self._backlog)
+        items = [*self._held, *self._backlog]
+        self._held.clear()
         self._backlog.clear()
         # They are the worker's now: deliver() counts their answers down.
         self._reads += sum(1 for item in items if item.request.get("op") in _LARGE_REPLY_OPS)
@@ -419,6 +463,7 @@ class ClientConnection(asyncio.Protocol):
             return
         should_pause = (
             bool(self._backlog)
+            or len(self._held) >= HELD_MAX
             or bool(self._unhandled)
             or self._writing_paused
             or self.daemon.stopping
@@ -477,8 +522,8 @@ class ClientConnection(asyncio.Protocol):
         self._reply_size = max(size, self._reply_size // 2)
         fits = self._max_unsent // max(self._reply_size, 1)
         self._reads_allowed = max(1, min(READS_IN_FLIGHT_MAX, fits))
-        if self._backlog and self._reads < self._reads_allowed and not self._draining:
-            self._drain_backlog()
+        if self._held and self._reads < self._reads_allowed and not self._draining:
+            self._release_held()
 
     def _count(self, op: Any, outcome: str) -> None:
         """Count a request answered without the worker (the rare paths)."""

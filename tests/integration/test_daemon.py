@@ -343,3 +343,30 @@ def test_python_dash_m_and_console_script_agree() -> None:
     assert out.returncode == 0 and "--transaction-timeout" in out.stdout
     probe = socket.socket(socket.AF_UNIX)
     probe.close()
+
+
+async def test_a_transaction_is_never_held_behind_its_process_parked_reads(db_path: str) -> None:
+    """Large-reply requests are bounded per connection; those of other tasks parked behind
+    this process's own transaction must not hold up the transaction's next request (before:
+    it waited behind them until the idle timeout rolled the transaction back)."""
+    async with daemon_in_process(db_path, max_unsent=65536, transaction_idle_timeout=3.0):
+        db = await AsyncDatabaseManager.init_engine(db_path, mode="daemon", readers=0)
+        await Event.insert({"key": "big", "worker": "x" * 100_000})
+        await Event.fetch()  # a reply larger than --max-unsent: one large reply at a time now
+        go = asyncio.Event()
+
+        async def other() -> int:  # started outside the transaction: not part of it
+            await go.wait()
+            return await Event.count()
+
+        others = [asyncio.ensure_future(other()) for _ in range(6)]
+        began = time.monotonic()
+        async with db.transaction():
+            await Event.insert({"key": "in-txn", "worker": "a"})
+            go.set()
+            await asyncio.sleep(0.1)  # their counts reach the daemon, parked behind us
+            await Event.insert({"key": "in-txn-2", "worker": "a"})
+        held = time.monotonic() - began
+        assert held < 2.0, f"the transaction waited {held:.1f} s behind parked reads"
+        assert await asyncio.gather(*others) == [3] * 6
+        await AsyncDatabaseManager.close()
