@@ -381,13 +381,17 @@ class ClientConnection(asyncio.Protocol):
                     break
                 held.popleft()
         except OperationalError as exc:  # shutting down: nothing more will run
-            while held:
-                item = held.popleft()
-                self._count(item.request.get("op"), exc.code)
-                self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
+            self._fail_waiting(held, exc)
         finally:
             self._draining = False
         self._update_reading()
+
+    def _fail_waiting(self, waiting: deque[WorkItem], exc: OperationalError) -> None:
+        """Answer every request still waiting here with ``exc`` (the worker is stopping)."""
+        while waiting:
+            item = waiting.popleft()
+            self._count(item.request.get("op"), exc.code)
+            self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
 
     def _offer(self, item: WorkItem) -> bool:
         """Offer ``item`` to the worker, counting it if its reply may be large."""
@@ -437,10 +441,7 @@ class ClientConnection(asyncio.Protocol):
                     break
                 backlog.popleft()
         except OperationalError as exc:  # shutting down: nothing more will run
-            while backlog:
-                item = backlog.popleft()
-                self._count(item.request.get("op"), exc.code)
-                self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
+            self._fail_waiting(backlog, exc)
         finally:
             self._draining = False
         if full:
