@@ -18,7 +18,12 @@ from aiohttp.typedefs import Handler
 
 from examples import users
 from fastquartdb import FQDBError
-from fastquartdb.integrations import aiohttp_lifecycle, error_body, http_status_for
+from fastquartdb.integrations import (
+    aiohttp_lifecycle,
+    error_body,
+    http_status_for,
+    idempotency_key_from,
+)
 
 routes = web.RouteTableDef()
 
@@ -37,7 +42,8 @@ def _user_id(request: web.Request) -> int:
 
 @routes.post("/users")
 async def create_user(request: web.Request) -> web.Response:
-    return web.json_response(await users.create(await request.read()), status=201)
+    key = idempotency_key_from(request)
+    return web.json_response(await users.create(await request.read(), key), status=201)
 
 
 @routes.get("/users")

@@ -25,7 +25,12 @@ from fastapi.responses import JSONResponse
 from examples import users
 from examples.users import User
 from fastquartdb import FQDBError
-from fastquartdb.integrations import error_body, fastapi_lifespan, http_status_for
+from fastquartdb.integrations import (
+    error_body,
+    fastapi_lifespan,
+    http_status_for,
+    idempotency_key_from,
+)
 
 #: POST body: every column but the id (SQLite assigns it); unknown fields are refused.
 UserCreate = User.schema("create")
@@ -43,8 +48,8 @@ async def database_error(request: Request, exc: FQDBError) -> JSONResponse:
 
 
 @app.post("/users", status_code=201, response_model=UserRead)
-async def create_user(body: UserCreate) -> Any:
-    return await users.insert(body.model_dump())
+async def create_user(body: UserCreate, request: Request) -> Any:
+    return await users.insert(body.model_dump(), idempotency_key_from(request))
 
 
 @app.get("/users", response_model=list[UserRead])

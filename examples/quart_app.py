@@ -19,7 +19,12 @@ from quart import Quart, request
 
 from examples import users
 from fastquartdb import FQDBError
-from fastquartdb.integrations import error_body, http_status_for, quart_lifecycle
+from fastquartdb.integrations import (
+    error_body,
+    http_status_for,
+    idempotency_key_from,
+    quart_lifecycle,
+)
 
 app = quart_lifecycle(Quart(__name__))
 
@@ -33,7 +38,8 @@ async def database_error(exc: FQDBError) -> Reply:
 
 @app.post("/users")
 async def create_user() -> Reply:
-    return await users.create(await request.get_data()), 201
+    key = idempotency_key_from(request)
+    return await users.create(await request.get_data(), key), 201
 
 
 @app.get("/users")

@@ -7,7 +7,7 @@ apps behave the same, error messages included.
 ======  ===========  ==============================================  ===============
 method  path         does                                            answers
 ======  ===========  ==============================================  ===============
-POST    /users       create from a JSON object                       201 + the row
+POST    /users       create from a JSON object (Idempotency-Key)     201 + the row
 GET     /users       list; ?min_age= ?max_age= ?username= ?limit=    200 + rows
 GET     /users/<id>  one user                                        200 / 404
 PATCH   /users/<id>  change some columns (not the id)                200 + row / 404
@@ -78,14 +78,18 @@ def list_query(query: Mapping[str, str]) -> tuple[dict[str, Any], int | None]:
     return filters, _int_param(query, "limit")
 
 
-async def create(body: bytes | str) -> Row:
-    """Insert the user in a JSON body and return the stored row."""
-    return await insert(validate_row(User, parse_json_object(body)))
+async def create(body: bytes | str, idempotency_key: str | None = None) -> Row:
+    """Insert the user in a JSON body and return the stored row.
+
+    With the request's ``Idempotency-Key`` (``idempotency_key_from(request)``), a client
+    that sends the same POST again gets the same answer and no second user.
+    """
+    return await insert(validate_row(User, parse_json_object(body)), idempotency_key)
 
 
-async def insert(data: Row) -> Row:
+async def insert(data: Row, idempotency_key: str | None = None) -> Row:
     """Insert checked ``data`` (a JSON body, or a ``User.schema("create")`` dump); the row."""
-    user_id = await User.insert(data)
+    user_id = await User.insert(data, idempotency_key=idempotency_key)
     # The row as written: User has no column defaults, so nothing needs reading back.
     return {**dict.fromkeys(User.__columns__), **data, "id": user_id}
 

@@ -48,18 +48,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .client import AsyncDatabaseManager
 from .protocol.errors import (
     FQDBError,
+    IdempotencyKeyError,
     IntegrityError,
     NotInitializedError,
     OperationalError,
     ProgrammingError,
     ValidationError,
+    brief,
 )
+from .protocol.messages import check_idempotency_key
 
 if TYPE_CHECKING:
     from .models import BaseModel
 
 __all__ = [
     "HTTP_STATUS",
+    "IDEMPOTENCY_HEADER",
     "DatabaseSettings",
     "aiohttp_lifecycle",
     "close_database",
@@ -67,6 +71,7 @@ __all__ = [
     "error_body",
     "fastapi_lifespan",
     "http_status_for",
+    "idempotency_key_from",
     "open_database",
     "parse_json_object",
     "quart_lifecycle",
@@ -84,6 +89,7 @@ _FALSE = frozenset({"", "0", "false", "no", "off"})
 #: Error class -> HTTP status, most specific first; the first ``isinstance`` match wins.
 #: Anything else (a bug, or a FastQuartDB error no client can fix) is a 500.
 HTTP_STATUS: tuple[tuple[type[FQDBError], int], ...] = (
+    (IdempotencyKeyError, 422),
     (ValidationError, 400),
     (ProgrammingError, 400),
     (IntegrityError, 409),
@@ -286,6 +292,7 @@ def aiohttp_lifecycle(
 def http_status_for(exc: BaseException) -> int:
     """The HTTP status that answers a request which failed with ``exc``.
 
+    ``IdempotencyKeyError`` → 422 (a key reused for another request),
     ``ValidationError`` and ``ProgrammingError`` → 400 (the request was
     wrong), ``IntegrityError`` → 409 (it conflicts with stored rows),
     ``NotInitializedError`` and ``OperationalError`` → 503 (try again later:
@@ -306,6 +313,40 @@ def http_status_for(exc: BaseException) -> int:
 def error_body(exc: BaseException) -> dict[str, str]:
     """The JSON body of an error response: ``{"error": "<the exception's message>"}``."""
     return {"error": str(exc) or type(exc).__name__}
+
+
+#: The request header an HTTP client puts its retry key in (as Stripe's API reads it).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def idempotency_key_from(request: Any, header: str = IDEMPOTENCY_HEADER) -> str | None:
+    """The ``Idempotency-Key`` header of a Quart, FastAPI/Starlette or aiohttp request.
+
+    Pass it to a write (``await Order.insert(data, idempotency_key=key)``): a client
+    that sends the same POST again, because it lost the first answer, gets the first
+    answer again and no second row. None when the header is absent.
+
+    Raises:
+        ValidationError: the header is there but empty or longer than 255 characters
+            (an HTTP 400 through :func:`http_status_for`).
+
+    Example::
+
+        @app.post("/orders")
+        async def create_order():
+            data = parse_json_object(await request.get_data())
+            pk = await Order.insert(data, idempotency_key=idempotency_key_from(request))
+            return {"id": pk}, 201
+    """
+    value = request.headers.get(header)
+    if value is None:
+        return None
+    try:
+        return check_idempotency_key(value.strip())
+    except ValidationError:
+        raise ValidationError(
+            f"the {header} header must be 1-255 characters, got {brief(value)}"
+        ) from None
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:

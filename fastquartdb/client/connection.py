@@ -310,8 +310,11 @@ class SocketTransport(Transport):
         else:
             message = f"connection to the daemon lost ({cause}); {op} was not sent"
         error = ConnectionLostError(message)
-        # Safe to send again elsewhere: a read, ensure_table, or anything that never left.
-        error.retryable = not sent or op in RESENDABLE_OPS  # type: ignore[attr-defined]
+        # Safe to send again elsewhere: a read, ensure_table, anything that never left, or
+        # a keyed write (the writer answers a key it has recorded from the record).
+        error.retryable = (  # type: ignore[attr-defined]
+            not sent or op in RESENDABLE_OPS or "key" in request or "idempotency_key" in request
+        )
         return error
 
     # ------------------------------------------------------------ reader callbacks
@@ -358,6 +361,13 @@ class SocketTransport(Transport):
             self.lost = exc or ConnectionResetError("the daemon closed the connection")
         self._fail_all(self.refusal or ConnectionLostError(str(self.lost)))
 
+    def abandon(self, reason: str) -> None:
+        """Give up on this connection (its daemon does not answer): close it, and fail what
+        is in flight with ``ConnectionLostError`` (the failover layer resends what it may)."""
+        self._on_lost(ConnectionAbortedError(f"abandoned: {reason}"))
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.abort()
+
     async def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._flush()
@@ -371,4 +381,6 @@ class SocketTransport(Transport):
 def _outcome(request: dict[str, Any]) -> str:
     if request.get("op") in RESENDABLE_OPS:
         return ""
+    if "key" in request or "idempotency_key" in request:
+        return "; it carries a request key, so it may be resent safely"
     return "; its outcome is unknown: it may or may not have been committed"

@@ -34,7 +34,9 @@ from ..protocol.errors import (
     AccessDeniedError,
     ConnectionLostError,
     DaemonUnavailableError,
+    FQDBError,
     InterfaceError,
+    RequestTimeoutError,
     TooManyClientsError,
 )
 from .connection import SocketTransport
@@ -67,6 +69,8 @@ class FailoverTransport(Transport):
         self.reconnect_window = reconnect_window
         self.probe_interval = probe_interval
         self.switches = 0
+        #: Keyed writes sent again after a lost connection (and commits resolved).
+        self.resent = 0
         self._embedded_options = embedded_options
         self._request_timeout = request_timeout
         self._current: Transport | None = None
@@ -145,11 +149,54 @@ class FailoverTransport(Transport):
         try:
             return await transport.request(request)
         except ConnectionLostError as exc:
-            if not getattr(exc, "retryable", False) or self._closed:
+            keyed = "key" in request or "idempotency_key" in request
+            if self._closed or not (keyed or getattr(exc, "retryable", False)):
                 self._recover_in_background(transport)
                 raise
-            transport = await self._recover(transport)
-            return await transport.request(request)
+            if not keyed:
+                transport = await self._recover(transport)
+                return await transport.request(request)
+            return await self._resend(transport, request, exc)
+        except RequestTimeoutError as exc:
+            if self._closed or not ("key" in request or "idempotency_key" in request):
+                raise
+            # No reply in time (a stopped daemon): give up on that connection, so whatever
+            # it still answers goes nowhere, and resend, keyed, where a writer answers.
+            if isinstance(transport, SocketTransport):
+                transport.abandon(f"no reply within {transport.request_timeout:g} s")
+            return await self._resend(transport, request, exc)
+
+    async def _resend(self, failed: Transport, request: dict[str, Any], cause: FQDBError) -> Any:
+        """Send a keyed write again until a writer answers or the reconnect window ends.
+
+        The writer answers a key it has recorded from the record, so the write runs at
+        most once and the caller gets its one result.
+
+        Raises:
+            ConnectionLostError: no writer within the window; the write is not resent.
+        """
+        deadline = time.monotonic() + max(self.reconnect_window, 1.0) * 2
+        transport = failed
+        while True:
+            try:
+                transport = await self._recover(transport)
+            except DaemonUnavailableError as exc:
+                raise ConnectionLostError(
+                    f"{cause}; no writer could be reached ({exc}): {request.get('op')} will "
+                    "not be resent, and whether it committed is unknown"
+                ) from None
+            request["resent"] = True
+            self.resent += 1
+            try:
+                return await transport.request(request)
+            except ConnectionLostError as exc:
+                if self._closed or time.monotonic() >= deadline:
+                    raise ConnectionLostError(
+                        f"{exc}; resent after a lost connection and lost again: "
+                        f"{request.get('op')} will not be resent, and whether it committed "
+                        "is unknown"
+                    ) from None
+                cause = exc
 
     async def _in_transaction(self, txn: Any, request: dict[str, Any]) -> Any:
         op = request.get("op")
@@ -177,8 +224,10 @@ class FailoverTransport(Transport):
             )
         try:
             result = await owner.request(request)
-        except ConnectionLostError:
+        except ConnectionLostError as exc:
             self._txn_owner.pop(txn, None)
+            if ends and op == "commit" and "key" in request and not self._closed:
+                return await self._resolve_commit(owner, request, exc)
             self._recover_in_background(owner)
             raise
         except BaseException:
@@ -188,6 +237,34 @@ class FailoverTransport(Transport):
         if ends:
             self._txn_owner.pop(txn, None)
         return result
+
+    async def _resolve_commit(
+        self, failed: Transport, request: dict[str, Any], cause: FQDBError
+    ) -> None:
+        """A commit whose reply was lost: ask a writer whether it committed.
+
+        ``resolve`` answers from the commit's record, and when there is none records
+        that there never will be one, so the answer cannot change afterwards.
+
+        Raises:
+            ConnectionLostError: the transaction was rolled back (nothing of it is
+                written), or no writer could be asked (then its outcome is unknown).
+        """
+        try:
+            transport = await self._recover(failed)
+            answer = await transport.request({"op": "resolve", "key": request["key"]})
+        except (DaemonUnavailableError, ConnectionLostError) as exc:
+            raise ConnectionLostError(
+                f"{cause}; the commit's outcome could not be asked ({exc}): "
+                "whether the transaction committed is unknown"
+            ) from None
+        self.resent += 1
+        if isinstance(answer, dict) and answer.get("committed") is True:
+            return None
+        raise ConnectionLostError(
+            f"{cause}: the transaction was rolled back (the connection was lost before it "
+            "committed); nothing of it was written"
+        )
 
     # ------------------------------------------------------------ switching
 

@@ -18,9 +18,11 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
 from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
-from ..protocol import default_socket_path
+from ..protocol import KEYED_OPS, default_socket_path
 from ..protocol.errors import InterfaceError, NotInitializedError, ValidationError
+from ..protocol.messages import check_idempotency_key
 from .failover import FailoverTransport
+from .keys import KeyIssuer
 from .reads import DEFAULT_READERS, ReadRouter
 from .rows import dict_rows
 from .transports import EmbeddedTransport, Transport
@@ -145,6 +147,7 @@ class AsyncDatabaseManager:
         *,
         use_filelock: bool,
         router: ReadRouter | None = None,
+        request_keys: bool = True,
     ) -> None:
         self.path = path
         self.use_filelock = use_filelock
@@ -153,6 +156,9 @@ class AsyncDatabaseManager:
         #: Decides where each request runs (:meth:`ReadRouter.route`).
         self.router = router if router is not None else ReadRouter(transport, None, "no readers")
         self._txn_ids = itertools.count(1)
+        #: This process's request keys (see :mod:`.keys`): what makes a resent write run once.
+        self.keys = KeyIssuer()
+        self._keyed_ops = KEYED_OPS if request_keys else frozenset()
         self._ready: set[type[TableSource]] = set()
         self._pending: dict[type[TableSource], asyncio.Future[None]] = {}
 
@@ -172,6 +178,7 @@ class AsyncDatabaseManager:
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
         connect_timeout: float = 5.0,
         readers: int | None = None,
+        request_keys: bool = True,
     ) -> AsyncDatabaseManager:
         """Open ``path`` and make it the process's database.
 
@@ -194,6 +201,10 @@ class AsyncDatabaseManager:
             readers: reader threads of this process's own read-only connections to the
                 file (default 2, or ``FQDB_READERS``); reads outside a transaction run
                 there, a point read inline. ``0`` sends every read to the writer.
+            request_keys: give every write a request key, so that one in flight when the
+                connection is lost is resent and runs once (README, "Exactly-once
+                writes"). False (for measuring what keys cost) leaves such a write's
+                outcome unknown: ``ConnectionLostError``.
 
         Returns:
             The manager, also available as ``AsyncDatabaseManager.get()``.
@@ -241,7 +252,9 @@ class AsyncDatabaseManager:
         except BaseException:
             await transport.close()
             raise
-        manager = cls(fspath, transport, use_filelock=use_filelock, router=router)
+        manager = cls(
+            fspath, transport, use_filelock=use_filelock, router=router, request_keys=request_keys
+        )
         cls._instance = manager
         try:
             await manager._ensure_all()
@@ -291,11 +304,17 @@ class AsyncDatabaseManager:
 
     async def _send(self, request: dict[str, Any]) -> Any:
         # Transaction control: always the writer's. A commit may carry DDL the local readers
-        # must see from the next read on.
+        # must see from the next read on; a top-level commit carries a request key, so a
+        # lost reply is resolved to committed or rolled back (see failover.py).
+        commit = request.get("op") == "commit"
+        keyed = commit and "savepoint" not in request and bool(self._keyed_ops)
+        seq = self.keys.issue(request) if keyed else None
         try:
             return await self.transport.request(request)
         finally:
-            if request.get("op") == "commit":
+            if seq is not None:
+                self.keys.done(seq)
+            if commit:
                 self.router.schema_may_have_changed()
 
     async def request(self, request: dict[str, Any], *, raw_read: bool = False) -> Any:
@@ -306,7 +325,25 @@ class AsyncDatabaseManager:
         """
         state = _current_txn.get()
         if state is not None and state.manager is self:
+            if "idempotency_key" in request:
+                raise ValidationError(
+                    "idempotency_key cannot be used inside db.transaction(): the transaction "
+                    "commits or not as a whole; give the key to a write outside it"
+                )
             request["txn"] = state.id
+        elif (
+            request.get("op") in self._keyed_ops
+            and "idempotency_key" not in request
+            and "key" not in request
+        ):
+            # A write outside a transaction: keyed, so a lost connection cannot leave its
+            # outcome unknown (a caller's idempotency_key does the same job).
+            keys = self.keys
+            seq = keys.issue(request)
+            try:
+                return await self.router.request(request, raw_read)
+            finally:
+                keys.done(seq)
         return await self.router.request(request, raw_read)
 
     async def stats(self) -> dict[str, Any]:
@@ -335,6 +372,7 @@ class AsyncDatabaseManager:
         params: Sequence[Any] | dict[str, Any] | None = None,
         *,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Run one raw SQL statement with bound parameters (always on the writer).
 
@@ -345,6 +383,8 @@ class AsyncDatabaseManager:
         Args:
             timeout: seconds this statement may run instead of the statement timeout
                 (a daemon caps it at its ``--max-statement-timeout``).
+            idempotency_key: the caller's key for this write: a second call with the same
+                key and statement returns the first call's result and runs nothing.
 
         Raises:
             ValidationError: ``refused: ...`` when the sandbox refuses the statement.
@@ -353,6 +393,8 @@ class AsyncDatabaseManager:
         request: dict[str, Any] = {"op": "execute", "sql": sql, "params": _params(params)}
         if timeout is not None:
             request["timeout"] = timeout
+        if idempotency_key is not None:
+            request["idempotency_key"] = check_idempotency_key(idempotency_key)
         result: dict[str, Any] = await self.request(request)
         return result
 

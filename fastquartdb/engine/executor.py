@@ -41,6 +41,7 @@ from ..protocol.errors import (
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
 from .locking import ProcessLock
+from .requestkeys import KeyConflict, RequestKeys
 from .resultcodes import translate_sqlite_error
 from .results import fetch_rows
 from .sandbox import Sandbox
@@ -169,11 +170,14 @@ class Engine:
             "begin": self._begin,
             "commit": self._commit,
             "rollback": self._rollback,
+            "resolve": lambda req: self.keys.resolve(req),
         }
         #: The raw-SQL rules (an authorizer on ``conn``; see :mod:`.sandbox`).
         self.sandbox = Sandbox(conn)
         #: Every request's deadline (a progress handler on ``conn``; see :mod:`.deadline`).
         self.deadlines = Deadlines(conn, statement_timeout, max_statement_timeout)
+        #: The records that make a resent write run once (see :mod:`.requestkeys`).
+        self.keys = RequestKeys(conn)
 
     # ------------------------------------------------------------------ setup
 
@@ -265,6 +269,7 @@ class Engine:
         return True
 
     def _forget_schema(self) -> None:
+        self.keys.forget_schema()
         self._tables.clear()
         self._insert_sql.clear()
         self._select_sql.clear()
@@ -498,7 +503,16 @@ class Engine:
 
     def _commit(self, req: dict[str, Any]) -> None:
         name = self._savepoint_name(req)
-        self.conn.execute(f"RELEASE {quote(name)}" if name else "COMMIT")
+        if name:
+            self.conn.execute(f"RELEASE {quote(name)}")
+            return
+        if "key" in req and self.conn.in_transaction:
+            try:
+                self.keys.record_commit(req)  # with the transaction: see requestkeys.py
+            except FQDBError:
+                self.conn.execute("ROLLBACK")
+                raise
+        self.conn.execute("COMMIT")
 
     def _rollback(self, req: dict[str, Any]) -> None:
         name = self._savepoint_name(req)
@@ -655,8 +669,14 @@ class Engine:
                 return
             results: list[tuple[int, Outcome]] = []
             lost: tuple[int, FQDBError] | None = None
+            keys = self.keys
+            keys.begin()
             for i in todo:
-                outcome = self._run_one(requests[i], True)
+                req = requests[i]
+                if "key" in req or "idempotency_key" in req:
+                    outcome = self._run_keyed(req)
+                else:
+                    outcome = self._run_one(req, True)
                 if not conn.in_transaction:
                     reason = outcome[1] if not outcome[0] else OperationalError("transaction lost")
                     lost = (i, reason)
@@ -675,6 +695,29 @@ class Engine:
                     return
                 continue
             try:
+                keys.flush()
+            except KeyConflict:
+                # A first send was run elsewhere already (its client resent it while this
+                # writer was stopped): undo, and run the group again looking every key up.
+                conn.execute("ROLLBACK")
+                self._forget_schema()
+                if keys.check_all:  # looked up and still colliding: do not loop
+                    keys.check_all = False
+                    error = OperationalError("request keys collided twice in one batch")
+                    for i in todo:
+                        outcomes[i] = (False, error)
+                    return
+                keys.check_all = True
+                continue
+            except sqlite3.Error as exc:  # the disk is full, or the like: nothing commits
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._forget_schema()
+                error = translate_sqlite_error(exc)
+                for i in todo:
+                    outcomes[i] = (False, error)
+                return
+            try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -689,9 +732,41 @@ class Engine:
                 self._run_group(requests, todo[:half], outcomes)
                 self._run_group(requests, todo[half:], outcomes)
                 return
+            keys.check_all = False
             for i, outcome in results:
                 outcomes[i] = outcome
             return
+
+    def _run_keyed(self, req: dict[str, Any]) -> Outcome:
+        """Run a request that carries a key: answered from its record, or run and recorded."""
+        if req.get("op") == "resolve":
+            return self._run_one(req, True)
+        keys = self.keys
+        try:
+            recorded = keys.lookup(req)
+        except FQDBError as exc:
+            return False, exc
+        except sqlite3.Error as exc:
+            return False, translate_sqlite_error(exc)
+        if recorded is not None:
+            return recorded
+        conn = self.conn
+        before = conn.total_changes
+        outcome = self._run_one(req, True)
+        if outcome[0] and conn.in_transaction:
+            result = outcome[1]
+            # A raw statement that only read (rows, no change) is not worth a record: it
+            # may be run again, and its rows may be large.
+            if (
+                req.get("op") != "execute"
+                or conn.total_changes != before
+                or not result.get("columns")
+            ):
+                try:
+                    keys.stage(req, result)
+                except FQDBError as exc:
+                    return False, exc
+        return outcome
 
     def run_in_transaction(self, requests: list[dict[str, Any]]) -> list[Outcome]:
         """Run requests of an interactive transaction (already begun, or begun by them).

@@ -336,6 +336,11 @@ class Sandbox:
     def _table_rule(self, table: str, inner: str | None) -> int:
         if table == "sqlite_dbpage":
             return self._deny("sqlite_dbpage (raw page access) is not allowed")
+        if table.startswith("_fqdb_"):
+            return self._deny(
+                f"table {table!r} holds FastQuartDB's own records (request keys) and may only "
+                "be read from raw SQL"
+            )
         if table in self._vtables:
             self._touched.add(table)
             return sqlite3.SQLITE_OK

@@ -52,9 +52,11 @@ def check_identifier(name: object, what: str = "name") -> str:
         raise ValidationError(
             f"invalid {what} {shown}: use 1-64 ASCII letters, digits or '_', not starting with a digit"
         )
-    if name.lower().startswith("sqlite_"):
+    lowered = name.lower()
+    if lowered.startswith("sqlite_") or lowered.startswith("_fqdb_"):
+        prefix = "sqlite_" if lowered.startswith("sqlite_") else "_fqdb_"
         raise ValidationError(
-            f"invalid {what} {brief(name)}: names starting with 'sqlite_' are reserved"
+            f"invalid {what} {brief(name)}: names starting with {prefix!r} are reserved"
         )
     return name
 
@@ -64,7 +66,7 @@ def check_identifier(name: object, what: str = "name") -> str:
 #: condition appended it asks whether one such table or view exists.
 LIVE_TABLES_SQL = (
     "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
-    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_fqdb\\_%' ESCAPE '\\'"
 )
 
 

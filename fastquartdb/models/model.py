@@ -24,6 +24,7 @@ from ..client.rows import dict_rows
 from ..engine import check_identifier
 from ..engine.schema import check_expression
 from ..protocol.errors import ValidationError, brief
+from ..protocol.messages import check_idempotency_key
 from .columns import Column
 from .filters import normalize_filters
 from .rows import RowT, check_row_type
@@ -313,13 +314,23 @@ class BaseModel(Generic[RowT]):
     # ------------------------------------------------------------ CRUD
 
     @classmethod
-    async def insert(cls, data: Mapping[str, Any], on_conflict: str | None = None) -> Any:
+    async def insert(
+        cls,
+        data: Mapping[str, Any],
+        on_conflict: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Any:
         """Insert one row and return its primary key (the rowid for an INTEGER key).
 
         Args:
             data: column -> value.
             on_conflict: ``"ignore"`` skips a row that violates a unique constraint
                 (``INSERT OR IGNORE``) and returns None for it.
+            idempotency_key: a key of the caller's (an HTTP ``Idempotency-Key``): a
+                second call with the same key and data returns the first call's result
+                and writes nothing (see README, "Exactly-once writes"). Every write
+                method takes it.
 
         Raises:
             ValidationError: unknown column or a value the column cannot hold.
@@ -333,7 +344,7 @@ class BaseModel(Generic[RowT]):
                     f"on_conflict must be 'ignore' or None, got {brief(on_conflict)}"
                 )
             request["on_conflict"] = on_conflict
-        return await cls._request(request)
+        return await cls._request(_keyed(request, idempotency_key))
 
     @classmethod
     async def upsert(
@@ -341,6 +352,8 @@ class BaseModel(Generic[RowT]):
         data: Mapping[str, Any],
         conflict: Iterable[str] | str,
         update: Iterable[str] | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Insert a row, or update the row it collides with; return that row's primary key.
 
@@ -362,7 +375,7 @@ class BaseModel(Generic[RowT]):
         values = cls._values(data, insert=True)
         request = cls._upsert_request("upsert", conflict, update)
         request["values"] = values
-        return await cls._request(request)
+        return await cls._request(_keyed(request, idempotency_key))
 
     @classmethod
     async def upsert_many(
@@ -371,10 +384,12 @@ class BaseModel(Generic[RowT]):
         conflict: Iterable[str] | str,
         update: Iterable[str] | None = None,
         chunk_size: int = 1000,
+        *,
+        idempotency_key: str | None = None,
     ) -> int:
         """:meth:`upsert` for many rows, ``chunk_size`` per statement; returns rows processed."""
         base = cls._upsert_request("upsert_many", conflict, update)
-        return await cls._run_many(rows, chunk_size, base)
+        return await cls._run_many(rows, chunk_size, base, idempotency_key)
 
     @classmethod
     def _upsert_request(
@@ -392,17 +407,28 @@ class BaseModel(Generic[RowT]):
         return request
 
     @classmethod
-    async def insert_many(cls, rows: Iterable[Mapping[str, Any]], chunk_size: int = 1000) -> int:
+    async def insert_many(
+        cls,
+        rows: Iterable[Mapping[str, Any]],
+        chunk_size: int = 1000,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
         """Insert many rows, ``chunk_size`` per request (one prepared statement each).
 
         All-or-nothing: when the rows take more than one request they run in
-        one transaction. Returns the number of rows inserted.
+        one transaction. Returns the number of rows inserted. With
+        ``idempotency_key`` the rows must fit one request (``chunk_size``).
         """
-        return await cls._run_many(rows, chunk_size, {"op": "insert_many"})
+        return await cls._run_many(rows, chunk_size, {"op": "insert_many"}, idempotency_key)
 
     @classmethod
     async def _run_many(
-        cls, rows: Iterable[Mapping[str, Any]], chunk_size: int, base: dict[str, Any]
+        cls,
+        rows: Iterable[Mapping[str, Any]],
+        chunk_size: int,
+        base: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> int:
         """``rows`` as requests of ``chunk_size`` rows; several run in one transaction.
 
@@ -419,7 +445,13 @@ class BaseModel(Generic[RowT]):
             if not ready:
                 return 0
             if len(ready) == 1:
-                return int(await cls._request(ready[0]))
+                return int(await cls._request(_keyed(ready[0], idempotency_key)))
+        if idempotency_key is not None:
+            raise ValidationError(
+                f"idempotency_key needs the rows in one request: {len(rows)} rows are more "
+                f"than chunk_size={chunk_size}; pass a larger chunk_size (or split the rows "
+                "into calls with a key each)"
+            )
         db = await cls._db()
         if ready is None and db.mode == "embedded":
             # Embedded, the engine's thread would only compete with the conversion for
@@ -566,7 +598,12 @@ class BaseModel(Generic[RowT]):
 
     @classmethod
     async def update(
-        cls, data: Mapping[str, Any], filters: Any = None, *, all_rows: bool = False
+        cls,
+        data: Mapping[str, Any],
+        filters: Any = None,
+        *,
+        all_rows: bool = False,
+        idempotency_key: str | None = None,
     ) -> int:
         """Set ``data`` on matching rows; returns how many changed.
 
@@ -585,17 +622,23 @@ class BaseModel(Generic[RowT]):
         }
         if all_rows:
             request["all_rows"] = True
-        return int(await cls._request(request))
+        return int(await cls._request(_keyed(request, idempotency_key)))
 
     @classmethod
-    async def delete(cls, filters: Any = None, *, all_rows: bool = False) -> int:
+    async def delete(
+        cls,
+        filters: Any = None,
+        *,
+        all_rows: bool = False,
+        idempotency_key: str | None = None,
+    ) -> int:
         """Delete matching rows; returns how many. Refuses to run without filters unless ``all_rows=True``."""
         where = cls._where(filters)
         cls._guard(where, all_rows, "delete")
         request: dict[str, Any] = {"op": "delete", "table": cls.__tablename__, "where": where}
         if all_rows:
             request["all_rows"] = True
-        return int(await cls._request(request))
+        return int(await cls._request(_keyed(request, idempotency_key)))
 
     # ------------------------------------------------------------ beyond CRUD
 
@@ -836,24 +879,31 @@ class BaseModel(Generic[RowT]):
             raise ValidationError(f"this {type(self).__name__} has no primary key value yet")
         return values
 
-    async def save(self) -> Any:
+    async def save(self, *, idempotency_key: str | None = None) -> Any:
         """Insert the instance, or update its row if its primary key is set; returns the key."""
         values = {n: getattr(self, n) for n in self.__columns__ if n in self.__dict__}
         pk = self.__pk__
         if not pk or any(values.get(name) is None for name in pk):
             for name in pk:
                 values.pop(name, None)
-            key = await type(self).insert(values)
+            key = await type(self).insert(values, idempotency_key=idempotency_key)
             if len(pk) == 1:
                 setattr(self, pk[0], key)
             return key
         if set(values) == set(pk):
             return pk[0] if len(pk) == 1 else [values[n] for n in pk]
-        return await type(self).upsert(values, conflict=list(pk))
+        return await type(self).upsert(values, conflict=list(pk), idempotency_key=idempotency_key)
 
-    async def delete_instance(self) -> int:
+    async def delete_instance(self, *, idempotency_key: str | None = None) -> int:
         """Delete this instance's row (by primary key); returns rows deleted (0 or 1)."""
-        return await type(self).delete(self._pk_filters())
+        return await type(self).delete(self._pk_filters(), idempotency_key=idempotency_key)
+
+
+def _keyed(request: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+    """``request`` with the caller's idempotency key, if one was given (checked here)."""
+    if idempotency_key is not None:
+        request["idempotency_key"] = check_idempotency_key(idempotency_key)
+    return request
 
 
 def _json_default(value: Any) -> Any:

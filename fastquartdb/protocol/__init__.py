@@ -13,6 +13,7 @@ from .codec import (
 from .errors import ERROR_CLASSES, error_code, error_from_code
 from .messages import (
     ALL_OPS,
+    KEYED_OPS,
     PROTOCOL_VERSION,
     READ_OPS,
     RESENDABLE_OPS,
@@ -27,6 +28,7 @@ __all__ = [
     "ALL_OPS",
     "DEFAULT_MAX_FRAME",
     "ERROR_CLASSES",
+    "KEYED_OPS",
     "PROTOCOL_VERSION",
     "READ_OPS",
     "RESENDABLE_OPS",

@@ -14,6 +14,7 @@ that builtin (``ValidationError`` is a ``ValueError``, ``RequestTimeoutError`` a
         ├── IntegrityError              UNIQUE, NOT NULL, CHECK, FOREIGN KEY
         ├── ProgrammingError            the request itself is wrong
         │   ├── ValidationError         (also ValueError) bad table/column/operator/value
+        │   │   └── IdempotencyKeyError an idempotency key reused for a different request
         │   ├── SchemaError             a model change SQLite cannot make in place
         │   └── ResultTooLargeError     a result beyond the daemon's --max-reply
         └── OperationalError            the request was fine, the world was not
@@ -43,6 +44,7 @@ __all__ = [
     "DatabaseBusyError",
     "DatabaseError",
     "FQDBError",
+    "IdempotencyKeyError",
     "IntegrityError",
     "InterfaceError",
     "NotInitializedError",
@@ -123,6 +125,16 @@ class ValidationError(ProgrammingError, ValueError):
     """
 
     code = "validation"
+
+
+class IdempotencyKeyError(ValidationError):
+    """An ``idempotency_key`` already recorded for a different request was used again.
+
+    A key may only repeat the request it was first used with (that is what makes a
+    retry safe); a new request needs a new key.
+    """
+
+    code = "idempotency_key"
 
 
 class SchemaError(ProgrammingError):
@@ -220,6 +232,7 @@ _CLASSES: tuple[type[FQDBError], ...] = (
     IntegrityError,
     ProgrammingError,
     ValidationError,
+    IdempotencyKeyError,
     SchemaError,
     ResultTooLargeError,
     OperationalError,

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from .errors import ValidationError, brief
+
 __all__ = [
     "ALL_OPS",
+    "KEYED_OPS",
     "PROTOCOL_VERSION",
     "READ_OPS",
     "RESENDABLE_OPS",
     "SERVER_OPS",
     "TRANSACTION_OPS",
     "WRITE_OPS",
+    "check_idempotency_key",
     "error_reply",
     "ok_reply",
 ]
@@ -39,6 +43,7 @@ WRITE_OPS: Final = frozenset(
         "upsert_many",
         "ensure_table",
         "execute",
+        "resolve",
     }
 )
 #: Interactive transaction control.
@@ -50,6 +55,31 @@ ALL_OPS: Final = READ_OPS | WRITE_OPS | TRANSACTION_OPS | SERVER_OPS
 #: reads, and ``ensure_table``, which compares the model with the live schema each time
 #: (a second run after a committed first one changes nothing).
 RESENDABLE_OPS: Final = READ_OPS | {"ensure_table"}
+#: Writes the client gives a request key (``"key": [client, seq]``), so that after a lost
+#: connection they are resent and the writer, which records each key with its write,
+#: answers a resend from the record instead of running it again (see PROTOCOL.md).
+#: A ``commit`` is keyed too (top level only); ``resolve`` asks what became of one.
+KEYED_OPS: Final = frozenset(
+    {"insert", "insert_many", "update", "delete", "upsert", "upsert_many", "execute"}
+)
+
+
+#: Longest ``idempotency_key`` accepted (Stripe allows 255 characters too).
+MAX_IDEMPOTENCY_KEY: Final = 255
+
+
+def check_idempotency_key(key: object) -> str:
+    """``key`` if it is a usable idempotency key: a non-empty str of at most 255 characters.
+
+    Raises:
+        ValidationError: anything else, saying what is accepted.
+    """
+    if type(key) is not str or not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ValidationError(
+            f"idempotency_key must be a non-empty string of at most {MAX_IDEMPOTENCY_KEY} "
+            f"characters, got {brief(key)}"
+        )
+    return key
 
 
 def ok_reply(request_id: Any, result: Any) -> dict[str, Any]:

@@ -14,6 +14,11 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..engine.deadline import DEFAULT_MAX_STATEMENT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT
+from ..engine.requestkeys import (
+    DEFAULT_IDEMPOTENCY_MAX,
+    DEFAULT_IDEMPOTENCY_WINDOW,
+    DEFAULT_KEY_WINDOW,
+)
 from ..protocol import DEFAULT_MAX_FRAME
 from ..protocol.errors import DatabaseError, FQDBError
 from .config import (
@@ -95,6 +100,29 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_STATEMENT_TIMEOUT,
         help="the longest timeout= one raw db.execute() may ask for, and the bound of the "
         f"models' migrations (default {DEFAULT_MAX_STATEMENT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--request-key-window",
+        type=float,
+        default=DEFAULT_KEY_WINDOW,
+        metavar="SECONDS",
+        help="keep the record of a keyed write at most this long, so a client that lost its "
+        f"connection can resend it safely (default {DEFAULT_KEY_WINDOW:g})",
+    )
+    parser.add_argument(
+        "--idempotency-window",
+        type=float,
+        default=DEFAULT_IDEMPOTENCY_WINDOW,
+        metavar="SECONDS",
+        help="remember an application's idempotency_key this long "
+        f"(default {DEFAULT_IDEMPOTENCY_WINDOW:g})",
+    )
+    parser.add_argument(
+        "--idempotency-max",
+        type=int,
+        default=DEFAULT_IDEMPOTENCY_MAX,
+        metavar="N",
+        help=f"remember at most N idempotency keys, oldest first out (default {DEFAULT_IDEMPOTENCY_MAX})",
     )
     parser.add_argument(
         "--allow-gid",
@@ -258,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             replicate=args.replicate,
             statement_timeout=args.statement_timeout or None,
             max_statement_timeout=args.max_statement_timeout,
+            request_key_window=args.request_key_window,
+            idempotency_window=args.idempotency_window,
+            idempotency_max=args.idempotency_max,
             metrics=args.metrics,
             metrics_public=args.metrics_public,
             max_clients=args.max_clients,

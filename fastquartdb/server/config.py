@@ -7,6 +7,11 @@ import resource
 from dataclasses import dataclass, field
 
 from ..engine.deadline import DEFAULT_MAX_STATEMENT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT
+from ..engine.requestkeys import (
+    DEFAULT_IDEMPOTENCY_MAX,
+    DEFAULT_IDEMPOTENCY_WINDOW,
+    DEFAULT_KEY_WINDOW,
+)
 from ..protocol import DEFAULT_MAX_FRAME, default_socket_path
 from .metrics import check_metrics_address
 
@@ -73,6 +78,10 @@ class ServerConfig:
             reading its requests (on top of the kernel's socket buffer).
         max_decoded: estimated memory one request may decode to (bytes); beyond it the
             frame is refused like an oversized one.
+        request_key_window: seconds a request key's record is kept at most (its client
+            usually lets it go much sooner; see ``engine/requestkeys.py``).
+        idempotency_window: seconds a caller's ``idempotency_key`` is remembered.
+        idempotency_max: most ``idempotency_key`` records kept (the oldest go first).
     """
 
     db: str
@@ -98,6 +107,9 @@ class ServerConfig:
     hello_timeout: float = 5.0
     max_reply: int = DEFAULT_MAX_REPLY
     max_unsent: int = DEFAULT_MAX_UNSENT
+    request_key_window: float = DEFAULT_KEY_WINDOW
+    idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW
+    idempotency_max: int = DEFAULT_IDEMPOTENCY_MAX
     max_decoded: int = DEFAULT_MAX_DECODED
 
     def __post_init__(self) -> None:
@@ -126,6 +138,10 @@ class ServerConfig:
             raise ValueError("statement_timeout must be positive")
         if self.max_statement_timeout <= 0:
             raise ValueError("max_statement_timeout must be positive")
+        if self.request_key_window <= 0 or self.idempotency_window <= 0:
+            raise ValueError("request_key_window and idempotency_window must be positive")
+        if self.idempotency_max < 1:
+            raise ValueError("idempotency_max must be at least 1")
         if self.transaction_idle_timeout is None:
             self.transaction_idle_timeout = min(10.0, self.transaction_timeout)
         if self.transaction_idle_timeout <= 0:

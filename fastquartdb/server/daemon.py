@@ -231,6 +231,7 @@ class Daemon:
             "protocol_errors": self.stats_protocol_errors,
             "hello_timeouts": self.stats_hello_timeouts,
             "max_clients": self.client_limit,
+            "request_keys": self.worker.thread.engine.keys.stats.as_dict(),
             "replication": self.replicator.stats() if self.replicator else None,
         }
 
@@ -339,6 +340,10 @@ async def serve(
         warn_if_readable(config.db, config.allow_gids)
         # Results are measured while they are read, so a huge one fails before it is in memory.
         thread.engine.result_limit = config.max_reply
+        keys = thread.engine.keys
+        keys.window = config.request_key_window
+        keys.idempotency_window = config.idempotency_window
+        keys.idempotency_max = config.idempotency_max
         if replicator is not None:
             await replicator.start()
             # After the last commit, before the checkpoint.

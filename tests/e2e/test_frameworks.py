@@ -117,6 +117,36 @@ class Load:
         )
         await self.check_lists()
         await self.check_errors(ids[0])
+        await self.check_idempotency()
+
+    async def check_idempotency(self) -> None:
+        """One POST with an Idempotency-Key sent three times, over new connections (so to
+        any worker), then three at once: one row each, identical answers; the key with
+        another body is a 422."""
+        base = str(self.client.base_url)
+
+        async def post(key: str, body: Row) -> httpx.Response:
+            async with httpx.AsyncClient(base_url=base, timeout=30.0) as fresh:
+                return await fresh.post("/users", json=body, headers={"Idempotency-Key": key})
+
+        body = {"username": "once", "age": 33}
+        answers = [await post("order-1", body) for _ in range(3)]
+        assert {a.status_code for a in answers} == {201}, [a.text for a in answers]
+        assert len({a.text for a in answers}) == 1, [a.text for a in answers]
+        row = answers[0].json()
+        self.users[row["id"]] = row
+        body = {"username": "twice", "age": 34}
+        answers = await asyncio.gather(*(post("order-2", body) for _ in range(3)))
+        assert {a.status_code for a in answers} == {201}, [a.text for a in answers]
+        assert len({a.text for a in answers}) == 1, [a.text for a in answers]
+        row = answers[0].json()
+        self.users[row["id"]] = row
+        other = await post("order-1", {"username": "someone else", "age": 1})
+        assert other.status_code == 422, other.text
+        assert "already used for a different request" in other.json()["error"], other.text
+        empty = await post(" ", body)
+        assert empty.status_code == 400, empty.text
+        assert "Idempotency-Key header must be 1-255 characters" in empty.json()["error"]
 
     async def check_lists(self) -> None:
         expected = sorted(self.users.values(), key=lambda row: row["id"])

@@ -3,9 +3,9 @@
 Every write carries a unique key and each client reports which writes were
 acknowledged. After each run: every acknowledged key is present exactly
 once, no key is present twice, and ``PRAGMA integrity_check`` is ok.
-(F1, kill -9 under a 4-process load, is ``tests/integration/test_daemon.py::
-test_kill9_under_load_then_restart``; F4, a client killed inside a
-transaction, is ``test_client_killed_in_transaction_is_rolled_back`` there.)
+(F1 and F2, kill -9 and SIGSTOP under a 4-process load, are in
+``test_exactly_once.py``; F4, a client killed inside a transaction, is
+``tests/integration/test_daemon.py::test_client_killed_in_transaction_is_rolled_back``.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -42,44 +41,6 @@ def daemon(db_path: str):
     proc = DaemonProcess(db_path).start()
     yield proc
     proc.kill()
-
-
-def test_sigstop_under_load_times_out_cleanly(daemon: DaemonProcess, db_path: str, clients) -> None:
-    """F2: SIGSTOP 2 s, SIGCONT: requests complete or fail with RequestTimeoutError."""
-    procs = [
-        clients(
-            "insert",
-            db_path,
-            "--tasks",
-            "8",
-            "--rows",
-            "100000",
-            "--seconds",
-            "6",
-            "--request-timeout",
-            "0.5",
-            "--prefix",
-            f"s{i}",
-        )
-        for i in range(2)
-    ]
-    wait_until(lambda: daemon.stats()["clients"] >= 3, what="clients")
-    wait_until(lambda: event_rows(db_path) >= 300, what="rows")
-    daemon.signal(signal.SIGSTOP)
-    time.sleep(2.0)
-    daemon.signal(signal.SIGCONT)
-    reports = [p.report() for p in procs]
-    for report in reports:
-        assert set(report["failures"]) == {"RequestTimeoutError"}, report["failures"]
-        assert report["modes"] == ["daemon"]
-    acked = _check_exactly_once(db_path, reports)
-    assert len(acked) > 300
-    assert daemon.stop() == 0
-    timeouts = sum(r["failures"].get("RequestTimeoutError", 0) for r in reports)
-    print(
-        f"RELIABILITY F2: acknowledged {len(acked)}, lost 0, duplicated 0, "
-        f"RequestTimeoutError {timeouts} (timeout 0.5 s, SIGSTOP 2 s)"
-    )
 
 
 def test_daemon_gone_fallback_embedded_and_back(db_path: str, clients) -> None:

@@ -3,6 +3,8 @@
 ``insert``: ``--tasks`` concurrent tasks insert rows with unique keys
 ``<prefix>-<task>-<n>`` until ``--rows`` each (or until ``--seconds``), and
 write a JSON report: acknowledged keys, failures by exception class, mode;
+with ``--model note`` into a table whose payload column is *not* unique, so
+that a write run twice shows as two rows (and not as an IntegrityError);
 with ``--readback`` each acknowledged row is read back at once (``unseen``
 lists any a read missed).
 ``hold``: begin a transaction, insert one row, print ``in-transaction`` and
@@ -26,6 +28,12 @@ class Event(BaseModel):
     worker = Column("TEXT")
 
 
+class Note(BaseModel):
+    id = Column("INTEGER", primary_key=True)
+    payload = Column("TEXT", nullable=False)
+    worker = Column("TEXT")
+
+
 async def insert_load(args: argparse.Namespace) -> dict[str, object]:
     db = await AsyncDatabaseManager.init_engine(
         args.db,
@@ -37,6 +45,7 @@ async def insert_load(args: argparse.Namespace) -> dict[str, object]:
     acked: list[str] = []
     unseen: list[str] = []
     failures: dict[str, int] = {}
+    messages: list[str] = []
     modes: set[str] = set()
     transitions: list[str] = [db.mode]
     deadline = time.monotonic() + args.seconds if args.seconds else None
@@ -47,10 +56,15 @@ async def insert_load(args: argparse.Namespace) -> dict[str, object]:
                 return
             key = f"{args.prefix}-{t}-{n}"
             try:
-                await Event.insert({"key": key, "worker": args.prefix})
+                if args.model == "note":
+                    await Note.insert({"payload": key, "worker": args.prefix})
+                else:
+                    await Event.insert({"key": key, "worker": args.prefix})
             except FQDBError as exc:
                 name = type(exc).__name__
                 failures[name] = failures.get(name, 0) + 1
+                if len(messages) < 5:
+                    messages.append(f"{name}: {exc}")
                 if args.stop_on_error:
                     return
                 await asyncio.sleep(0.01)
@@ -70,6 +84,8 @@ async def insert_load(args: argparse.Namespace) -> dict[str, object]:
     return {
         "acked": acked,
         "failures": failures,
+        "messages": messages,
+        "resent": getattr(db.transport, "resent", 0),
         "modes": sorted(modes),
         "transitions": transitions,
         "unseen": unseen,
@@ -96,6 +112,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=0.0)
     parser.add_argument("--prefix", default="p")
+    parser.add_argument("--model", choices=("event", "note"), default="event")
     parser.add_argument("--request-timeout", type=float)
     parser.add_argument("--stop-on-error", action="store_true")
     parser.add_argument("--readback", action="store_true", help="read each acked row back")

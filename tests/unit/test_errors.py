@@ -41,6 +41,7 @@ EXPECTED_CODES = {
     "integrity": "IntegrityError",
     "programming": "ProgrammingError",
     "validation": "ValidationError",
+    "idempotency_key": "IdempotencyKeyError",
     "schema": "SchemaError",
     "result_too_large": "ResultTooLargeError",
     "operational": "OperationalError",

@@ -16,6 +16,7 @@ EXPECTED = [
     "DatabaseBusyError",
     "DatabaseError",
     "FQDBError",
+    "IdempotencyKeyError",
     "IntegrityError",
     "InterfaceError",
     "NotInitializedError",
