@@ -111,6 +111,10 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
             delay = min(delay * 2, 0.05)
 
 
+def _malformed(req: dict[str, Any], exc: Exception) -> ValidationError:
+    return ValidationError(f"malformed {_op(req) or 'request'}: {type(exc).__name__}: {brief(exc)}")
+
+
 def _op(req: dict[str, Any]) -> str:
     """The request's op if it is a string, else "" (never an unhashable value)."""
     op = req.get("op")
@@ -570,9 +574,7 @@ class Engine:
         except Exception as exc:
             # Input no check foresaw (a list where a name goes, a value nested 1000 deep):
             # this request fails, and its batch and the daemon go on.
-            return False, ValidationError(
-                f"malformed {_op(req) or 'request'}: {type(exc).__name__}: {brief(exc)}"
-            )
+            return False, _malformed(req, exc)
         finally:
             deadlines.finish()
 
@@ -638,7 +640,14 @@ class Engine:
         # Outside an interactive transaction begin/commit/rollback would end the shared batch.
         todo = [i for i, req in enumerate(requests) if _op(req) not in TRANSACTION_OPS]
         if todo:
-            self._run_group(requests, todo, outcomes)
+            try:
+                self._run_group(requests, todo, outcomes)
+            except BaseException:
+                # A bug, not a request's failure: never leave the shared transaction open.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                self._forget_schema()
+                raise
         return outcomes
 
     def _run_group(
@@ -748,6 +757,8 @@ class Engine:
             return False, exc
         except sqlite3.Error as exc:
             return False, translate_sqlite_error(exc)
+        except Exception as exc:  # content no check foresaw (nested 1000 deep): this one fails
+            return False, _malformed(req, exc)
         if recorded is not None:
             return recorded
         conn = self.conn
@@ -766,6 +777,8 @@ class Engine:
                     keys.stage(req, result)
                 except FQDBError as exc:
                     return False, exc
+                except Exception as exc:
+                    return False, _malformed(req, exc)
         return outcome
 
     def run_in_transaction(self, requests: list[dict[str, Any]]) -> list[Outcome]:

@@ -28,6 +28,7 @@ EXPECTED = {
     "S1": {
         "daemon",
         "daemon_writer_reads",
+        "daemon_nokeys",
         "daemon_replicate",
         "embedded",
         "embedded_filelock",

@@ -238,3 +238,16 @@ def test_the_record_tables_are_not_user_tables(engine: Engine) -> None:
     with sqlite3.connect(engine.conn.execute("PRAGMA database_list").fetchone()[2]) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert {"_fqdb_requests", "_fqdb_idempotency"} <= names
+
+
+def test_a_key_with_content_nested_too_deep_fails_alone(engine: Engine) -> None:
+    # The digest of a caller key's request walks its content: 5,000 levels must fail this
+    # request, not the batch (it once left the batch's transaction open).
+    deep: Any = 1
+    for _ in range(5000):
+        deep = [deep]
+    bad = {"op": "insert", "table": "note", "values": {"body": deep}, "idempotency_key": "d"}
+    (ok, error), (ok2, _) = engine.run_batch([bad, _insert("fine", 1)])
+    assert not ok and isinstance(error, ValidationError) and ok2
+    assert engine.run_batch([_insert("next", 2)]) == [(True, 2)]
+    assert _rows(engine) == ["fine", "next"]
