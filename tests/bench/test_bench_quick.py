@@ -51,6 +51,7 @@ if WEB:
     EXPECTED.update({sid: {"daemon", "embedded", "aiosqlite"} for sid in WEB})
 TARGETS = {"T1", "T2", "T3", "T4", "T5a", "T5b", "T6", "T7", "T8"}
 TARGETS |= {"R1a", "R1b", "R2", "R3a", "R3b", "R4a", "R4b", "R5"}
+TARGETS |= {"K1", "K2"}
 TARGETS |= {"R6a", "R6b"} if WEB else set()
 
 
