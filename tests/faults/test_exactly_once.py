@@ -154,8 +154,11 @@ def test_sigstop_past_request_timeout_then_sigcont(db_path: str, clients) -> Non
         daemon.kill()
     acked, resent = _check(db_path, reports)
     assert resent > 0, "no request timed out: the test proved nothing"
+    # Every first send was still in the stopped daemon: each resend is answered from it.
+    keys = stats["request_keys"]
+    assert keys["resent"] == keys["deduplicated"] == resent, keys
     print(
         f"RELIABILITY F2: acknowledged {acked}, errors to the application 0, lost 0, "
         f"duplicated 0; resent {resent} after the 0.5 s timeout, answered from their record "
-        f"{stats['request_keys']['deduplicated']} (SIGSTOP 1.5 s)"
+        f"{keys['deduplicated']} (SIGSTOP 1.5 s)"
     )
