@@ -156,17 +156,17 @@ class FailoverTransport(Transport):
             if not keyed:
                 transport = await self._recover(transport)
                 return await transport.request(request)
-            return await self._resend(transport, request, exc)
-        except RequestTimeoutError as exc:
+            return await self._resend(transport, request)
+        except RequestTimeoutError:
             if self._closed or not ("key" in request or "idempotency_key" in request):
                 raise
             # No reply in time (a stopped daemon): give up on that connection, so whatever
             # it still answers goes nowhere, and resend, keyed, where a writer answers.
             if isinstance(transport, SocketTransport):
                 transport.abandon(f"no reply within {transport.request_timeout:g} s")
-            return await self._resend(transport, request, exc)
+            return await self._resend(transport, request)
 
-    async def _resend(self, failed: Transport, request: dict[str, Any], cause: FQDBError) -> Any:
+    async def _resend(self, failed: Transport, request: dict[str, Any]) -> Any:
         """Send a keyed write again until a writer answers or the reconnect window ends.
 
         The writer answers a key it has recorded from the record, so the write runs at
@@ -182,8 +182,7 @@ class FailoverTransport(Transport):
                 transport = await self._recover(transport)
             except DaemonUnavailableError as exc:
                 raise ConnectionLostError(
-                    f"{cause}; no writer could be reached ({exc}): {request.get('op')} will "
-                    "not be resent, and whether it committed is unknown"
+                    _not_resent(request, f"no writer could be reached ({exc})")
                 ) from None
             request["resent"] = True
             self.resent += 1
@@ -192,11 +191,8 @@ class FailoverTransport(Transport):
             except ConnectionLostError as exc:
                 if self._closed or time.monotonic() >= deadline:
                     raise ConnectionLostError(
-                        f"{exc}; resent after a lost connection and lost again: "
-                        f"{request.get('op')} will not be resent, and whether it committed "
-                        "is unknown"
+                        _not_resent(request, f"it was resent and lost again ({exc})")
                     ) from None
-                cause = exc
 
     async def _in_transaction(self, txn: Any, request: dict[str, Any]) -> Any:
         op = request.get("op")
@@ -354,3 +350,12 @@ class FailoverTransport(Transport):
             await self._current.close()
         if self._embedded is not None:
             await self._embedded.close()
+
+
+def _not_resent(request: dict[str, Any], why: str) -> str:
+    op = request.get("op")
+    return (
+        f"the connection to the daemon was lost with {op} in flight and {why}: {op} will not "
+        "be resent, and whether it committed is unknown; to retry such a write safely "
+        "yourself, give it an idempotency_key"
+    )

@@ -8,6 +8,7 @@ error may reach the application.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -162,3 +163,36 @@ def test_sigstop_past_request_timeout_then_sigcont(db_path: str, clients) -> Non
         f"duplicated 0; resent {resent} after the 0.5 s timeout, answered from their record "
         f"{keys['deduplicated']} (SIGSTOP 1.5 s)"
     )
+
+
+def test_no_writer_within_the_window_says_the_write_is_not_resent(db_path: str) -> None:
+    """mode="daemon", the daemon killed with a write in flight and not restarted: the one
+    error left says the write will not be resent (and here it never ran)."""
+    from fastquartdb import AsyncDatabaseManager, ConnectionLostError
+    from tests.integration.load_client import Note
+
+    daemon = DaemonProcess(db_path).start()
+
+    async def scenario() -> str:
+        await AsyncDatabaseManager.init_engine(db_path, mode="daemon")
+        try:
+            await Note.insert({"payload": "first", "worker": "t"})
+            daemon.signal(signal.SIGSTOP)  # it will never read what comes next
+            pending = asyncio.ensure_future(Note.insert({"payload": "stuck", "worker": "t"}))
+            await asyncio.sleep(0.2)
+            daemon.kill()
+            try:
+                await pending
+            except ConnectionLostError as exc:
+                return str(exc)
+            raise AssertionError("the write succeeded with no writer anywhere")
+        finally:
+            await AsyncDatabaseManager.close()
+
+    try:
+        message = asyncio.run(scenario())
+    finally:
+        daemon.kill()
+    assert "will not be resent" in message, message
+    assert "no writer could be reached" in message, message
+    assert sorted(_payloads(db_path)) == ["first"]
