@@ -34,6 +34,7 @@ from ..protocol.errors import (
     AccessDeniedError,
     ConnectionLostError,
     DaemonUnavailableError,
+    DatabaseBusyError,
     FQDBError,
     InterfaceError,
     RequestTimeoutError,
@@ -188,11 +189,18 @@ class FailoverTransport(Transport):
             self.resent += 1
             try:
                 return await transport.request(request)
-            except ConnectionLostError as exc:
+            except (ConnectionLostError, RequestTimeoutError, DatabaseBusyError) as exc:
+                # Lost again, or a writer that cannot take it yet (a stopped daemon holding
+                # the file's write lock): its first send may still commit, so only the key
+                # makes another try safe; keep trying within the window.
                 if self._closed or time.monotonic() >= deadline:
                     raise ConnectionLostError(
-                        _not_resent(request, f"it was resent and lost again ({exc})")
+                        _not_resent(request, f"it was resent and failed again ({exc})")
                     ) from None
+                if isinstance(exc, RequestTimeoutError) and isinstance(transport, SocketTransport):
+                    transport.abandon(f"no reply within {transport.request_timeout:g} s")
+                elif isinstance(exc, DatabaseBusyError):
+                    await asyncio.sleep(0.05)
 
     async def _in_transaction(self, txn: Any, request: dict[str, Any]) -> Any:
         op = request.get("op")
@@ -220,11 +228,16 @@ class FailoverTransport(Transport):
             )
         try:
             result = await owner.request(request)
-        except ConnectionLostError as exc:
+        except (ConnectionLostError, RequestTimeoutError) as exc:
             self._txn_owner.pop(txn, None)
             if ends and op == "commit" and "key" in request and not self._closed:
+                if isinstance(exc, RequestTimeoutError) and isinstance(owner, SocketTransport):
+                    # Give up on that connection first: the daemon then rolls the
+                    # transaction back, unless it commits before it notices; resolve says.
+                    owner.abandon(f"no reply within {owner.request_timeout:g} s")
                 return await self._resolve_commit(owner, request, exc)
-            self._recover_in_background(owner)
+            if isinstance(exc, ConnectionLostError):
+                self._recover_in_background(owner)
             raise
         except BaseException:
             if op == "begin" and top:
@@ -249,7 +262,7 @@ class FailoverTransport(Transport):
         try:
             transport = await self._recover(failed)
             answer = await transport.request({"op": "resolve", "key": request["key"]})
-        except (DaemonUnavailableError, ConnectionLostError) as exc:
+        except (DaemonUnavailableError, ConnectionLostError, RequestTimeoutError) as exc:
             raise ConnectionLostError(
                 f"{cause}; the commit's outcome could not be asked ({exc}): "
                 "whether the transaction committed is unknown"

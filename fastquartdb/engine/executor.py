@@ -272,8 +272,12 @@ class Engine:
         self._schema_version = version
         return True
 
-    def _forget_schema(self) -> None:
+    def _rolled_back(self) -> None:
+        """A transaction was rolled back: its DDL (a table, the record tables) is gone too."""
+        self._forget_schema()
         self.keys.forget_schema()
+
+    def _forget_schema(self) -> None:
         self._tables.clear()
         self._insert_sql.clear()
         self._select_sql.clear()
@@ -515,8 +519,13 @@ class Engine:
                 self.keys.record_commit(req)  # with the transaction: see requestkeys.py
             except FQDBError:
                 self.conn.execute("ROLLBACK")
+                self._rolled_back()
                 raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            self.keys.forget_schema()  # the record tables may have been made by this one
+            raise
 
     def _rollback(self, req: dict[str, Any]) -> None:
         name = self._savepoint_name(req)
@@ -525,6 +534,7 @@ class Engine:
             self.conn.execute(f"RELEASE {quote(name)}")
         elif self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+            self.keys.forget_schema()
 
     # ------------------------------------------------------------------ running
 
@@ -637,6 +647,7 @@ class Engine:
         if all(_op(req) in READ_OPS for req in requests):
             return [self._run_one(req, False) for req in requests]
         outcomes: list[Outcome] = [(False, _NO_TXN_ERROR)] * len(requests)
+        self.keys.check_all = False
         # Outside an interactive transaction begin/commit/rollback would end the shared batch.
         todo = [i for i, req in enumerate(requests) if _op(req) not in TRANSACTION_OPS]
         if todo:
@@ -646,7 +657,7 @@ class Engine:
                 # A bug, not a request's failure: never leave the shared transaction open.
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-                self._forget_schema()
+                self._rolled_back()
                 raise
         return outcomes
 
@@ -692,7 +703,7 @@ class Engine:
                     break
                 results.append((i, outcome))
             if lost is not None:
-                self._forget_schema()  # DDL of the lost transaction is undone too
+                self._rolled_back()  # DDL of the lost transaction is undone too
                 culprit, reason = lost
                 outcomes[culprit] = (False, reason)
                 todo = [i for i in todo if i != culprit]
@@ -709,7 +720,7 @@ class Engine:
                 # A first send was run elsewhere already (its client resent it while this
                 # writer was stopped): undo, and run the group again looking every key up.
                 conn.execute("ROLLBACK")
-                self._forget_schema()
+                self._rolled_back()
                 if keys.check_all:  # looked up and still colliding: do not loop
                     keys.check_all = False
                     error = OperationalError("request keys collided twice in one batch")
@@ -718,11 +729,15 @@ class Engine:
                     return
                 keys.check_all = True
                 continue
-            except sqlite3.Error as exc:  # the disk is full, or the like: nothing commits
+            except Exception as exc:  # the disk is full, or the like: nothing commits
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self._forget_schema()
-                error = translate_sqlite_error(exc)
+                self._rolled_back()
+                error = (
+                    translate_sqlite_error(exc)
+                    if isinstance(exc, sqlite3.Error)
+                    else OperationalError(f"request keys could not be recorded: {brief(exc)}")
+                )
                 for i in todo:
                     outcomes[i] = (False, error)
                 return
@@ -731,7 +746,7 @@ class Engine:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self._forget_schema()
+                self._rolled_back()
                 error = translate_sqlite_error(exc)
                 if len(todo) == 1 or not isinstance(error, IntegrityError):
                     for i in todo:
@@ -741,45 +756,64 @@ class Engine:
                 self._run_group(requests, todo[:half], outcomes)
                 self._run_group(requests, todo[half:], outcomes)
                 return
-            keys.check_all = False
+            keys.committed()
             for i, outcome in results:
                 outcomes[i] = outcome
             return
 
     def _run_keyed(self, req: dict[str, Any]) -> Outcome:
-        """Run a request that carries a key: answered from its record, or run and recorded."""
+        """Run a request that carries a key: answered from its record, or run and recorded.
+
+        Every check of the key's fields comes before the request runs. Should staging its
+        record fail after all, the request's changes must not commit without it: the
+        transaction is rolled back, and ``_run_group`` runs the others again without it.
+        """
         if req.get("op") == "resolve":
             return self._run_one(req, True)
         keys = self.keys
-        try:
-            recorded = keys.lookup(req)
-        except FQDBError as exc:
-            return False, exc
-        except sqlite3.Error as exc:
-            return False, translate_sqlite_error(exc)
-        except Exception as exc:  # content no check foresaw (nested 1000 deep): this one fails
-            return False, _malformed(req, exc)
+        refused = keys.expired(req)
+        if refused is not None:
+            return refused
+        auto = keys.first_send(req)
+        wanted: bytes | None = None
+        if auto is not None:
+            # The hot path: a plain write's first send. No lookup (see requestkeys.py).
+            recorded = keys.seen(auto)
+        else:
+            try:
+                recorded, wanted = keys.lookup(req)
+            except FQDBError as exc:
+                return False, exc
+            except sqlite3.Error as exc:
+                return False, translate_sqlite_error(exc)
+            except Exception as exc:  # content no check foresaw (nested 1000 deep)
+                return False, _malformed(req, exc)
         if recorded is not None:
             return recorded
-        conn = self.conn
-        before = conn.total_changes
         outcome = self._run_one(req, True)
+        conn = self.conn
         if outcome[0] and conn.in_transaction:
             result = outcome[1]
-            # A raw statement that only read (rows, no change) is not worth a record: it
-            # may be run again, and its rows may be large.
-            if (
-                req.get("op") != "execute"
-                or conn.total_changes != before
-                or not result.get("columns")
-            ):
+            if req.get("op") != "execute" or self._raw_wrote(result):
                 try:
-                    keys.stage(req, result)
-                except FQDBError as exc:
-                    return False, exc
+                    if auto is not None:
+                        keys.stage_first(auto, result)
+                    else:
+                        keys.stage(req, result, wanted)
                 except Exception as exc:
-                    return False, _malformed(req, exc)
+                    conn.execute("ROLLBACK")
+                    return False, OperationalError(
+                        f"{_op(req)} rolled back: its request key could not be recorded "
+                        f"({brief(exc)})"
+                    )
         return outcome
+
+    @staticmethod
+    def _raw_wrote(result: dict[str, Any]) -> bool:
+        """Whether a raw ``execute`` is worth a record: it changed rows or the schema, or
+        returned no rows. A statement that only read (rows, nothing changed) may run again,
+        and its rows may be large. (``rowcount`` is -1 for a SELECT, >= 0 for DML.)"""
+        return result.get("rowcount", -1) >= 0 or not result.get("columns")
 
     def run_in_transaction(self, requests: list[dict[str, Any]]) -> list[Outcome]:
         """Run requests of an interactive transaction (already begun, or begun by them).

@@ -200,6 +200,23 @@ _TEMP_CREATE = frozenset(
 _VTABLE_SQL = re.compile(r"^\s*create\s+virtual\s+table", re.I)
 
 
+def _internal(table: str | None, inner: str | None) -> bool:
+    """A write or DDL on one of FastQuartDB's own tables (``_fqdb_*``) that is not made by
+    one of FastQuartDB's own triggers (also named ``_fqdb_*``)."""
+    return (
+        table is not None
+        and table.lower().startswith("_fqdb_")
+        and not (inner is not None and inner.lower().startswith("_fqdb_"))
+    )
+
+
+def _internal_why(table: str) -> str:
+    return (
+        f"table {table!r} holds FastQuartDB's own records (request keys) and may only be "
+        "read from raw SQL: no writes, indexes or triggers on it"
+    )
+
+
 def enable_defensive(conn: sqlite3.Connection) -> bool:
     """Switch on ``SQLITE_DBCONFIG_DEFENSIVE`` where Python offers it; True if it did.
 
@@ -296,6 +313,10 @@ class Sandbox:
                 )
             return sqlite3.SQLITE_OK
         if not self._armed:
+            if inner is not None and action in _WRITES and _internal(arg1, inner):
+                # A trigger made by raw SQL, fired by the engine's own statement, may not
+                # touch FastQuartDB's records either.
+                return self._deny(_internal_why(arg1 or ""))
             return sqlite3.SQLITE_OK  # the engine's own statements, built from checked parts
         return self._raw_rule(action, arg1, arg2, db, inner)
 
@@ -327,7 +348,11 @@ class Sandbox:
             self._touched.add((arg1 or "").lower())
             return sqlite3.SQLITE_OK
         table = (arg1 or "").lower()
+        if action in _DDL and (arg2 or "").lower().startswith("_fqdb_"):
+            return self._deny(_internal_why(arg2 or ""))  # an index or trigger on our tables
         if action in _WRITES or action in _DDL:
+            if _internal(table, inner):
+                return self._deny(_internal_why(table))
             return self._table_rule(table, inner)
         if action == sqlite3.SQLITE_READ and table == "sqlite_dbpage":
             return self._deny("sqlite_dbpage (raw page access) is not allowed")
@@ -336,11 +361,6 @@ class Sandbox:
     def _table_rule(self, table: str, inner: str | None) -> int:
         if table == "sqlite_dbpage":
             return self._deny("sqlite_dbpage (raw page access) is not allowed")
-        if table.startswith("_fqdb_"):
-            return self._deny(
-                f"table {table!r} holds FastQuartDB's own records (request keys) and may only "
-                "be read from raw SQL"
-            )
         if table in self._vtables:
             self._touched.add(table)
             return sqlite3.SQLITE_OK

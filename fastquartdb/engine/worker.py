@@ -89,6 +89,12 @@ def _thread_failed(exc: Exception, size: int) -> list[Outcome]:
     return [(False, error)] * size
 
 
+_ABANDONED = OperationalError(
+    "not run: its connection closed before it started, and its client resends it with its "
+    "request key"
+)
+
+
 def _ends_holder_batch(item: WorkItem, taken: int, max_batch: int) -> bool:
     return taken >= max_batch or _is_top(item, "commit") or _is_top(item, "rollback")
 
@@ -450,7 +456,15 @@ class BatchWorker:
                     queue.popleft()
                     self._reject_stray(item)
                     continue
-                batch.append(queue.popleft())
+                queue.popleft()
+                if getattr(item.session, "lost", False) and (
+                    "key" in item.request or "idempotency_key" in item.request
+                ):
+                    # Its client lost the connection and resends it with its key, maybe to
+                    # another writer: this copy must not run too (see requestkeys.py).
+                    self._deliver(item, False, _ABANDONED)
+                    continue
+                batch.append(item)
             if begin is not None or (queue and len(batch) < limit):
                 break
         self._release_space()

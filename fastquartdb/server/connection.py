@@ -131,6 +131,8 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.closed = False
+        #: The peer went away (not a shutdown): see :class:`~fastquartdb.engine.work.Session`.
+        self.lost = False
         self.peer: tuple[int, int, int] | None = None
         self.requests = 0
         #: The client's own read counts (``stats`` with ``report``), for the daemon's stats.
@@ -217,6 +219,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.lost = True  # its keyed requests not started yet are not run (see worker.py)
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None

@@ -129,7 +129,9 @@ def test_kill9_not_restarted_falls_back_and_resends(db_path: str, clients) -> No
     acked, resent = _check(db_path, reports)
     assert resent > 0, "the kill caught no write in flight: the test proved nothing"
     for report in reports:
-        assert report["transitions"] == ["daemon", "embedded"], report["transitions"]
+        # No daemon after the kill: every client ends embedded (on a loaded machine one
+        # may even have started there, its hello too slow).
+        assert report["transitions"][-1] == "embedded", report["transitions"]
     print(
         f"RELIABILITY F3: acknowledged {acked}, errors to the application 0, lost 0, "
         f"duplicated 0; resent {resent} to embedded mode (kill -9, no restart)"
@@ -155,13 +157,42 @@ def test_sigstop_past_request_timeout_then_sigcont(db_path: str, clients) -> Non
         daemon.kill()
     acked, resent = _check(db_path, reports)
     assert resent > 0, "no request timed out: the test proved nothing"
-    # Every first send was still in the stopped daemon: each resend is answered from it.
+    # Each resend reached this daemon: answered from the record its first send left, or
+    # run (the first send's connection was given up, so that copy was not run).
     keys = stats["request_keys"]
-    assert keys["resent"] == keys["deduplicated"] == resent, keys
+    assert keys["resent"] == resent and keys["deduplicated"] <= resent, keys
     print(
         f"RELIABILITY F2: acknowledged {acked}, errors to the application 0, lost 0, "
         f"duplicated 0; resent {resent} after the 0.5 s timeout, answered from their record "
         f"{keys['deduplicated']} (SIGSTOP 1.5 s)"
+    )
+
+
+def test_sigstop_past_the_reconnect_window_in_auto_mode(db_path: str, clients) -> None:
+    """SIGSTOP longer than the reconnect window, mode="auto": the clients resend their writes
+    to embedded mode and go on there; when the daemon resumes, the copies it still holds must
+    not run again (they once did, after the clients' acks had pruned their records)."""
+    daemon = DaemonProcess(db_path).start()
+    try:
+        extra = ("--mode", "auto", "--request-timeout", "0.5", "--connect-timeout", "0.3")
+        procs = _load(clients, db_path, *extra, procs=2, seconds=7.0)
+        _wait_for_all(daemon, 2)
+        wait_until(lambda: _note_rows(db_path) >= 300, what="rows before the stop")
+        daemon.signal(signal.SIGSTOP)
+        time.sleep(4.0)
+        daemon.signal(signal.SIGCONT)
+        reports = [p.report() for p in procs]
+        assert daemon.stop() == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            daemon.signal(signal.SIGCONT)
+        daemon.kill()
+    acked, resent = _check(db_path, reports)
+    assert resent > 0, "no request timed out: the test proved nothing"
+    print(
+        f"RELIABILITY F2b: acknowledged {acked}, errors to the application 0, lost 0, "
+        f"duplicated 0; resent {resent}, to embedded mode or the resumed daemon (SIGSTOP 4 s, "
+        "mode auto)"
     )
 
 
