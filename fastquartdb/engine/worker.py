@@ -515,9 +515,12 @@ class BatchWorker:
             for item in batch:
                 item.session.deliver(item, False, error)
             raise
-        # Replies only now: for a write batch, COMMIT has returned.
+        # Replies only now: for a write batch, COMMIT has returned. (What _deliver does,
+        # without a call per request.)
         for item, (ok, value) in zip(batch, outcomes):
-            self._deliver(item, ok, value)
+            if not ok:
+                stats.errors += 1
+            item.session.deliver(item, ok, value)
 
     async def _begin(self, item: WorkItem) -> None:
         if item.session.closed:
