@@ -570,10 +570,12 @@ class Engine:
             raise (self.sandbox.refusal() or translate_sqlite_error(exc)) from None
 
     def _execute_safely(self, req: dict[str, Any]) -> Outcome:
-        self.sandbox.refusal()  # a refusal from before this request is not its own
+        sandbox = self.sandbox
+        if sandbox.denied is not None:
+            sandbox.refusal()  # a refusal from before this request is not its own
         deadlines = self.deadlines
         try:
-            deadlines.start(req, deadlines.timeout_for(req))
+            deadlines.start(req)
         except ValidationError as exc:
             return False, exc
         try:

@@ -243,7 +243,9 @@ class Sandbox:
         #: Whether SQLite's defensive mode is on (Python 3.12+).
         self.defensive = enable_defensive(conn) if defensive else False
         self._armed = False
-        self._denied: str | None = None
+        #: Why the authorizer refused the last statement, until :meth:`refusal` tells it
+        #: (None: nothing refused). Read it to skip that call on the hot path.
+        self.denied: str | None = None
         # Virtual tables (lower-case) of the schema as of the last raw statement, and the
         # ones the current statement already went through (its module may then write
         # their shadow tables: SQLite compiles those writes as statements of their own).
@@ -261,7 +263,7 @@ class Sandbox:
                 (other sqlite3 errors propagate unchanged).
         """
         self._load_vtables()
-        self._denied = None
+        self.denied = None
         self._touched.clear()
         self._armed = True
         # SQLite asks the authorizer only when it compiles a statement, and a statement
@@ -272,12 +274,12 @@ class Sandbox:
         try:
             yield
         except sqlite3.DatabaseError:
-            if self._denied is not None:
-                raise ValidationError(f"refused: {self._denied}") from None
+            if self.denied is not None:
+                raise ValidationError(f"refused: {self.denied}") from None
             raise
         finally:
             self._armed = False
-            self._denied = None  # told above, or nothing was refused
+            self.denied = None  # told above, or nothing was refused
 
     def refusal(self) -> ValidationError | None:
         """Why the authorizer refused the last statement outside :meth:`raw`, once (else None).
@@ -285,7 +287,7 @@ class Sandbox:
         The function rule also refuses the engine's own statements when they would fire
         a trigger or read a view that calls a refused function.
         """
-        why, self._denied = self._denied, None
+        why, self.denied = self.denied, None
         return None if why is None else ValidationError(f"refused: {why}")
 
     def _load_vtables(self) -> None:
@@ -299,7 +301,7 @@ class Sandbox:
         self._vtables_version = version
 
     def _deny(self, why: str) -> int:
-        self._denied = why
+        self.denied = why
         return sqlite3.SQLITE_DENY
 
     def _authorize(

@@ -212,7 +212,9 @@ class BatchWorker:
         """
         if self._stopping:
             raise OperationalError("the database is shutting down; request not run")
-        if self.route(item) == INLINE:
+        # Busy (a batch runs: under load, nearly always) or others waiting means QUEUE:
+        # no need to ask route() once per request.
+        if not self._busy and not self._items and self.route(item) == INLINE:
             self._run_inline(item)
             return True
         return self._enqueue(item)
@@ -247,7 +249,8 @@ class BatchWorker:
         ):
             return False
         self._items.append(item)
-        self._wake()
+        if self._wakeup is not None:  # the worker task waits for work (else it is running)
+            self._wake()
         return True
 
     def _room_for_holder(self, item: WorkItem) -> bool:
@@ -526,9 +529,12 @@ class BatchWorker:
             for item in batch:
                 item.session.deliver(item, False, error)
             raise
-        # Replies only now: for a write batch, COMMIT has returned.
+        # Replies only now: for a write batch, COMMIT has returned. (What _deliver does,
+        # without a call per request.)
         for item, (ok, value) in zip(batch, outcomes):
-            self._deliver(item, ok, value)
+            if not ok:
+                stats.errors += 1
+            item.session.deliver(item, ok, value)
 
     async def _begin(self, item: WorkItem) -> None:
         if item.session.closed:
