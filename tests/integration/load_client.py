@@ -29,6 +29,8 @@ class Event(BaseModel):
 
 
 class Note(BaseModel):
+    __tablename__ = "load_note"
+
     id = Column("INTEGER", primary_key=True)
     payload = Column("TEXT", nullable=False)
     worker = Column("TEXT")
