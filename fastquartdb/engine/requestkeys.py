@@ -34,18 +34,29 @@ recorded just before ``COMMIT``. ``{"op": "resolve", "key": ...}`` asks whether 
 key committed and, if it did not, records that it never will (a *tombstone*), so
 a transaction whose commit reply was lost is resolved to committed or rolled
 back, never unknown.
+
+The logic does no I/O: each method that needs the database is a generator of
+statements (:mod:`.steps`), run by a driver where the records are — the engine's
+``sqlite3`` connection (:func:`.steps.run`) or a dqlite cluster's leader (the dqlite
+transport's driver). The decisions and the SQL exist once, here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from typing import Any
 
 from ..protocol.codec import decode_body, encode_body
-from ..protocol.errors import ConnectionLostError, IdempotencyKeyError, ValidationError, brief
+from ..protocol.errors import (
+    ConnectionLostError,
+    IdempotencyKeyError,
+    IntegrityError,
+    ValidationError,
+    brief,
+)
 from ..protocol.messages import check_idempotency_key
+from .steps import Exec, ExecMany, Query, Steps
 
 __all__ = [
     "DEFAULT_IDEMPOTENCY_MAX",
@@ -55,6 +66,7 @@ __all__ = [
     "KeyConflict",
     "KeyStats",
     "RequestKeys",
+    "digest",
 ]
 
 #: Seconds an automatic key's record outlives its client's last word about it.
@@ -158,21 +170,35 @@ def _decode_result(stored: Any) -> Any:
     return decode_body(stored)["r"] if isinstance(stored, bytes) else stored
 
 
+def _never() -> tuple[bool, Any]:
+    """The answer to a request whose key was resolved as never committed (a tombstone)."""
+    return False, ConnectionLostError(
+        "this request was resolved as never committed by its client; it was not run"
+    )
+
+
+_LOOKUP_AUTO = "SELECT result FROM _fqdb_requests WHERE client = ? AND seq = ?"
+_LOOKUP_CALLER = "SELECT digest, result FROM _fqdb_idempotency WHERE key = ?"
+_INSERT_AUTO = "INSERT INTO _fqdb_requests (client, seq, at, result) VALUES (?, ?, ?, ?)"
+_INSERT_CALLER = "INSERT INTO _fqdb_idempotency (key, at, digest, result) VALUES (?, ?, ?, ?)"
+
+
 class RequestKeys:
     """The records of one writer connection (see the module docstring).
 
-    Not thread-safe: used on the engine's thread only, inside its write transactions.
+    Holds no connection: the methods that need the database return
+    :data:`~.steps.Steps` for the caller's driver to run. Not thread-safe: one
+    writer's state (the staged records of its open transaction), used by one
+    thread or task at a time, inside its write transactions.
     """
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
         *,
         window: float = DEFAULT_KEY_WINDOW,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
         idempotency_max: int = DEFAULT_IDEMPOTENCY_MAX,
     ) -> None:
-        self.conn = conn
         self.window = window
         self.idempotency_window = idempotency_window
         self.idempotency_max = idempotency_max
@@ -188,16 +214,18 @@ class RequestKeys:
         # client -> lowest seq it still waits for, not yet applied.
         self._acks: dict[str, int] = {}
         self._next_prune = 0.0
+        # Caller keys in the table as far as this writer knows (others may add some:
+        # the count then errs low, and the bound is kept a little later).
         self._caller_rows: int | None = None
 
     # ------------------------------------------------------------ schema
 
-    def ensure_tables(self) -> None:
+    def ensure_tables(self) -> Steps[None]:
         """Create the record tables if missing (inside the caller's write transaction)."""
         if self._ready:
             return
         for sql in _SCHEMA:
-            self.conn.execute(sql)
+            yield Exec(sql)
         self._ready = True
 
     def forget_schema(self) -> None:
@@ -212,8 +240,11 @@ class RequestKeys:
         self._caller.clear()
         self._seen.clear()
 
-    def lookup(self, req: dict[str, Any]) -> tuple[bool, Any] | None:
-        """The outcome to answer ``req`` with from its record, or None to run it.
+    def answer(self, req: dict[str, Any]) -> tuple[bool, Any] | None:
+        """Without I/O: the outcome this transaction already holds for ``req``'s key, else None.
+
+        Counts a resend and notes the client's ``acked``. Call it first for every
+        keyed request; then :meth:`lookup` if :meth:`needs_lookup` says so.
 
         Raises:
             ValidationError: the key is malformed.
@@ -225,36 +256,46 @@ class RequestKeys:
             self._note_ack(req)
         caller = _idempotency_key(req)
         if caller is not None:
-            return self._lookup_caller(caller, digest(req))
+            seen = self._seen.get(caller)
+            return None if seen is None else self._check_caller(caller, seen, digest(req))
         auto = _key_of(req)
-        assert auto is not None
-        seen = self._seen.get(auto)
-        if seen is not None:
-            return self._answer(seen[1])
-        if not (self.check_all or req.get("resent") is True):
-            return None
-        self.ensure_tables()
-        row = self.conn.execute(
-            "SELECT result FROM _fqdb_requests WHERE client = ? AND seq = ?", auto
-        ).fetchone()
-        if row is None:
-            return None
-        if row[0] == ROLLED_BACK:
-            return False, ConnectionLostError(
-                "this request was resolved as never committed by its client; it was not run"
+        if auto is None:
+            raise ValidationError(
+                "a keyed request needs 'key' ([client, seq]) or 'idempotency_key'"
             )
-        return self._answer(_decode_result(row[0]))
-
-    def _lookup_caller(self, key: str, wanted: bytes) -> tuple[bool, Any] | None:
-        seen = self._seen.get(key)
+        seen = self._seen.get(auto)
         if seen is None:
-            self.ensure_tables()
-            row = self.conn.execute(
-                "SELECT digest, result FROM _fqdb_idempotency WHERE key = ?", [key]
-            ).fetchone()
-            if row is None:
+            return None
+        # Held as a result (not as stored), but a tombstone this batch wrote is ROLLED_BACK.
+        return _never() if seen[1] == ROLLED_BACK else self._answer(seen[1])
+
+    def needs_lookup(self, req: dict[str, Any]) -> bool:
+        """Whether ``req``'s record must be looked up: a resend, a caller key, or every
+        key after a :class:`KeyConflict`. A first send is not (the hot path)."""
+        return self.check_all or req.get("resent") is True or req.get("idempotency_key") is not None
+
+    def lookup(self, req: dict[str, Any]) -> Steps[tuple[bool, Any] | None]:
+        """The outcome to answer ``req`` with from its record, or None to run it.
+
+        Raises:
+            ValidationError: the key is malformed.
+            IdempotencyKeyError: a caller key was used before for a different request.
+        """
+        yield from self.ensure_tables()
+        caller = _idempotency_key(req)
+        if caller is not None:
+            rows = yield Query(_LOOKUP_CALLER, [caller])
+            if not rows:
                 return None
-            seen = (row[0], _decode_result(row[1]))
+            return self._check_caller(caller, (rows[0][0], _decode_result(rows[0][1])), digest(req))
+        auto = _key_of(req)
+        assert auto is not None  # answer() ran first
+        rows = yield Query(_LOOKUP_AUTO, auto)
+        return self._recorded(rows[0][0]) if rows else None
+
+    def _check_caller(
+        self, key: str, seen: tuple[bytes | None, Any], wanted: bytes
+    ) -> tuple[bool, Any]:
         if seen[0] != wanted:
             raise IdempotencyKeyError(
                 f"idempotency key {brief(key)} was already used for a different request; "
@@ -262,12 +303,16 @@ class RequestKeys:
             )
         return self._answer(seen[1])
 
+    def _recorded(self, stored: Any) -> tuple[bool, Any]:
+        return _never() if stored == ROLLED_BACK else self._answer(_decode_result(stored))
+
     def _answer(self, result: Any) -> tuple[bool, Any]:
         self.stats.deduplicated += 1
         return True, result
 
     def stage(self, req: dict[str, Any], result: Any) -> None:
-        """Record, with this transaction, that ``req`` succeeded with ``result``."""
+        """Record, with this transaction, that ``req`` succeeded with ``result`` (no I/O:
+        :meth:`flush` writes it)."""
         now = int(time.time())
         stored = _encode_result(result)
         caller = _idempotency_key(req)
@@ -281,11 +326,12 @@ class RequestKeys:
         self._auto.append((auto[0], auto[1], now, stored))
         self._seen[auto] = (None, result)
 
-    def resolve(self, req: dict[str, Any]) -> dict[str, Any]:
+    def resolve(self, req: dict[str, Any]) -> Steps[dict[str, Any]]:
         """Answer ``{"op": "resolve", "key": ...}``: committed (with the result) or not, ever.
 
-        A key not recorded gets a tombstone, so the write it names can no longer
-        commit anywhere (its own record would collide with it).
+        A key not recorded gets a tombstone (staged: :meth:`flush` writes it with the
+        transaction), so the write it names can no longer commit anywhere (its own
+        record would collide with it).
         """
         self.stats.resolved += 1
         auto = _key_of(req)
@@ -293,49 +339,41 @@ class RequestKeys:
             raise ValidationError("resolve needs 'key': the [client, seq] of the request")
         seen = self._seen.get(auto)
         if seen is None:
-            self.ensure_tables()
-            row = self.conn.execute(
-                "SELECT result FROM _fqdb_requests WHERE client = ? AND seq = ?", auto
-            ).fetchone()
-            if row is None:
+            yield from self.ensure_tables()
+            rows = yield Query(_LOOKUP_AUTO, auto)
+            if not rows:
                 self._auto.append((auto[0], auto[1], int(time.time()), ROLLED_BACK))
                 self._seen[auto] = (None, ROLLED_BACK)
                 return {"committed": False}
-            seen = (None, _decode_result(row[0]) if row[0] != ROLLED_BACK else ROLLED_BACK)
+            stored = rows[0][0]
+            seen = (None, stored if stored == ROLLED_BACK else _decode_result(stored))
         if seen[1] == ROLLED_BACK:
             return {"committed": False}
         return {"committed": True, "result": seen[1]}
 
-    def flush(self) -> None:
-        """Write the staged records (just before ``COMMIT``).
+    def flush(self) -> Steps[None]:
+        """Write the staged records (just before ``COMMIT``), and prune a little.
 
         Raises:
             KeyConflict: a first send's record exists already (see the module docstring).
         """
         if self._auto or self._caller:
-            self.ensure_tables()
+            yield from self.ensure_tables()
             try:
                 if self._auto:
-                    self.conn.executemany(
-                        "INSERT INTO _fqdb_requests (client, seq, at, result) VALUES (?, ?, ?, ?)",
-                        self._auto,
-                    )
+                    yield ExecMany(_INSERT_AUTO, self._auto)
                 if self._caller:
-                    self.conn.executemany(
-                        "INSERT INTO _fqdb_idempotency (key, at, digest, result) "
-                        "VALUES (?, ?, ?, ?)",
-                        self._caller,
-                    )
-            except sqlite3.IntegrityError:
+                    yield ExecMany(_INSERT_CALLER, self._caller)
+            except IntegrityError:
                 raise KeyConflict() from None
             self.stats.recorded += len(self._auto) + len(self._caller)
             if self._caller_rows is not None:
                 self._caller_rows += len(self._caller)
         if self._ready and (self._acks or time.monotonic() >= self._next_prune):
-            self._prune()
+            yield from self._prune()
         self.begin()
 
-    def record_commit(self, req: dict[str, Any]) -> None:
+    def record_commit(self, req: dict[str, Any]) -> Steps[None]:
         """Record an interactive transaction's ``commit`` key, just before its ``COMMIT``.
 
         Raises:
@@ -345,13 +383,10 @@ class RequestKeys:
         auto = _key_of(req)
         if auto is None:
             return
-        self.ensure_tables()
+        yield from self.ensure_tables()
         try:
-            self.conn.execute(
-                "INSERT INTO _fqdb_requests (client, seq, at, result) VALUES (?, ?, ?, NULL)",
-                [auto[0], auto[1], int(time.time())],
-            )
-        except sqlite3.IntegrityError:
+            yield Exec(_INSERT_AUTO, [auto[0], auto[1], int(time.time()), None])
+        except IntegrityError:
             raise ConnectionLostError(
                 "this transaction was resolved as rolled back by its client after a lost "
                 "connection; it is rolled back"
@@ -372,45 +407,43 @@ class RequestKeys:
         ):
             self._acks[key[0]] = acked
 
-    def _prune(self) -> None:
+    def _prune(self) -> Steps[None]:
         """Delete what no client can ask about any more, a bounded amount per pass."""
-        conn = self.conn
         pruned = 0
         for client, low in self._acks.items():
-            pruned += conn.execute(
+            pruned += yield Exec(
                 "DELETE FROM _fqdb_requests WHERE client = ? AND seq < ?", [client, low]
-            ).rowcount
+            )
         self._acks.clear()
         now = time.monotonic()
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL
             wall = int(time.time())
             # Records of clients that died (no ack will ever come); the table is small.
-            pruned += conn.execute(
+            pruned += yield Exec(
                 "DELETE FROM _fqdb_requests WHERE at < ?", [wall - int(self.window)]
-            ).rowcount
-            pruned += self._prune_caller(wall)
+            )
+            pruned += yield from self._prune_caller(wall)
         self.stats.pruned += pruned
 
-    def _prune_caller(self, wall: int) -> int:
-        conn = self.conn
-        deleted = conn.execute(
+    def _prune_caller(self, wall: int) -> Steps[int]:
+        deleted: int = yield Exec(
             "DELETE FROM _fqdb_idempotency WHERE key IN (SELECT key FROM _fqdb_idempotency "
             "WHERE at < ? ORDER BY at LIMIT ?)",
             [wall - int(self.idempotency_window), PRUNE_CHUNK],
-        ).rowcount
+        )
         if self._caller_rows is None:
-            counted = conn.execute("SELECT count(*) FROM _fqdb_idempotency").fetchone()
-            self._caller_rows = int(counted[0])
+            counted = yield Query("SELECT count(*) FROM _fqdb_idempotency")
+            self._caller_rows = int(counted[0][0])
         else:
             self._caller_rows -= deleted
         excess = self._caller_rows - self.idempotency_max
         if excess > 0:
-            over = conn.execute(
+            over: int = yield Exec(
                 "DELETE FROM _fqdb_idempotency WHERE key IN (SELECT key FROM _fqdb_idempotency "
                 "ORDER BY at LIMIT ?)",
                 [min(excess, PRUNE_CHUNK)],
-            ).rowcount
+            )
             self._caller_rows -= over
             deleted += over
         return deleted
