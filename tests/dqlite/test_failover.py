@@ -9,6 +9,7 @@ two rows).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -169,4 +170,59 @@ async def test_reads_follow_the_new_leader_and_a_lost_transaction_says_so(
         assert db.transport.leader != leader.address  # type: ignore[attr-defined]
         assert await Note.insert({"text": "after"}) == 2
     finally:
+        await AsyncDatabaseManager.close()
+
+
+async def test_a_commit_lost_with_the_leader_is_resolved(own_cluster: Cluster) -> None:
+    """A transaction's COMMIT in flight when the leader dies: resolved, never "unknown".
+
+    Both followers are paused first, so the leader cannot finish the COMMIT: it is surely
+    in flight when the leader is killed. Whether it committed depends on whether the
+    paused followers had received its log entry (they usually have: it waits in their
+    sockets, and the new leader commits it). The client asks the next leader with
+    ``resolve``: committed, the transaction returns and its row is there once; not, it
+    raises saying it was rolled back and the row is absent, for good.
+    """
+    from fastquartdb import BaseModel, Column
+    from fastquartdb.protocol.errors import ConnectionLostError
+
+    class Ledger(BaseModel):
+        id = Column("INTEGER", primary_key=True)
+        text = Column("TEXT")
+
+    db = await AsyncDatabaseManager.init_engine(own_cluster.url())
+    try:
+        await Ledger.insert({"text": "before"})
+        leader = own_cluster.leader()
+        followers = [node for node in own_cluster.nodes if node is not leader]
+        loop = asyncio.get_running_loop()
+
+        def kill_leader() -> None:
+            try:
+                leader.kill()
+            finally:
+                for node in followers:
+                    os.kill(node.pid, signal.SIGCONT)
+
+        outcome = "committed"
+        try:
+            async with db.transaction():
+                await Ledger.insert({"text": "in doubt"})
+                for node in followers:
+                    os.kill(node.pid, signal.SIGSTOP)
+                # The COMMIT below waits for a quorum that is paused; the leader dies then.
+                loop.call_later(0.5, kill_leader)
+        except ConnectionLostError as exc:
+            assert "rolled back" in str(exc) and "nothing of it was written" in str(exc)
+            outcome = "rolled back"
+        assert db.transport.resent == 1  # type: ignore[attr-defined]  # resolved, once
+        expected = ["before", "in doubt"] if outcome == "committed" else ["before"]
+        rows = await Ledger.fetch(columns=["text"], order_by="id")
+        assert [r["text"] for r in rows] == expected
+        assert await Ledger.insert({"text": "after"}) > 0
+        print(f"\nRELIABILITY dqlite COMMIT lost with the leader: resolved as {outcome}")
+    finally:
+        for node in own_cluster.nodes:
+            if node.running:
+                os.kill(node.pid, signal.SIGCONT)
         await AsyncDatabaseManager.close()
