@@ -6,10 +6,12 @@ key* (``"idempotency_key": str``). The writer records ``key -> result`` in the
 same transaction as the write, so the record exists if and only if the write
 committed. A request whose key is recorded is answered from the record and not
 run again; that is how a write resent after a lost connection — to a restarted
-daemon, to embedded mode, which shares the file and so the records — is
-executed at most once and acknowledged exactly once.
+daemon, to embedded mode, which shares the file and so the records, or to a new
+dqlite leader, which has them replicated — is executed at most once and
+acknowledged exactly once.
 
-Two tables in the database file (created on the first keyed write)::
+Two tables in the database (the file, or the dqlite cluster's database; created
+on the first keyed write)::
 
     _fqdb_requests     (client, seq) -> at, result          automatic keys
     _fqdb_idempotency  key -> at, digest, result             caller keys (+ index on at)
@@ -38,7 +40,10 @@ back, never unknown.
 The logic does no I/O: each method that needs the database is a generator of
 statements (:mod:`.steps`), run by a driver where the records are — the engine's
 ``sqlite3`` connection (:func:`.steps.run`) or a dqlite cluster's leader (the dqlite
-transport's driver). The decisions and the SQL exist once, here.
+transport's driver). The decisions and the SQL exist once, here. Per request:
+:meth:`RequestKeys.answer` (no I/O), then :meth:`RequestKeys.lookup` only if
+:meth:`RequestKeys.needs_lookup`; :meth:`RequestKeys.stage` after the write;
+:meth:`RequestKeys.flush` before ``COMMIT``.
 """
 
 from __future__ import annotations
