@@ -118,6 +118,7 @@ async def test_leader_sigkill_under_write_load(own_cluster: Cluster, tmp_path: P
     assert len(outcomes) == len(attempted), "a write was acknowledged twice"
     assert all(f["failovers"] >= 1 for f in figures), figures  # every writer lost its leader
     resent = sum(f["resent"] for f in figures)
+    deduplicated = sum(f["deduplicated"] for f in figures)
     assert resent >= 1, "no write was at its COMMIT when the leader died: nothing was resent"
 
     db = await AsyncDatabaseManager.init_engine(url)
@@ -139,7 +140,8 @@ async def test_leader_sigkill_under_write_load(own_cluster: Cluster, tmp_path: P
         f"under 3 writer processes (followers paused 0.5 s before); writes resumed after {min(resumed) - killed_at:.2f} s "
         f"(first writer) / {gap:.2f} s (all); {len(acknowledged)} of {len(attempted)} writes "
         f"acknowledged, each present exactly once; errors to the application {len(errors)}, "
-        f"lost {len(missing)}, duplicated {len(duplicated)}; {resent} resent with their keys"
+        f"lost {len(missing)}, duplicated {len(duplicated)}; {resent} resent with their keys, "
+        f"{deduplicated} of them answered from the record (their first send had committed)"
     )
     assert os.path.exists(stop)
 

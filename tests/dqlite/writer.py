@@ -5,7 +5,8 @@ STOP exists. Each outcome goes to OUT as one JSON line, flushed at once:
 ``{"key", "ok": true, "t"}`` for an acknowledged write, ``{"key", "ok": false,
 "unknown": bool, "error"}`` for one that raised (``unknown``: the error said
 its outcome is unknown). At the end it prints one JSON line to stdout: how often
-its transport found a new leader (``failovers``) and resent a write (``resent``).
+its transport found a new leader (``failovers``), resent a write (``resent``) and
+had one answered from its record, the first send having committed (``deduplicated``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ async def main(url: str, name: str, out: str, stop: str) -> None:
             report.write(json.dumps(line) + "\n")
             report.flush()
     transport = db.transport
-    figures = {"failovers": transport.failovers, "resent": transport.resent}  # type: ignore[attr-defined]
+    figures = {
+        "failovers": transport.failovers,  # type: ignore[attr-defined]
+        "resent": transport.resent,  # type: ignore[attr-defined]
+        "deduplicated": transport.keys.stats.deduplicated,  # type: ignore[attr-defined]
+    }
     await AsyncDatabaseManager.close()
     print(json.dumps(figures))
 
