@@ -70,6 +70,7 @@ from .statements import (
     check_value,
     check_values,
 )
+from .steps import run as run_steps
 
 __all__ = ["LOCAL_READ_OPS", "Engine", "Outcome", "translate_sqlite_error"]
 
@@ -174,14 +175,14 @@ class Engine:
             "begin": self._begin,
             "commit": self._commit,
             "rollback": self._rollback,
-            "resolve": lambda req: self.keys.resolve(req),
+            "resolve": lambda req: run_steps(self.conn, self.keys.resolve(req)),
         }
         #: The raw-SQL rules (an authorizer on ``conn``; see :mod:`.sandbox`).
         self.sandbox = Sandbox(conn)
         #: Every request's deadline (a progress handler on ``conn``; see :mod:`.deadline`).
         self.deadlines = Deadlines(conn, statement_timeout, max_statement_timeout)
         #: The records that make a resent write run once (see :mod:`.requestkeys`).
-        self.keys = RequestKeys(conn)
+        self.keys = RequestKeys()
 
     # ------------------------------------------------------------------ setup
 
@@ -516,7 +517,7 @@ class Engine:
             return
         if "key" in req and self.conn.in_transaction:
             try:
-                self.keys.record_commit(req)  # with the transaction: see requestkeys.py
+                run_steps(self.conn, self.keys.record_commit(req))  # see requestkeys.py
             except FQDBError:
                 self.conn.execute("ROLLBACK")
                 self._rolled_back()
@@ -717,7 +718,7 @@ class Engine:
                     return
                 continue
             try:
-                keys.flush()
+                run_steps(conn, keys.flush())
             except KeyConflict:
                 # A first send was run elsewhere already (its client resent it while this
                 # writer was stopped): undo, and run the group again looking every key up.
@@ -777,13 +778,14 @@ class Engine:
         if refused is not None:
             return refused
         auto = keys.first_send(req)
-        wanted: bytes | None = None
         if auto is not None:
             # The hot path: a plain write's first send. No lookup (see requestkeys.py).
             recorded = keys.seen(auto)
         else:
             try:
-                recorded, wanted = keys.lookup(req)
+                recorded = keys.answer(req)
+                if recorded is None and keys.needs_lookup(req):
+                    recorded = run_steps(self.conn, keys.lookup(req))
             except FQDBError as exc:
                 return False, exc
             except sqlite3.Error as exc:
@@ -801,7 +803,7 @@ class Engine:
                     if auto is not None:
                         keys.stage_first(auto, result)
                     else:
-                        keys.stage(req, result, wanted)
+                        keys.stage(req, result)
                 except Exception as exc:
                     conn.execute("ROLLBACK")
                     return False, OperationalError(

@@ -6,10 +6,12 @@ key* (``"idempotency_key": str``). The writer records ``key -> result`` in the
 same transaction as the write, so the record exists if and only if the write
 committed. A request whose key is recorded is answered from the record and not
 run again; that is how a write resent after a lost connection — to a restarted
-daemon, to embedded mode, which shares the file and so the records — is
-executed at most once and acknowledged exactly once.
+daemon, to embedded mode, which shares the file and so the records, or to a new
+dqlite leader, which has them replicated — is executed at most once and
+acknowledged exactly once.
 
-Two tables in the database file (created on the first keyed write)::
+Two tables in the database (the file, or the dqlite cluster's database; created
+on the first keyed write)::
 
     _fqdb_requests     (client, seq) -> at, result          automatic keys
     _fqdb_idempotency  key -> at, digest, result             caller keys (+ index on at)
@@ -43,12 +45,23 @@ recorded just before ``COMMIT``. ``{"op": "resolve", "key": ...}`` asks whether 
 key committed and, if it did not, records that it never will (a *tombstone*), so
 a transaction whose commit reply was lost is resolved to committed or rolled
 back, never unknown.
+
+The logic does no I/O: each method that needs the database is a generator of
+statements (:mod:`.steps`), run by a driver where the records are — the engine's
+``sqlite3`` connection (:func:`.steps.run`) or a dqlite cluster's leader (the dqlite
+transport's driver). The decisions and the SQL exist once, here. Per request:
+:meth:`RequestKeys.begin` when the transaction starts; per request
+:meth:`RequestKeys.expired`, then :meth:`RequestKeys.answer` (no I/O), then
+:meth:`RequestKeys.lookup` only if :meth:`RequestKeys.needs_lookup`;
+:meth:`RequestKeys.stage` after the write; :meth:`RequestKeys.flush` before
+``COMMIT``, :meth:`RequestKeys.committed` after it. (The engine's hot path for a
+first send is :meth:`RequestKeys.first_send`, :meth:`RequestKeys.seen` and
+:meth:`RequestKeys.stage_first`: the same rules, without a method call per field.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from typing import Any
 
@@ -56,11 +69,13 @@ from ..protocol.codec import decode_body, encode_body
 from ..protocol.errors import (
     ConnectionLostError,
     IdempotencyKeyError,
+    IntegrityError,
     RequestTimeoutError,
     ValidationError,
     brief,
 )
 from ..protocol.messages import check_idempotency_key
+from .steps import Exec, ExecMany, Query, Steps
 
 __all__ = [
     "DEFAULT_IDEMPOTENCY_MAX",
@@ -107,6 +122,7 @@ _SCHEMA = (
 _INSERT_AUTO = "INSERT INTO _fqdb_requests (client, seq, at, result, resent) VALUES (?, ?, ?, ?, ?)"
 _INSERT_CALLER = "INSERT INTO _fqdb_idempotency (key, at, digest, result) VALUES (?, ?, ?, ?)"
 _SELECT_AUTO = "SELECT result FROM _fqdb_requests WHERE client = ? AND seq = ?"
+_SELECT_CALLER = "SELECT digest, result FROM _fqdb_idempotency WHERE key = ?"
 
 
 class KeyConflict(Exception):
@@ -199,22 +215,23 @@ def _never_committed() -> tuple[bool, Any]:
 
 
 class RequestKeys:
-    """The records of one writer connection (see the module docstring).
+    """The records of one writer (see the module docstring).
 
-    Not thread-safe: used on the engine's thread only, inside its write transactions.
-    Counters reach :attr:`stats` only through :meth:`committed`, so a batch run
-    again (or rolled back) is not counted twice.
+    Holds no connection: the methods that need the database return
+    :data:`~.steps.Steps` for the caller's driver to run. Not thread-safe: one
+    writer's state (the staged records of its open transaction), used by one
+    thread or task at a time, inside its write transactions. Counters reach
+    :attr:`stats` only through :meth:`committed`, so a batch run again (or rolled
+    back) is not counted twice.
     """
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
         *,
         window: float = DEFAULT_KEY_WINDOW,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
         idempotency_max: int = DEFAULT_IDEMPOTENCY_MAX,
     ) -> None:
-        self.conn = conn
         self.window = window
         self.idempotency_window = idempotency_window
         self.idempotency_max = idempotency_max
@@ -233,17 +250,20 @@ class RequestKeys:
         self._acks: dict[str, int] = {}
         self._next_prune = 0.0
         self._last_clocks = (time.monotonic(), time.time())
+        # Caller keys in the table as far as this writer knows (others may add some:
+        # the count then errs low, and the bound is kept a little later).
         self._caller_rows: int | None = None
+        #: Wall-clock time the current transaction began (records' ``at``, ``expires``).
         self.now = time.time()
 
     # ------------------------------------------------------------ schema
 
-    def ensure_tables(self) -> None:
+    def ensure_tables(self) -> Steps[None]:
         """Create the record tables if missing (inside the caller's write transaction)."""
         if self._ready:
             return
         for sql in _SCHEMA:
-            self.conn.execute(sql)
+            yield Exec(sql)
         self._ready = True
 
     def forget_schema(self) -> None:
@@ -281,7 +301,7 @@ class RequestKeys:
     def first_send(self, req: dict[str, Any]) -> tuple[str, int] | None:
         """``(client, seq)`` of a well-formed automatic key sent for the first time, which
         needs no lookup (the hot path: every plain write); None for anything else, which
-        :meth:`lookup` then handles."""
+        :meth:`answer` and :meth:`lookup` then handle."""
         if self.check_all or "resent" in req or "acked" in req or "idempotency_key" in req:
             return None
         key = req["key"]
@@ -308,47 +328,61 @@ class RequestKeys:
         self._auto.append((auto[0], auto[1], int(self.now), _encode_result(result), 0))
         self._seen[auto] = (None, result)
 
-    def lookup(self, req: dict[str, Any]) -> tuple[tuple[bool, Any] | None, bytes | None]:
-        """The outcome to answer ``req`` with from its record (None: run it), and the
-        digest of a caller-keyed request (for :meth:`stage`). Checks every key field.
+    def answer(self, req: dict[str, Any]) -> tuple[bool, Any] | None:
+        """Without I/O: the outcome this transaction already holds for ``req``'s key, else None.
+
+        Checks every key field, counts a resend and notes the client's ``acked``. Call
+        it first for every keyed request; then :meth:`lookup` if :meth:`needs_lookup`.
 
         Raises:
             ValidationError: the key, ``acked`` or ``idempotency_key`` is malformed.
             IdempotencyKeyError: a caller key was used before for a different request.
         """
-        resent = req.get("resent") is True
-        if resent:
+        if req.get("resent") is True:
             self._counts[1] += 1
         caller = _idempotency_key(req)
         if caller is not None:
-            wanted = digest(req)
-            return self._lookup_caller(caller, wanted), wanted
+            seen = self._seen.get(caller)
+            return None if seen is None else self._check_caller(caller, seen, digest(req))
         auto = parse_key(req.get("key"))
         if "acked" in req:
             acked = _seq(req["acked"], "'acked'")
             if acked > self._acks.get(auto[0], -1):
                 self._acks[auto[0]] = acked
-        hit = self.seen(auto)
-        if hit is not None or not (self.check_all or resent):
-            return hit, None
-        self.ensure_tables()
-        row = self.conn.execute(_SELECT_AUTO, auto).fetchone()
-        if row is None:
-            return None, None
-        if row[0] == ROLLED_BACK:
-            return _never_committed(), None
-        return self._answer(_decode_result(row[0])), None
+        return self.seen(auto)
 
-    def _lookup_caller(self, key: str, wanted: bytes) -> tuple[bool, Any] | None:
-        seen = self._seen.get(key)
-        if seen is None:
-            self.ensure_tables()
-            row = self.conn.execute(
-                "SELECT digest, result FROM _fqdb_idempotency WHERE key = ?", [key]
-            ).fetchone()
-            if row is None:
+    def needs_lookup(self, req: dict[str, Any]) -> bool:
+        """Whether ``req``'s record must be looked up: a resend, a caller key, or every
+        key after a :class:`KeyConflict`. A first send is not (the hot path)."""
+        return self.check_all or req.get("resent") is True or req.get("idempotency_key") is not None
+
+    def lookup(self, req: dict[str, Any]) -> Steps[tuple[bool, Any] | None]:
+        """The outcome to answer ``req`` with from its record, or None to run it
+        (after :meth:`answer`, which checked the key).
+
+        Raises:
+            IdempotencyKeyError: a caller key was used before for a different request.
+        """
+        yield from self.ensure_tables()
+        caller = _idempotency_key(req)
+        if caller is not None:
+            rows = yield Query(_SELECT_CALLER, [caller])
+            if not rows:
                 return None
-            seen = (row[0], _decode_result(row[1]))
+            seen = (rows[0][0], _decode_result(rows[0][1]))
+            return self._check_caller(caller, seen, digest(req))
+        rows = yield Query(_SELECT_AUTO, parse_key(req.get("key")))
+        if not rows:
+            return None
+        return (
+            _never_committed()
+            if rows[0][0] == ROLLED_BACK
+            else self._answer(_decode_result(rows[0][0]))
+        )
+
+    def _check_caller(
+        self, key: str, seen: tuple[bytes | None, Any], wanted: bytes
+    ) -> tuple[bool, Any]:
         if seen[0] != wanted:
             raise IdempotencyKeyError(
                 f"idempotency key {brief(key)} was already used for a different request; "
@@ -360,13 +394,14 @@ class RequestKeys:
         self._counts[0] += 1
         return True, result
 
-    def stage(self, req: dict[str, Any], result: Any, wanted: bytes | None) -> None:
-        """Record, with this transaction, that ``req`` (checked by :meth:`lookup`, which
-        gave ``wanted``) succeeded with ``result``."""
+    def stage(self, req: dict[str, Any], result: Any) -> None:
+        """Record, with this transaction, that ``req`` (checked by :meth:`answer`)
+        succeeded with ``result`` (no I/O: :meth:`flush` writes it)."""
         now = int(self.now)
         stored = _encode_result(result)
-        caller = req.get("idempotency_key")
-        if type(caller) is str and wanted is not None:
+        caller = _idempotency_key(req)
+        if caller is not None:
+            wanted = digest(req)
             self._caller.append((caller, now, wanted, stored))
             self._seen[caller] = (wanted, result)
             return
@@ -374,11 +409,12 @@ class RequestKeys:
         self._auto.append((auto[0], auto[1], now, stored, int(req.get("resent") is True)))
         self._seen[auto] = (None, result)
 
-    def resolve(self, req: dict[str, Any]) -> dict[str, Any]:
+    def resolve(self, req: dict[str, Any]) -> Steps[dict[str, Any]]:
         """Answer ``{"op": "resolve", "key": ...}``: committed (with the result) or not, ever.
 
-        A key not recorded gets a tombstone, so the write it names can no longer
-        commit anywhere (its own record would collide with it).
+        A key not recorded gets a tombstone (staged: :meth:`flush` writes it with the
+        transaction), so the write it names can no longer commit anywhere (its own
+        record would collide with it).
         """
         self.stats.resolved += 1
         if req.get("key") is None:
@@ -386,45 +422,35 @@ class RequestKeys:
         auto = parse_key(req.get("key"))
         seen = self._seen.get(auto)
         if seen is None:
-            self.ensure_tables()
-            row = self.conn.execute(_SELECT_AUTO, auto).fetchone()
-            if row is None:
+            yield from self.ensure_tables()
+            rows = yield Query(_SELECT_AUTO, auto)
+            if not rows:
                 self._auto.append((auto[0], auto[1], int(self.now), ROLLED_BACK, 1))
                 self._seen[auto] = (None, ROLLED_BACK)
                 return {"committed": False}
-            seen = (None, _decode_result(row[0]) if row[0] != ROLLED_BACK else ROLLED_BACK)
+            stored = rows[0][0]
+            seen = (None, stored if stored == ROLLED_BACK else _decode_result(stored))
         if seen[1] == ROLLED_BACK:
             return {"committed": False}
         return {"committed": True, "result": seen[1]}
 
-    def flush(self) -> None:
+    def flush(self) -> Steps[None]:
         """Write the staged records (just before ``COMMIT``), and prune when it is time.
 
         Raises:
             KeyConflict: a first send's record exists already (see the module docstring).
-            sqlite3.Error: the records could not be written (the caller rolls back).
         """
         if self._auto or self._caller:
-            self.ensure_tables()
+            yield from self.ensure_tables()
             try:
-                try:
-                    self._insert_staged()
-                except sqlite3.OperationalError as exc:
-                    if "no such table" not in str(exc):
-                        raise
-                    self._ready = False  # dropped behind our back: make them again, once
-                    self.ensure_tables()
-                    self._insert_staged()
-            except sqlite3.IntegrityError:
+                if self._auto:
+                    yield ExecMany(_INSERT_AUTO, self._auto)
+                if self._caller:
+                    yield ExecMany(_INSERT_CALLER, self._caller)
+            except IntegrityError:
                 raise KeyConflict() from None
         if self._ready and (self._acks or time.monotonic() >= self._next_prune):
-            self._prune()
-
-    def _insert_staged(self) -> None:
-        if self._auto:
-            self.conn.executemany(_INSERT_AUTO, self._auto)
-        if self._caller:
-            self.conn.executemany(_INSERT_CALLER, self._caller)
+            yield from self._prune()
 
     def committed(self) -> None:
         """The transaction of :meth:`begin` committed: count what it did."""
@@ -438,7 +464,7 @@ class RequestKeys:
             self._caller_rows += len(self._caller) - pruned_caller
         self.begin()
 
-    def record_commit(self, req: dict[str, Any]) -> None:
+    def record_commit(self, req: dict[str, Any]) -> Steps[None]:
         """Record an interactive transaction's ``commit`` key, just before its ``COMMIT``.
 
         Raises:
@@ -451,10 +477,10 @@ class RequestKeys:
         refused = self.expired(req, time.time())
         if refused is not None:
             raise refused[1]
-        self.ensure_tables()
+        yield from self.ensure_tables()
         try:
-            self.conn.execute(_INSERT_AUTO, [auto[0], auto[1], int(time.time()), None, 0])
-        except sqlite3.IntegrityError:
+            yield Exec(_INSERT_AUTO, [auto[0], auto[1], int(time.time()), None, 0])
+        except IntegrityError:
             raise ConnectionLostError(
                 "this transaction was resolved as rolled back by its client after a lost "
                 "connection; it is rolled back"
@@ -463,18 +489,17 @@ class RequestKeys:
 
     # ------------------------------------------------------------ pruning
 
-    def _prune(self) -> None:
+    def _prune(self) -> Steps[None]:
         """Delete what no client can ask about any more, a bounded amount per pass."""
-        conn = self.conn
         acks, self._acks = self._acks, {}
         pruned = 0
         for client, low in acks.items():
             # Not the records of resends, nor tombstones: a copy the client gave up on
             # may still come from a writer it left, and must find them (age prunes them).
-            pruned += conn.execute(
+            pruned += yield Exec(
                 "DELETE FROM _fqdb_requests WHERE client = ? AND seq < ? AND resent = 0",
                 [client, low],
-            ).rowcount
+            )
         mono, wall = time.monotonic(), time.time()
         if mono >= self._next_prune:
             self._next_prune = mono + PRUNE_INTERVAL
@@ -484,30 +509,30 @@ class RequestKeys:
             # record look old at once, also those whose resends are on their way: skip.
             if wall - last_wall <= (mono - last_mono) + 60.0:
                 # Records of clients that died (no ack will ever come): few, old, in chunks.
-                pruned += conn.execute(
+                pruned += yield Exec(
                     "DELETE FROM _fqdb_requests WHERE (client, seq) IN (SELECT client, seq "
                     "FROM _fqdb_requests WHERE at < ? LIMIT ?)",
                     [int(wall - self.window), PRUNE_CHUNK],
-                ).rowcount
-                self._counts[3] += self._prune_caller(int(wall))
+                )
+                self._counts[3] += yield from self._prune_caller(int(wall))
         self._counts[2] += pruned
 
-    def _prune_caller(self, wall: int) -> int:
-        conn = self.conn
-        deleted = conn.execute(
+    def _prune_caller(self, wall: int) -> Steps[int]:
+        deleted: int = yield Exec(
             "DELETE FROM _fqdb_idempotency WHERE key IN (SELECT key FROM _fqdb_idempotency "
             "WHERE at < ? ORDER BY at LIMIT ?)",
             [wall - int(self.idempotency_window), PRUNE_CHUNK],
-        ).rowcount
+        )
         if self._caller_rows is None:
-            counted = conn.execute("SELECT count(*) FROM _fqdb_idempotency").fetchone()
+            counted = yield Query("SELECT count(*) FROM _fqdb_idempotency")
             # As before this batch: committed() adds its records and subtracts what it pruned.
-            self._caller_rows = int(counted[0]) - len(self._caller) + deleted
+            self._caller_rows = int(counted[0][0]) - len(self._caller) + deleted
         excess = self._caller_rows + len(self._caller) - deleted - self.idempotency_max
         if excess > 0:
-            deleted += conn.execute(
+            over: int = yield Exec(
                 "DELETE FROM _fqdb_idempotency WHERE key IN (SELECT key FROM _fqdb_idempotency "
                 "ORDER BY at LIMIT ?)",
                 [min(excess, PRUNE_CHUNK)],
-            ).rowcount
+            )
+            deleted += over
         return deleted

@@ -1,6 +1,6 @@
 """Exactly-once writes under faults: real daemon processes, real signals, 4 x 16 writers.
 
-Rows go into ``note``, whose payload is *not* unique: a write run twice would show as
+Rows go into ``load_note``, whose payload is *not* unique: a write run twice would show as
 two rows (a unique column would turn it into an IntegrityError instead, and hide it).
 Every write must be acknowledged exactly once, none lost, none run twice, and no
 error may reach the application.
@@ -22,13 +22,13 @@ from tests.helpers import DaemonProcess, integrity, wait_until
 
 def _payloads(db: str) -> Counter[str]:
     with sqlite3.connect(db, timeout=10) as conn:
-        return Counter(row[0] for row in conn.execute("SELECT payload FROM note"))
+        return Counter(row[0] for row in conn.execute("SELECT payload FROM load_note"))
 
 
 def _note_rows(db: str) -> int:
     try:
         with sqlite3.connect(db, timeout=10) as conn:
-            return int(conn.execute("SELECT count(*) FROM note").fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM load_note").fetchone()[0])
     except sqlite3.OperationalError:
         return 0
 
