@@ -774,13 +774,15 @@ class Engine:
         if req.get("op") == "resolve":
             return self._run_one(req, True)
         keys = self.keys
-        refused = keys.expired(req)
-        if refused is not None:
-            return refused
+        if "expires" in req:
+            refused = keys.expired(req)
+            if refused is not None:
+                return refused
         auto = keys.first_send(req)
         if auto is not None:
-            # The hot path: a plain write's first send. No lookup (see requestkeys.py).
-            recorded = keys.seen(auto)
+            # The hot path: a plain write's first send. No lookup, not even in this batch:
+            # another copy of it here would collide at flush, and the rerun looks up.
+            recorded = None
         else:
             try:
                 recorded = keys.answer(req)

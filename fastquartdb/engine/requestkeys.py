@@ -324,9 +324,10 @@ class RequestKeys:
         return _never_committed() if seen[1] == ROLLED_BACK else self._answer(seen[1])
 
     def stage_first(self, auto: tuple[str, int], result: Any) -> None:
-        """:meth:`stage` for a key :meth:`first_send` returned."""
+        """:meth:`stage` for a key :meth:`first_send` returned. Not kept for :meth:`seen`:
+        a resend of it in the same batch collides with it at :meth:`flush`, and the batch
+        runs again with every key looked up (which stages through :meth:`stage`)."""
         self._auto.append((auto[0], auto[1], int(self.now), _encode_result(result), 0))
-        self._seen[auto] = (None, result)
 
     def answer(self, req: dict[str, Any]) -> tuple[bool, Any] | None:
         """Without I/O: the outcome this transaction already holds for ``req``'s key, else None.
