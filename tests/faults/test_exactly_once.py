@@ -38,7 +38,7 @@ def _wait_for_all(daemon: DaemonProcess, count: int) -> None:
     wait_until(lambda: daemon.stats()["clients"] >= count + 1, what=f"{count} clients")
 
 
-def _load(clients, db: str, *extra: str, procs: int = 4, seconds: float = 4.0) -> list:
+def _load(clients, db: str, *extra: str, procs: int = 4, seconds: float = 3.0) -> list:
     # Each task writes for ``seconds``, so every client is still writing when the fault
     # comes (a row count would let a fast client finish first on a loaded machine).
     return [
@@ -119,7 +119,7 @@ def test_kill9_not_restarted_falls_back_and_resends(db_path: str, clients) -> No
     """kill -9, no restart: the clients resend to embedded mode; nothing lost, nothing twice."""
     daemon = DaemonProcess(db_path).start()
     try:
-        procs = _load(clients, db_path, "--mode", "auto", seconds=5.0)
+        procs = _load(clients, db_path, "--mode", "auto", seconds=4.0)
         _wait_for_all(daemon, 4)
         wait_until(lambda: _note_rows(db_path) >= 800, what="rows before the kill")
         daemon.kill()
@@ -175,11 +175,11 @@ def test_sigstop_past_the_reconnect_window_in_auto_mode(db_path: str, clients) -
     daemon = DaemonProcess(db_path).start()
     try:
         extra = ("--mode", "auto", "--request-timeout", "0.5", "--connect-timeout", "0.3")
-        procs = _load(clients, db_path, *extra, procs=2, seconds=7.0)
+        procs = _load(clients, db_path, *extra, procs=2, seconds=5.5)
         _wait_for_all(daemon, 2)
         wait_until(lambda: _note_rows(db_path) >= 300, what="rows before the stop")
         daemon.signal(signal.SIGSTOP)
-        time.sleep(4.0)
+        time.sleep(3.0)
         daemon.signal(signal.SIGCONT)
         reports = [p.report() for p in procs]
         assert daemon.stop() == 0
@@ -191,7 +191,7 @@ def test_sigstop_past_the_reconnect_window_in_auto_mode(db_path: str, clients) -
     assert resent > 0, "no request timed out: the test proved nothing"
     print(
         f"RELIABILITY F2b: acknowledged {acked}, errors to the application 0, lost 0, "
-        f"duplicated 0; resent {resent}, to embedded mode or the resumed daemon (SIGSTOP 4 s, "
+        f"duplicated 0; resent {resent}, to embedded mode or the resumed daemon (SIGSTOP 3 s, "
         "mode auto)"
     )
 
