@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..protocol.errors import (
@@ -133,6 +134,11 @@ class FailoverTransport(Transport):
         if self._embedded is None:
             self._embedded = await EmbeddedTransport.open(self.db_path, **self._embedded_options)
         return self._embedded
+
+    async def subscribe(self, callback: Callable[[int], None]) -> bool:
+        """Subscribe on the transport in use now (the change watch asks again after a
+        reconnection or a switch, and that subscribes on the new one)."""
+        return await self.current.subscribe(callback)
 
     # ------------------------------------------------------------ requests
 

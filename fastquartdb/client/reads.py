@@ -45,7 +45,7 @@ REPORT_INTERVAL = 1.0
 #: Inline reads in a row after which the caller yields to the event loop once.
 INLINE_STREAK = 16
 
-_MODEL_READS = frozenset({"fetch", "count", "aggregate"})
+_MODEL_READS = frozenset({"fetch", "count", "aggregate", "changes"})
 # Writer ops after which the schema may differ: local readers then look at once.
 _SCHEMA_OPS = frozenset({"ensure_table", "execute", "commit"})
 WRITER, INLINE, POOL = "writer", "inline", "pool"

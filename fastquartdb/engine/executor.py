@@ -39,6 +39,7 @@ from ..protocol.errors import (
     brief,
 )
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
+from .changelog import ChangeLog, capture_mode, read_changes
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
 from .locking import ProcessLock
 from .requestkeys import KeyConflict, RequestKeys
@@ -93,7 +94,7 @@ _SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
 
 #: Ops a local read-only connection runs (see :meth:`Engine.run_read`); ``execute`` only for
 #: raw statements the caller expects to read (a write is refused there and goes to the writer).
-LOCAL_READ_OPS = frozenset({"fetch", "count", "aggregate", "execute"})
+LOCAL_READ_OPS = frozenset({"fetch", "count", "aggregate", "execute", "changes"})
 
 
 def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
@@ -171,6 +172,7 @@ class Engine:
             "commit": self._commit,
             "rollback": self._rollback,
             "resolve": lambda req: self.keys.resolve(req),
+            "changes": lambda req: read_changes(self.conn, req, self.table),
         }
         #: The raw-SQL rules (an authorizer on ``conn``; see :mod:`.sandbox`).
         self.sandbox = Sandbox(conn)
@@ -178,6 +180,11 @@ class Engine:
         self.deadlines = Deadlines(conn, statement_timeout, max_statement_timeout)
         #: The records that make a resent write run once (see :mod:`.requestkeys`).
         self.keys = RequestKeys(conn)
+        #: The log of committed changes of captured tables (see :mod:`.changelog`).
+        self.changes = ChangeLog(conn)
+        # What is written with a write transaction just before its COMMIT, in this order:
+        # each has begin() (the transaction starts) and flush() (COMMIT is next).
+        self._with_commit: tuple[RequestKeys | ChangeLog, ...] = (self.keys, self.changes)
 
     # ------------------------------------------------------------------ setup
 
@@ -270,6 +277,7 @@ class Engine:
 
     def _forget_schema(self) -> None:
         self.keys.forget_schema()
+        self.changes.forget_schema()
         self._tables.clear()
         self._insert_sql.clear()
         self._select_sql.clear()
@@ -449,6 +457,7 @@ class Engine:
         name = check_identifier(req.get("table"), "table name")
         specs = parse_column_specs(req.get("columns"))
         names = {spec.name for spec in specs}
+        capture = capture_mode(req.get("changes"))
         result = ensure_table(
             self.conn,
             name,
@@ -457,6 +466,10 @@ class Engine:
             parse_column_sets(req.get("unique"), "unique", names),
         )
         self._forget_schema()
+        if capture is not None:
+            info = load_table(self.conn, name)
+            assert info is not None  # just created or checked
+            result["changes"] = self.changes.capture(info, capture)
         return result
 
     def _execute(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -512,7 +525,10 @@ class Engine:
             except FQDBError:
                 self.conn.execute("ROLLBACK")
                 raise
+        if self.conn.in_transaction:
+            self.changes.flush()
         self.conn.execute("COMMIT")
+        self.changes.committed()
 
     def _rollback(self, req: dict[str, Any]) -> None:
         name = self._savepoint_name(req)
@@ -670,7 +686,8 @@ class Engine:
             results: list[tuple[int, Outcome]] = []
             lost: tuple[int, FQDBError] | None = None
             keys = self.keys
-            keys.begin()
+            for part in self._with_commit:
+                part.begin()
             for i in todo:
                 req = requests[i]
                 if "key" in req or "idempotency_key" in req:
@@ -695,7 +712,8 @@ class Engine:
                     return
                 continue
             try:
-                keys.flush()
+                for part in self._with_commit:
+                    part.flush()
             except KeyConflict:
                 # A first send was run elsewhere already (its client resent it while this
                 # writer was stopped): undo, and run the group again looking every key up.
@@ -732,6 +750,7 @@ class Engine:
                 self._run_group(requests, todo[:half], outcomes)
                 self._run_group(requests, todo[half:], outcomes)
                 return
+            self.changes.committed()
             keys.check_all = False
             for i, outcome in results:
                 outcomes[i] = outcome

@@ -233,6 +233,8 @@ class Sandbox:
         self._vtables: frozenset[str] = frozenset()
         self._vtables_version = -1
         self._touched: set[str] = set()
+        # Tables the current statement drops (their change-log triggers go with them).
+        self._dropping: set[str] = set()
         conn.set_authorizer(self._authorize)
 
     @contextlib.contextmanager
@@ -246,6 +248,7 @@ class Sandbox:
         self._load_vtables()
         self._denied = None
         self._touched.clear()
+        self._dropping.clear()
         self._armed = True
         # SQLite asks the authorizer only when it compiles a statement, and a statement
         # with this very text (the engine's own "COMMIT") may sit compiled in sqlite3's
@@ -327,6 +330,14 @@ class Sandbox:
             self._touched.add((arg1 or "").lower())
             return sqlite3.SQLITE_OK
         table = (arg1 or "").lower()
+        if action == sqlite3.SQLITE_DROP_TABLE:
+            self._dropping.add(table)
+        elif (
+            action == sqlite3.SQLITE_DROP_TRIGGER
+            and (arg2 or "").lower() in self._dropping
+            and table.startswith(f"_fqdb_changes_{(arg2 or '').lower()}_")
+        ):
+            return sqlite3.SQLITE_OK  # a captured table dropped takes its log triggers along
         if action in _WRITES or action in _DDL:
             return self._table_rule(table, inner)
         if action == sqlite3.SQLITE_READ and table == "sqlite_dbpage":
@@ -337,8 +348,12 @@ class Sandbox:
         if table == "sqlite_dbpage":
             return self._deny("sqlite_dbpage (raw page access) is not allowed")
         if table.startswith("_fqdb_"):
+            if table == "_fqdb_changes" and (inner or "").startswith("_fqdb_changes_"):
+                # The change log's own trigger logging this statement's change (raw SQL
+                # cannot create or drop a trigger of that name: the rule below).
+                return sqlite3.SQLITE_OK
             return self._deny(
-                f"table {table!r} holds FastQuartDB's own records (request keys) and may only "
+                f"table {table!r} holds FastQuartDB's own records (request keys, change log) and may only "
                 "be read from raw SQL"
             )
         if table in self._vtables:
