@@ -143,7 +143,7 @@ def test_golden_messages_have_the_documented_shape(name: str) -> None:
         assert isinstance(message["op"], str)
     elif name.endswith("_event"):
         # A frame the server sends unasked (PROTOCOL.md, "Change feeds"): no id, no ok.
-        assert list(message)[0] == "event" and "id" not in message and "ok" not in message
+        assert next(iter(message)) == "event" and "id" not in message and "ok" not in message
     else:
         assert name.endswith("_reply")
         assert list(message)[:2] == ["id", "ok"]
