@@ -255,15 +255,23 @@ class SocketTransport(Transport):
         return LocalReads(str(hello.get("db")), raw_sql=hello.get("raw_sql") is not False)
 
     async def subscribe(self, callback: Callable[[int], None]) -> bool:
+        """See :meth:`Transport.subscribe`.
+
+        Raises:
+            ConnectionLostError: this connection is gone (the caller reconnects).
+        """
+        if self.lost is not None:
+            raise ConnectionLostError(f"connection to the daemon lost ({self.lost})")
         if self._on_changes is callback:
             return True
-        if self.lost is not None:
-            return False
         self._on_changes = callback
         try:
             await self.request({"op": "subscribe"})
+        except ConnectionLostError:
+            self._on_changes = None
+            raise
         except FQDBError:
-            self._on_changes = None  # an older daemon, or the connection broke: poll
+            self._on_changes = None  # an older daemon that knows no subscribe: poll
             return False
         return True
 

@@ -136,9 +136,18 @@ class FailoverTransport(Transport):
         return self._embedded
 
     async def subscribe(self, callback: Callable[[int], None]) -> bool:
-        """Subscribe on the transport in use now (the change watch asks again after a
-        reconnection or a switch, and that subscribes on the new one)."""
-        return await self.current.subscribe(callback)
+        """Subscribe on the transport in use now. The change watch asks again and again,
+        so after a reconnection or a switch it subscribes on the new transport; a process
+        that only follows a feed (its reads are local) notices a lost daemon here, and
+        reconnects, or while embedded looks for the daemon, as a request would."""
+        transport = self.current
+        if transport.mode == "embedded" and time.monotonic() >= self._next_probe:
+            self._start_probe()
+        try:
+            return await transport.subscribe(callback)
+        except ConnectionLostError:
+            self._recover_in_background(transport)
+            return False
 
     # ------------------------------------------------------------ requests
 
