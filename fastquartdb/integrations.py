@@ -504,6 +504,10 @@ async def sse_response(
             after = last_event_id(request, default="now")
             return await sse_response(User.changes(after=after), request)
 
+    aiohttp does not cancel a handler whose client went away (unless the app enables
+    ``handler_cancellation``): such a stream ends at its next write, a change or the
+    heartbeat, every ``heartbeat`` seconds at most.
+
     Raises:
         ValidationError: the framework is not one of these three.
     """
@@ -543,5 +547,9 @@ async def sse_response(
 def _framework_of(request: Any) -> str | None:
     if request is None:
         return None
+    # Quart's ``request`` is a context-local proxy (werkzeug's documented LocalProxy API).
+    unwrap = getattr(request, "_get_current_object", None)
+    if callable(unwrap):
+        request = unwrap()
     module = type(request).__module__.split(".", 1)[0]
     return "starlette" if module == "fastapi" else module
