@@ -11,6 +11,8 @@ Contenders (names used on the command line, in JSON and in charts):
                       worker's own read-only connections (local readers, the default).
 ``daemon_writer_reads`` the same with ``readers=0``: every read goes to the daemon (as before
                       issue 18); the baseline of R4.
+``daemon_changes``    the daemon with change capture on for ``user`` (``init_engine(changes=
+                      ["user"])``: the log's triggers in every write), S10 against ``daemon``.
 ``embedded``          fastquartdb models, engine in-process (``mode="embedded"``).
 ``embedded_filelock`` the same with ``use_filelock=True`` (the README's multi-process advice).
 ``aiosqlite``         one plain aiosqlite connection per process: WAL, ``busy_timeout``,
@@ -100,12 +102,18 @@ class FastQuartDBClient(Client):
     """fastquartdb's model API, over the daemon or embedded."""
 
     def __init__(
-        self, *args: Any, mode: str, use_filelock: bool = False, readers: int | None = None
+        self,
+        *args: Any,
+        mode: str,
+        use_filelock: bool = False,
+        readers: int | None = None,
+        changes: bool = False,
     ) -> None:
         super().__init__(*args)
         self.mode = mode
         self.use_filelock = use_filelock
         self.readers = readers
+        self.changes = changes
 
     async def open(self) -> None:
         db = await AsyncDatabaseManager.init_engine(
@@ -116,6 +124,7 @@ class FastQuartDBClient(Client):
             synchronous=self.synchronous,
             busy_timeout=BUSY_TIMEOUT,
             readers=self.readers,
+            changes=["user"] if self.changes else None,
         )
         if db.mode != self.mode:
             raise RuntimeError(f"wanted mode {self.mode!r}, got {db.mode!r}")
@@ -267,6 +276,7 @@ CONTENDERS: dict[str, tuple[str, bool]] = {
     "daemon": ("fastquartdb daemon", True),
     "daemon_writer_reads": ("fastquartdb daemon, readers=0", True),
     "daemon_replicate": ("fastquartdb daemon + Litestream", True),
+    "daemon_changes": ("fastquartdb daemon, change capture on", True),
     "embedded": ("fastquartdb embedded", False),
     "embedded_filelock": ("fastquartdb embedded + filelock", False),
     "aiosqlite": ("aiosqlite per process", False),
@@ -295,6 +305,8 @@ def make_client(contender: str, db: str, synchronous: str, socket: str | None) -
     args = (db, synchronous, socket)
     if contender in ("daemon", "daemon_replicate"):
         return FastQuartDBClient(*args, mode="daemon")
+    if contender == "daemon_changes":
+        return FastQuartDBClient(*args, mode="daemon", changes=True)
     if contender == "daemon_writer_reads":
         return FastQuartDBClient(*args, mode="daemon", readers=0)
     if contender == "embedded":

@@ -167,6 +167,13 @@ TARGETS: tuple[Target, ...] = (
            "throughput", "S8:daemon:full", "S8:aiosqlite:full", 1.0, ">="),
     Target("R6b", "S9", "S9 web 50/50 (hypercorn -w 4, wrk -c64): daemon ≥ 1.3x the aiosqlite app",
            "throughput", "S9:daemon:full", "S9:aiosqlite:full", 1.3, ">="),
+    # Issue 16: change feeds.
+    Target("C1", "S10", "S10 FULL writes: change capture on ≥ 0.85x capture off (daemon)",
+           "throughput", "S10:daemon_changes:full", "S10:daemon:full", 0.85, ">="),
+    Target("C2a", "S11", "S11 send-to-feed p99, 100 feeds in 4 processes ≤ 5 ms (daemon)",
+           "p99_ms", "S11:daemon_changes:normal", None, 5.0, "<="),
+    Target("C2b", "S12", "S12 send-to-feed p99, 100 subscribed connections ≤ 5 ms (daemon)",
+           "p99_ms", "S12:daemon_changes:normal", None, 5.0, "<="),
 )  # fmt: skip
 
 

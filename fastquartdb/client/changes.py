@@ -30,7 +30,6 @@ pruned it meanwhile (:class:`~fastquartdb.ChangesExpiredError`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -133,7 +132,15 @@ class ChangeWatch:
         #: Wake-ups by kind, for tests and stats.
         self.pushed = 0
         self.polled = 0
-        self._event = asyncio.Event()
+        # The futures of the consumers waiting now (one each: a timeout wakes only its own).
+        self._waiters: set[asyncio.Future[None]] = set()
+        # Reads shared by consumers that ask the same (same tables, filter, cursor: a page
+        # of SSE clients) between two wake-ups; a read begun before a wake-up is not kept.
+        self._shared: dict[str, tuple[int, list[Change]]] = {}
+        self._generation = 0
+        #: Reads made, and reads answered from another consumer's identical read.
+        self.reads = 0
+        self.shared_reads = 0
         self._consumers = 0
         self._task: asyncio.Task[None] | None = None
         self._pushing = False
@@ -143,14 +150,56 @@ class ChangeWatch:
         """Whether commits of other processes are seen by polling ``data_version``."""
         return self.path is not None
 
-    def ticket(self) -> asyncio.Event:
-        """The event the next wake-up sets: take it *before* reading, then wait on it."""
-        return self._event
+    def ticket(self) -> asyncio.Future[None]:
+        """A future the next wake-up resolves: take it *before* reading, then :meth:`wait`
+        on it, so a commit between the read and the wait is not missed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(future)
+        return future
+
+    async def wait(self, ticket: asyncio.Future[None]) -> None:
+        """Wait for ``ticket`` to be woken, or :meth:`max_wait` seconds."""
+        if not ticket.done():
+            # A timer rather than wait_for: no task per wait (100 consumers x every commit).
+            timer = asyncio.get_running_loop().call_later(self.max_wait(), _wake_one, ticket)
+            try:
+                await ticket
+            finally:
+                timer.cancel()
+        self._waiters.discard(ticket)
+
+    def drop(self, ticket: asyncio.Future[None]) -> None:
+        """Forget a ticket that will not be waited on."""
+        self._waiters.discard(ticket)
+        ticket.cancel()
+
+    async def read(
+        self, read: Callable[[dict[str, Any]], Awaitable[Any]], request: dict[str, Any]
+    ) -> tuple[int, list[Change]]:
+        """``(tip, changes)`` for ``request``: read, or shared with a consumer that made the
+        very same read since the last wake-up (its answer is as fresh as this one's)."""
+        key = json.dumps(request, sort_keys=True, default=str)
+        hit = self._shared.get(key)
+        if hit is not None:
+            self.shared_reads += 1
+            return hit
+        generation = self._generation
+        result = await read(request)
+        self.reads += 1
+        entry = (int(result["tip"]), [change_from_row(row) for row in result["rows"]])
+        if generation == self._generation:
+            if len(self._shared) >= 256:
+                self._shared.clear()
+            self._shared[key] = entry
+        return entry
 
     def wake(self, _tip: object = None) -> None:
         """Wake every waiting consumer (they read from their own cursors)."""
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+        self._generation += 1
+        self._shared.clear()
+        waiters, self._waiters = self._waiters, set()
+        for future in waiters:
+            _wake_one(future)
 
     def _on_push(self, tip: int) -> None:
         self.pushed += 1
@@ -220,6 +269,11 @@ class ChangeWatch:
             return None
 
 
+def _wake_one(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def check_after(after: object) -> int | str | None:
     """``after`` if it is a cursor: a seq (int >= 0, or its decimal text), "now" or None."""
     if isinstance(after, str) and after.isdigit():
@@ -247,26 +301,26 @@ async def follow_changes(
         ChangesExpiredError: the cursor fell off the retained log.
     """
     watch.join()
+    ticket: asyncio.Future[None] | None = None
     try:
         cursor = after
         if cursor == "now":
             cursor = int((await read({**request, "after": "now"}))["tip"])
         while True:
             ticket = watch.ticket()
-            result = await read({**request, "after": cursor, "limit": BATCH})
-            rows = result["rows"]
-            for row in rows:
-                change = change_from_row(row)
+            tip, changes = await watch.read(read, {**request, "after": cursor, "limit": BATCH})
+            for change in changes:
                 cursor = change.seq
                 yield convert(change) if convert is not None else change
-            if len(rows) == BATCH:
+            if len(changes) == BATCH:
+                watch.drop(ticket)  # more to read at once: no wait
                 continue
             # Every change up to the tip read before the rows was in their snapshot: a
             # filtered feed moves past the ones that did not match.
-            tip = int(result["tip"])
             if cursor is None or tip > int(cursor):
                 cursor = tip
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(ticket.wait(), watch.max_wait())
+            await watch.wait(ticket)
     finally:
         watch.leave()
+        if ticket is not None:
+            watch.drop(ticket)

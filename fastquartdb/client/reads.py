@@ -105,6 +105,10 @@ class ReadRouter:
         if pool is None or pool.closed or request.get("txn") is not None:
             return WRITER
         op = request.get("op")
+        if op == "changes":
+            # A change feed's read: rows by seq (a rowid range), bounded by its limit; every
+            # consumer reads after each commit, so a thread hop each would cost more than it.
+            return INLINE
         if op in _MODEL_READS:
             return INLINE if pool.is_point_read(request) else POOL
         if raw_read and op == "execute":

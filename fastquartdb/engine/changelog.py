@@ -264,6 +264,10 @@ class _RowScope:
         return f"json_extract(coalesce(row, old), {_literal('$.' + quote(column))})"
 
 
+def _seq(row: list[Any]) -> int:
+    return int(row[0])
+
+
 def _after(value: object) -> int | str | None:
     if value is None or value == "now" or (type(value) is int and value >= 0):
         return value
@@ -295,21 +299,18 @@ def read_changes(
         raise ValidationError(
             f"'limit' must be an integer from 0 to {MAX_READ}, got {brief(limit)}"
         )
-    try:
-        tip_row = conn.execute(_TIP_SQL).fetchone()
-    except sqlite3.OperationalError:  # no AUTOINCREMENT table at all yet
-        tip_row = None
-    tip = int(tip_row[0]) if tip_row is not None else 0
-    result: dict[str, Any] = {"columns": COLUMNS, "rows": [], "tip": tip, "pruned": 0}
+    result: dict[str, Any] = {"columns": COLUMNS, "rows": [], "tip": 0, "pruned": 0}
     if after == "now" or limit == 0:
+        try:
+            tip_row = conn.execute(_TIP_SQL).fetchone()
+        except sqlite3.OperationalError:  # no AUTOINCREMENT table at all yet
+            tip_row = None
+        result["tip"] = int(tip_row[0]) if tip_row is not None else 0
         return result
     params: list[Any] = [after or 0]
-    sql = (
-        "SELECT seq, tbl, op, pk, row, old, (SELECT pruned FROM _fqdb_changes_state) "
-        "FROM _fqdb_changes WHERE seq > ?"
-    )
+    inner = "SELECT seq, tbl, op, pk, row, old FROM _fqdb_changes WHERE seq > ?"
     if tables:
-        sql += f" AND tbl IN ({', '.join('?' * len(tables))})"
+        inner += f" AND tbl IN ({', '.join('?' * len(tables))})"
         params.extend(tables)
     where = req.get("where")
     if where is not None:
@@ -317,31 +318,31 @@ def read_changes(
             raise ValidationError("'where' on changes needs exactly one table in 'tables'")
         clause = build_where(_RowScope(table(tables[0])), where, params, "AND")
         if clause:  # " AND a OR b": parenthesised, or the OR would escape seq > ?
-            sql += f" AND ({clause[len(' AND ') :]})"
-    sql += " ORDER BY seq LIMIT ?"
+            inner += f" AND ({clause[len(' AND ') :]})"
     params.append(limit)
+    # One statement, so one snapshot: the rows, the tip and the pruning horizon agree (a
+    # tip read later could pass a change the rows never held). The LEFT JOIN gives one
+    # row with the tip and horizon even when no change matches.
+    sql = (
+        f"SELECT ({_TIP_SQL}), (SELECT pruned FROM _fqdb_changes_state), c.* FROM (SELECT 1) "
+        f"LEFT JOIN ({inner} ORDER BY seq LIMIT ?) AS c ON 1"
+    )
     try:
         rows = conn.execute(sql, params).fetchall()
-        # The horizon of the same snapshot as the rows; without rows, read after them
-        # (a prune in between can only make the answer "expired", never a silent gap).
-        pruned = (
-            rows[0][6]
-            if rows
-            else conn.execute("SELECT pruned FROM _fqdb_changes_state").fetchone()[0]
-        )
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc) and "_fqdb_changes" in str(exc):
             return result  # nothing was ever captured in this file
         raise
-    pruned = int(pruned or 0)
+    tip, pruned = int(rows[0][0] or 0), int(rows[0][1] or 0)
     if type(after) is int and pruned > after:
         raise ChangesExpiredError(
             f"changes after seq {after} are no longer in the change log (retention pruned "
             f"it up to seq {pruned}): resync this consumer from the tables, then follow "
             f"from after='now' (or from after={pruned} to read what is retained)"
         )
-    result["rows"] = [list(r[:6]) for r in rows]
+    # In seq order already (the joined subquery's order); sorted anyway, as SQL does not
+    # promise it (at most `limit` rows).
+    result["rows"] = sorted((list(r[2:]) for r in rows if r[2] is not None), key=_seq)
+    result["tip"] = tip
     result["pruned"] = pruned
-    if rows:
-        result["tip"] = max(tip, int(rows[-1][0]))
     return result
