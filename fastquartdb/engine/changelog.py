@@ -17,9 +17,15 @@ only the triggers may, see ``sandbox.py``)::
     _fqdb_changes        seq INTEGER PRIMARY KEY AUTOINCREMENT (never reused, in commit
                          order: one writer at a time), tbl, op ('insert' | 'update' |
                          'delete'), pk (JSON array), row (new values, JSON object; NULL
-                         for a delete), old (old values for update/delete when asked),
-                         at (unix seconds)
+                         for a delete), old (old values for update/delete when asked)
     _fqdb_changes_state  one row: pruned, the highest seq retention has deleted
+    _fqdb_changes_marks  seq -> at: every change up to seq had committed by unix time at
+
+A row carries no time of its own (the clock, per row, cost more than the rest of the
+trigger's JSON): the writer adds a *mark* with the batch that holds the tip, at most
+every ``MARK_INTERVAL`` seconds, and pruning by age deletes up to the newest mark older
+than the cutoff. A change is never pruned early: the mark that covers it is no older
+than its commit (changes of other programs are covered by the next mark).
 
 A BLOB value appears in ``row``/``old`` as ``{"$hex": "..."}`` (JSON has no bytes).
 
@@ -56,6 +62,8 @@ DEFAULT_CHANGES_MAX_AGE = 7 * 86_400.0
 DEFAULT_CHANGES_MAX_ROWS = 1_000_000
 #: Seconds between two pruning passes.
 PRUNE_INTERVAL = 1.0
+#: Seconds between two time marks (the precision of pruning by age).
+MARK_INTERVAL = 5.0
 #: Rows one pruning pass deletes at most (a pass stays short inside an ordinary batch).
 PRUNE_CHUNK = 5000
 #: Most changes one ``changes`` read returns.
@@ -64,10 +72,11 @@ DEFAULT_READ = 500
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS _fqdb_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-    "tbl TEXT NOT NULL, op TEXT NOT NULL, pk TEXT, row TEXT, old TEXT, at INTEGER NOT NULL)",
+    "tbl TEXT NOT NULL, op TEXT NOT NULL, pk TEXT, row TEXT, old TEXT)",
     "CREATE TABLE IF NOT EXISTS _fqdb_changes_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
     "pruned INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO _fqdb_changes_state (id, pruned) VALUES (1, 0)",
+    "CREATE TABLE IF NOT EXISTS _fqdb_changes_marks (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL)",
 )
 _TIP_SQL = "SELECT seq FROM sqlite_sequence WHERE name = '_fqdb_changes'"
 _EXISTS_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_fqdb_changes'"
@@ -120,8 +129,8 @@ def trigger_sql(info: TableInfo, op: str, old: bool) -> str:
     }[op]
     return (
         f"CREATE TRIGGER {quote(trigger_name(info.name, op))} AFTER {op.upper()} ON "
-        f"{quote(info.name)} BEGIN INSERT INTO _fqdb_changes (tbl, op, pk, row, old, at) "
-        f"VALUES ({_literal(info.name)}, '{op}', {', '.join(values)}, unixepoch()); END"
+        f"{quote(info.name)} BEGIN INSERT INTO _fqdb_changes (tbl, op, pk, row, old) "
+        f"VALUES ({_literal(info.name)}, '{op}', {', '.join(values)}); END"
     )
 
 
@@ -166,6 +175,8 @@ class ChangeLog:
         # Whether the file has a change log (None: look at the next flush).
         self._active: bool | None = None
         self._next_prune = 0.0
+        self._next_mark = 0.0
+        self._marked = 0
 
     # ------------------------------------------------------------ capture
 
@@ -218,7 +229,15 @@ class ChangeLog:
             self._next_prune = now + PRUNE_INTERVAL
             self._prune()
         row = self.conn.execute(_TIP_SQL).fetchone()
-        self._staged_tip = int(row[0]) if row is not None else 0
+        tip = self._staged_tip = int(row[0]) if row is not None else 0
+        if tip > self._marked and now >= self._next_mark:
+            # Rounded up: the mark must not be older than this batch's commit.
+            self.conn.execute(
+                "INSERT OR REPLACE INTO _fqdb_changes_marks (seq, at) VALUES (?, ?)",
+                [tip, int(time.time()) + 1],
+            )
+            self._marked = tip
+            self._next_mark = now + MARK_INTERVAL
 
     def committed(self) -> None:
         """Just after ``COMMIT`` returned: a new tip goes to ``listener``."""
@@ -236,13 +255,11 @@ class ChangeLog:
             return
         low, high = int(low_row[0]), int(low_row[1])
         cutoff = int(time.time() - self.max_age)
-        # Only the oldest PRUNE_CHUNK rows are looked at: seq and `at` rise together.
+        # Marks rise with seq and with time: the newest one older than the cutoff.
         aged = conn.execute(
-            "SELECT max(seq) FROM (SELECT seq, at FROM _fqdb_changes ORDER BY seq LIMIT ?) "
-            "WHERE at < ?",
-            [PRUNE_CHUNK, cutoff],
+            "SELECT max(seq) FROM _fqdb_changes_marks WHERE at < ?", [cutoff]
         ).fetchone()[0]
-        upto = int(aged) if aged is not None else 0
+        upto = min(int(aged), low + PRUNE_CHUNK - 1) if aged is not None else 0
         # seq has no gaps but those pruning made: high - low + 1 bounds the row count.
         excess = (high - low + 1) - int(self.max_rows)
         if excess > 0:
@@ -251,6 +268,7 @@ class ChangeLog:
             return
         self.pruned += conn.execute("DELETE FROM _fqdb_changes WHERE seq <= ?", [upto]).rowcount
         conn.execute("UPDATE _fqdb_changes_state SET pruned = max(pruned, ?) WHERE id = 1", [upto])
+        conn.execute("DELETE FROM _fqdb_changes_marks WHERE seq < ?", [upto])
 
 
 class _RowScope:

@@ -336,7 +336,8 @@ class ClientConnection(asyncio.Protocol):
             # logged changes (PROTOCOL.md, "Change feeds"); the reply says the tip now.
             self._count(op, "ok")
             self.daemon.subscribers.add(self)
-            self.send(ok_reply(request_id, {"tip": self.daemon.changes_tip}))
+            tip = self.daemon.worker.thread.engine.changes.tip
+            self.send(ok_reply(request_id, {"tip": tip}))
             return
         if op == REFUSED_OP:
             # A frame too large once decoded (the decoder never built it): it fails alone.

@@ -132,7 +132,7 @@ class Daemon:
         self.connections: set[ClientConnection] = set()
         #: Connections that sent ``subscribe``: told after each commit that logged changes.
         self.subscribers: set[ClientConnection] = set()
-        #: The change log's tip as last pushed (0 until a commit logs a change).
+        #: The change log's tip as last pushed to subscribers.
         self.changes_tip = 0
         #: ``changes`` events sent, and those merged into a later one (a slow reader).
         self.stats_events = 0
@@ -163,6 +163,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
 
         def listener(tip: int) -> None:
+            if not self.subscribers:
+                return  # nobody to tell: not even a wake-up of the loop (read racily: the
+                # next commit tells a subscriber that came meanwhile, and it reads anyway)
             # Closed loop (shutting down): nobody is left to tell.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.notify_changes, tip)
@@ -264,7 +267,7 @@ class Daemon:
             "max_clients": self.client_limit,
             "request_keys": self.worker.thread.engine.keys.stats.as_dict(),
             "changes": {
-                "tip": self.changes_tip,
+                "tip": self.worker.thread.engine.changes.tip,
                 "subscribers": len(self.subscribers),
                 "events": self.stats_events,
                 "events_merged": self.stats_events_merged,

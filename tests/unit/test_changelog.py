@@ -247,13 +247,21 @@ def test_retention_prunes_by_size_and_age_and_says_when_a_cursor_expired(capture
     error = failed(captured.run_batch([{"op": "changes", "after": 6}])[0], ChangesExpiredError)
     assert "resync" in str(error) and "after='now'" in str(error)
     assert [e[0] for e in log(captured, None)] == [8, 9, 10, 11]  # from the oldest retained
-    # By age: everything older than max_age goes, in steps of at most PRUNE_CHUNK.
-    captured.conn.execute("UPDATE _fqdb_changes SET at = at - 1000 WHERE seq <= 9")
+    # By age: the writer marks the time of its tip (the first batch here marked seq 10).
+    marks = captured.conn.execute("SELECT seq FROM _fqdb_changes_marks").fetchall()
+    assert marks == [(10,)]
     log_.max_rows = 10**6
     log_.max_age = 500
     log_._next_prune = 0.0
     ok(captured.run_batch([ins("n11")])[0])
-    assert [e[0] for e in log(captured, 9)] == [10, 11, 12]
+    assert [e[0] for e in log(captured, 7)] == [8, 9, 10, 11, 12]  # mark 10 is recent
+    # Everything up to a mark older than max_age goes (never a change younger than that).
+    captured.conn.execute(
+        "INSERT INTO _fqdb_changes_marks (seq, at) VALUES (9, unixepoch() - 1000)"
+    )
+    log_._next_prune = 0.0
+    ok(captured.run_batch([ins("n12")])[0])
+    assert [e[0] for e in log(captured, 9)] == [10, 11, 12, 13]
     assert log_.pruned == 9
     assert PRUNE_CHUNK >= 1000  # one pass is bounded, but not trivially small
 
