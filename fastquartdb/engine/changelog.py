@@ -97,8 +97,13 @@ def _value(ref: str) -> str:
     return f"CASE WHEN typeof({ref}) = 'blob' THEN json_object('$hex', hex({ref})) ELSE {ref} END"
 
 
-def _row_json(alias: str, columns: tuple[str, ...]) -> str:
-    pairs = [(c, _value(f"{alias}.{quote(c)}")) for c in columns]
+def _row_json(alias: str, info: TableInfo) -> str:
+    # An INTEGER PRIMARY KEY (the rowid) holds only integers: no blob test for it.
+    rowid = info.pk[0] if info.rowid_pk else None
+    pairs = [
+        (c, f"{alias}.{quote(c)}" if c == rowid else _value(f"{alias}.{quote(c)}"))
+        for c in info.columns
+    ]
     sql = "json_object(" + ", ".join(f"{_literal(c)}, {v}" for c, v in pairs[:_PAIRS]) + ")"
     for start in range(_PAIRS, len(pairs), _PAIRS):
         chunk = pairs[start : start + _PAIRS]
@@ -108,8 +113,10 @@ def _row_json(alias: str, columns: tuple[str, ...]) -> str:
 
 
 def _pk_json(alias: str, info: TableInfo) -> str:
-    keys = info.pk or ("rowid",)
-    refs = [f"{alias}.{quote(k) if k != 'rowid' else 'rowid'}" for k in keys]
+    if info.rowid_pk or not info.pk:
+        key = quote(info.pk[0]) if info.pk else "rowid"
+        return f"json_array({alias}.{key})"  # the rowid: always an integer
+    refs = [f"{alias}.{quote(k)}" for k in info.pk]
     return "json_array(" + ", ".join(_value(r) for r in refs) + ")"
 
 
@@ -120,8 +127,8 @@ def trigger_name(table: str, op: str) -> str:
 
 def trigger_sql(info: TableInfo, op: str, old: bool) -> str:
     """The ``CREATE TRIGGER`` statement that logs ``op`` on table ``info``."""
-    new_row = _row_json("NEW", info.columns)
-    old_row = _row_json("OLD", info.columns) if old else "NULL"
+    new_row = _row_json("NEW", info)
+    old_row = _row_json("OLD", info) if old else "NULL"
     values = {
         "insert": (_pk_json("NEW", info), new_row, "NULL"),
         "update": (_pk_json("NEW", info), new_row, old_row),
