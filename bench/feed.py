@@ -40,14 +40,18 @@ WRITE_GAP = 0.005
 
 
 async def _follow(feed: Any, received: list[tuple[int, int]], stop_at: float) -> None:
-    try:
-        while time.monotonic() < stop_at:
-            try:
-                change = await asyncio.wait_for(feed.__anext__(), stop_at - time.monotonic())
-            except asyncio.TimeoutError:
-                break
+    """Take changes until ``stop_at`` (then the task is cancelled: no timer per change)."""
+
+    async def take() -> None:
+        async for change in feed:
             received.append((int(change.pk), time.monotonic_ns()))
+
+    task = asyncio.ensure_future(take())
+    try:
+        await asyncio.wait({task}, timeout=max(0.0, stop_at - time.monotonic()))
     finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await feed.aclose()
 
 

@@ -136,7 +136,7 @@ class ChangeWatch:
         self._waiters: set[asyncio.Future[None]] = set()
         # Reads shared by consumers that ask the same (same tables, filter, cursor: a page
         # of SSE clients) between two wake-ups; a read begun before a wake-up is not kept.
-        self._shared: dict[str, tuple[int, list[Change]]] = {}
+        self._shared: dict[tuple[Any, ...], tuple[int, list[Change]]] = {}
         self._generation = 0
         #: Reads made, and reads answered from another consumer's identical read.
         self.reads = 0
@@ -178,7 +178,13 @@ class ChangeWatch:
     ) -> tuple[int, list[Change]]:
         """``(tip, changes)`` for ``request``: read, or shared with a consumer that made the
         very same read since the last wake-up (its answer is as fresh as this one's)."""
-        key = json.dumps(request, sort_keys=True, default=str)
+        where = request.get("where")
+        key = (
+            request.get("after"),
+            request.get("limit"),
+            tuple(request.get("tables") or ()),
+            None if where is None else json.dumps(where, default=str),
+        )
         hit = self._shared.get(key)
         if hit is not None:
             self.shared_reads += 1
@@ -238,7 +244,12 @@ class ChangeWatch:
                 try:
                     # Cheap when already subscribed; after a reconnection or a switch to
                     # embedded mode it subscribes on the new transport.
+                    was = self._pushing
                     self._pushing = await self.transport.subscribe(self._on_push)
+                    if self._pushing and not was:
+                        # A commit made before the subscription took effect sent no push:
+                        # one read now sees it instead of the next commit's (or the timer).
+                        self.wake()
                 except (FQDBError, OSError) as exc:
                     self._pushing = False
                     log.debug("change feed: no pushes for now (%s)", exc)
