@@ -17,6 +17,7 @@ FQDB = os.path.join(os.path.dirname(sys.executable), "fqdb")
 
 
 class Note(BaseModel):
+    __tablename__ = "watch_note"  # other test modules have a "note" model
     __changes__ = True
     id = Column("INTEGER", primary_key=True)
     body = Column("TEXT")
@@ -45,8 +46,8 @@ def test_watch_replays_from_a_cursor_as_text_and_json(db_path: str) -> None:
         (2, "insert", "b"),
         (3, "insert", "c"),
     ]
-    text = fqdb("watch", db_path, "note", "--after", "0", "--count", "1")
-    assert text.stdout.split("\t")[:4] == ["1", "insert", "note", "1"]
+    text = fqdb("watch", db_path, "watch_note", "--after", "0", "--count", "1")
+    assert text.stdout.split("\t")[:4] == ["1", "insert", "watch_note", "1"]
     bad = fqdb("watch", db_path, "--after", "soon", "--count", "1")
     assert bad.returncode == 1 and "after must be" in bad.stderr
 

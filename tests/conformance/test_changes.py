@@ -13,6 +13,7 @@ from fastquartdb import AsyncDatabaseManager, BaseModel, Change, Column, Interfa
 
 
 class Item(BaseModel):
+    __tablename__ = "feed_item"  # tests/conformance/models.py has an "item" model
     __changes__ = {"old": True}
     id = Column("INTEGER", primary_key=True)
     name = Column("TEXT", nullable=False)
@@ -34,20 +35,20 @@ async def take(feed: Any, count: int) -> list[Change]:
 async def test_backlog_then_live_changes_with_no_gap(db: AsyncDatabaseManager) -> None:
     if db.mode == "dqlite":
         with pytest.raises(InterfaceError, match="not available on a dqlite cluster"):
-            db.changes(["item"])
+            db.changes(["feed_item"])
         return
     await Item.insert({"name": "a", "qty": 1, "when": dt.date(2026, 1, 2), "blob": b"\x00\x01"})
     await Item.update({"qty": 2}, {"name": "a"})
     follower = asyncio.create_task(take(Item.changes(after=0), 5))
     await Item.insert_many([{"name": "b"}, {"name": "c"}])
-    await db.execute("DELETE FROM item WHERE name = 'b'")
+    await db.execute("DELETE FROM feed_item WHERE name = 'b'")
     got = await asyncio.wait_for(follower, 30)
     assert [(c.seq, c.table, c.op, c.pk) for c in got] == [
-        (1, "item", "insert", 1),
-        (2, "item", "update", 1),
-        (3, "item", "insert", 2),
-        (4, "item", "insert", 3),
-        (5, "item", "delete", 2),
+        (1, "feed_item", "insert", 1),
+        (2, "feed_item", "update", 1),
+        (3, "feed_item", "insert", 2),
+        (4, "feed_item", "insert", 3),
+        (5, "feed_item", "delete", 2),
     ]
     # The model's types come back: a date, bytes; old values as the model logs them.
     assert got[0].row == {
@@ -64,7 +65,7 @@ async def test_backlog_then_live_changes_with_no_gap(db: AsyncDatabaseManager) -
     assert after_three.seq == 4
     big = await take(Item.changes(after=0, filters={"qty": [(">=", 2)]}), 1)
     assert [(c.seq, c.op) for c in big] == [(2, "update")]
-    raw = await take(db.changes(["item"], after="1"), 4)  # a Last-Event-ID is text
+    raw = await take(db.changes(["feed_item"], after="1"), 4)  # a Last-Event-ID is text
     assert [c.seq for c in raw] == [2, 3, 4, 5]
     assert raw[0].row is not None and raw[0].row["blob"] == b"\x00\x01"  # untyped: bytes too
 
@@ -90,5 +91,5 @@ async def test_every_captured_table_by_default(db: AsyncDatabaseManager) -> None
         pytest.skip("not on dqlite: change feeds are not available there (README)")
     await Item.insert({"name": "x"})
     got = await take(db.changes(None, after=None), 1)  # every captured table
-    assert got[0].table == "item"
+    assert got[0].table == "feed_item"
     assert AsyncDatabaseManager.get() is db

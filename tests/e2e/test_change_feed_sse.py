@@ -98,6 +98,7 @@ async def test_the_example_page_streams_messages_from_every_worker(tmp_path: Pat
 
 
 class Tick(BaseModel):
+    __tablename__ = "sse_tick"
     __changes__ = True
     id = Column("INTEGER", primary_key=True)
     label = Column("TEXT")
