@@ -64,6 +64,8 @@ const rows = document.getElementById("rows"), status = document.getElementById("
 const feed = new EventSource("/messages/changes");
 feed.onopen = () => { status.textContent = "live"; };
 feed.onerror = () => { status.textContent = "reconnecting…"; };
+// The cursor fell off the retained log: start again from what the table holds now.
+feed.addEventListener("expired", () => { feed.close(); location.reload(); });
 for (const op of ["insert", "update", "delete"]) {
   feed.addEventListener(op, (event) => {
     const change = JSON.parse(event.data), row = change.row || change.old || {};

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .client import AsyncDatabaseManager, Change
 from .protocol.errors import (
+    ChangesExpiredError,
     FQDBError,
     IdempotencyKeyError,
     IntegrityError,
@@ -448,7 +449,12 @@ async def sse_stream(
     changes: AsyncIterator[Change], *, heartbeat: float = SSE_HEARTBEAT
 ) -> AsyncGenerator[bytes, None]:
     """The bytes of an SSE response body for ``changes``, with a heartbeat comment every
-    ``heartbeat`` seconds without a change. Closing the stream closes ``changes``."""
+    ``heartbeat`` seconds without a change. Closing the stream closes ``changes``.
+
+    A cursor that fell off the retained log ends the stream with an ``expired`` event
+    (``data: {"error": ...}``): the page must resync (reload its rows) and reconnect
+    without ``Last-Event-ID``, since an ``EventSource`` that simply reconnected would
+    send the same expired id again."""
     loop = asyncio.get_running_loop()
     pending: asyncio.Future[Change] | None = None
     try:
@@ -463,6 +469,9 @@ async def sse_stream(
             try:
                 change = pending.result()
             except StopAsyncIteration:
+                return
+            except ChangesExpiredError as exc:
+                yield f"event: expired\ndata: {json.dumps({'error': str(exc)})}\n\n".encode()
                 return
             finally:
                 pending = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -212,3 +213,23 @@ def test_the_example_page_in_a_headless_browser(tmp_path: Path) -> None:
         assert shot.exists() and shot.stat().st_size > 1000
     finally:
         server.stop()
+
+
+async def test_sse_stream_formats_events_and_ends_on_an_expired_cursor() -> None:
+    from fastquartdb import Change, ChangesExpiredError
+    from fastquartdb.integrations import sse_stream
+
+    async def feed() -> Any:
+        yield Change(7, "t", "insert", 1, {"id": 1, "b": b"\x01", "d": dt.date(2026, 1, 2)}, None)
+        await asyncio.sleep(0.3)  # long enough for two heartbeats
+        raise ChangesExpiredError("changes after seq 7 are no longer in the change log")
+
+    chunks = [chunk async for chunk in sse_stream(feed(), heartbeat=0.1)]
+    text = b"".join(chunks).decode()
+    assert text.startswith("retry: 1000\n\n")
+    assert 'id: 7\nevent: insert\ndata: {"seq":7,"table":"t","op":"insert","pk":1,' in text
+    assert '"b":{"$hex":"01"},"d":"2026-01-02"' in text
+    assert text.count(": heartbeat\n\n") >= 2
+    assert text.endswith(
+        'event: expired\ndata: {"error": "changes after seq 7 are no longer in the change log"}\n\n'
+    )
