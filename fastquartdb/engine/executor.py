@@ -180,11 +180,10 @@ class Engine:
         self.deadlines = Deadlines(conn, statement_timeout, max_statement_timeout)
         #: The records that make a resent write run once (see :mod:`.requestkeys`).
         self.keys = RequestKeys(conn)
-        #: The log of committed changes of captured tables (see :mod:`.changelog`).
+        #: The log of committed changes of captured tables (see :mod:`.changelog`). Like
+        #: ``keys`` it writes with the transaction: ``flush()`` just before COMMIT (after the
+        #: records), ``committed()`` just after it (which announces the new tip).
         self.changes = ChangeLog(conn)
-        # What is written with a write transaction just before its COMMIT, in this order:
-        # each has begin() (the transaction starts) and flush() (COMMIT is next).
-        self._with_commit: tuple[RequestKeys | ChangeLog, ...] = (self.keys, self.changes)
 
     # ------------------------------------------------------------------ setup
 
@@ -686,8 +685,7 @@ class Engine:
             results: list[tuple[int, Outcome]] = []
             lost: tuple[int, FQDBError] | None = None
             keys = self.keys
-            for part in self._with_commit:
-                part.begin()
+            keys.begin()
             for i in todo:
                 req = requests[i]
                 if "key" in req or "idempotency_key" in req:
@@ -712,8 +710,8 @@ class Engine:
                     return
                 continue
             try:
-                for part in self._with_commit:
-                    part.flush()
+                keys.flush()
+                self.changes.flush()  # in the same transaction, after the records
             except KeyConflict:
                 # A first send was run elsewhere already (its client resent it while this
                 # writer was stopped): undo, and run the group again looking every key up.
