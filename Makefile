@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # `make test` and `make run` never install it.
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: all venv bench-venv run test lint fmt typecheck pytest clean bench bench-deps bench-quick fuzz test-dqlite
+.PHONY: all venv bench-venv run test lint fmt typecheck pytest clean bench bench-deps bench-quick fuzz test-dqlite soak-keys
 
 all: test
 
@@ -51,6 +51,10 @@ test-dqlite: $(STAMP)
 ## bench: the benchmark suite (all scenarios, 3 interleaved repeats, ~8 min)
 bench: $(BENCH_STAMP) bench-deps
 	$(BIN)/python -m bench
+
+## soak-keys: 10 minutes of 4x16 writers; do the request-key records stay bounded? (bench/results/soak-keys.md)
+soak-keys: $(BENCH_STAMP)
+	$(BIN)/python -m bench.soak_keys --minutes 10
 
 ## bench-deps: wrk for S8/S9 (the Debian package), installed when missing and we are root
 bench-deps:

@@ -11,6 +11,8 @@ Contenders (names used on the command line, in JSON and in charts):
                       worker's own read-only connections (local readers, the default).
 ``daemon_writer_reads`` the same with ``readers=0``: every read goes to the daemon (as before
                       issue 18); the baseline of R4.
+``daemon_nokeys``     ``daemon`` with ``request_keys=False``: writes carry no request key (as
+                      before issue 14); the baseline of K1/K2.
 ``daemon_changes``    the daemon with change capture on for ``user`` (``init_engine(changes=
                       ["user"])``: the log's triggers in every write), S10 against ``daemon``.
 ``embedded``          fastquartdb models, engine in-process (``mode="embedded"``).
@@ -107,12 +109,14 @@ class FastQuartDBClient(Client):
         mode: str,
         use_filelock: bool = False,
         readers: int | None = None,
+        request_keys: bool = True,
         changes: bool = False,
     ) -> None:
         super().__init__(*args)
         self.mode = mode
         self.use_filelock = use_filelock
         self.readers = readers
+        self.request_keys = request_keys
         self.changes = changes
 
     async def open(self) -> None:
@@ -124,6 +128,7 @@ class FastQuartDBClient(Client):
             synchronous=self.synchronous,
             busy_timeout=BUSY_TIMEOUT,
             readers=self.readers,
+            request_keys=self.request_keys,
             changes=["user"] if self.changes else None,
         )
         if db.mode != self.mode:
@@ -275,6 +280,7 @@ class Sqlite3Client(Client):
 CONTENDERS: dict[str, tuple[str, bool]] = {
     "daemon": ("fastquartdb daemon", True),
     "daemon_writer_reads": ("fastquartdb daemon, readers=0", True),
+    "daemon_nokeys": ("fastquartdb daemon, request_keys=False", True),
     "daemon_replicate": ("fastquartdb daemon + Litestream", True),
     "daemon_changes": ("fastquartdb daemon, change capture on", True),
     "embedded": ("fastquartdb embedded", False),
@@ -305,6 +311,8 @@ def make_client(contender: str, db: str, synchronous: str, socket: str | None) -
     args = (db, synchronous, socket)
     if contender in ("daemon", "daemon_replicate"):
         return FastQuartDBClient(*args, mode="daemon")
+    if contender == "daemon_nokeys":
+        return FastQuartDBClient(*args, mode="daemon", request_keys=False)
     if contender == "daemon_changes":
         return FastQuartDBClient(*args, mode="daemon", changes=True)
     if contender == "daemon_writer_reads":

@@ -126,7 +126,7 @@ class Target:
     scale: float = 1.0
 
 
-#: The targets of issues 8 (T) and 18 (R). Case names are ``scenario:contender:synchronous``.
+#: The targets of issues 8 (T), 18 (R) and 14 (K). Case names are ``scenario:contender:synchronous``.
 TARGETS: tuple[Target, ...] = (
     Target("T1", "S1", "S1 FULL throughput: daemon ≥ 4x plain aiosqlite per process",
            "throughput", "S1:daemon:full", "S1:aiosqlite:full", 4.0, ">="),
@@ -167,6 +167,11 @@ TARGETS: tuple[Target, ...] = (
            "throughput", "S8:daemon:full", "S8:aiosqlite:full", 1.0, ">="),
     Target("R6b", "S9", "S9 web 50/50 (hypercorn -w 4, wrk -c64): daemon ≥ 1.3x the aiosqlite app",
            "throughput", "S9:daemon:full", "S9:aiosqlite:full", 1.3, ">="),
+    # Issue 14: exactly-once writes.
+    Target("K1", "S1", "S1 FULL writes with request keys ≥ 0.9x the same run without keys",
+           "throughput", "S1:daemon:full", "S1:daemon_nokeys:full", 0.9, ">="),
+    Target("K2", "S1", "S1 NORMAL writes with request keys ≥ 0.9x the same run without keys",
+           "throughput", "S1:daemon:normal", "S1:daemon_nokeys:normal", 0.9, ">="),
     # Issue 16: change feeds.
     Target("C1", "S10", "S10 FULL writes: change capture on ≥ 0.85x capture off (daemon)",
            "throughput", "S10:daemon_changes:full", "S10:daemon:full", 0.85, ">="),

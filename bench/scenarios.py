@@ -162,6 +162,7 @@ def scenarios_for(sizes: Sizes) -> dict[str, Scenario]:
                 [
                     "daemon",
                     "daemon_writer_reads",
+                    "daemon_nokeys",
                     "daemon_replicate",
                     "embedded",
                     "embedded_filelock",

@@ -356,6 +356,9 @@ async def cmd_stats(args: argparse.Namespace) -> int:
         "transactions": stats.get("transactions"),
         "txn_timeouts": stats.get("txn_timeouts"),
         "refused": stats.get("refused"),
+        # Writes resent after a lost connection, and those answered from their record.
+        "writes_resent": (stats.get("request_keys") or {}).get("resent"),
+        "writes_deduplicated": (stats.get("request_keys") or {}).get("deduplicated"),
         # Each client's requests here and where its reads ran (local readers or this daemon).
         "per_client": [c for c in stats.get("per_client") or [] if c.get("pid") != me],
         "protocol_errors": stats.get("protocol_errors"),

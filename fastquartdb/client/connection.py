@@ -19,6 +19,7 @@ import contextlib
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +124,7 @@ class SocketTransport(Transport):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
+        self.request_keys = True
         # Called with the tip of each "changes" event (after subscribe()).
         self._on_changes: Callable[[int], None] | None = None
 
@@ -204,6 +206,10 @@ class SocketTransport(Transport):
                 "pass socket= for this file's daemon"
             )
         self.server = hello
+        ops = hello.get("ops")
+        #: Whether the daemon records request keys (it lists ``resolve``); an older one
+        #: would ignore them, and a resend could run twice (see :meth:`request`).
+        self.request_keys = isinstance(ops, list) and "resolve" in ops
         self._max_frame = int(hello.get("max_frame") or self._max_frame)
         max_reply = hello.get("max_reply")
         if type(max_reply) is int and max_reply > 0:
@@ -282,6 +288,8 @@ class SocketTransport(Transport):
             raise self.refusal
         if self.lost is not None:
             raise self._lost_error(request, self.lost, sent=False)
+        if "key" in request or "idempotency_key" in request:
+            self._keyed(request)
         request_id = self._next_id
         self._next_id = request_id + 1
         request["id"] = request_id
@@ -314,6 +322,24 @@ class SocketTransport(Transport):
             raise self._lost_error(request, exc) from None
         finally:
             del self._pending[request_id]
+
+    def _keyed(self, request: dict[str, Any]) -> None:
+        """Stamp a keyed request with when we stop waiting for it, or unkey it for a daemon
+        that does not record keys."""
+        if not self.request_keys and self.server:
+            if "idempotency_key" in request:
+                raise InterfaceError(
+                    f"the fqdb-server on {self.socket_path} ({self.server.get('server')}) "
+                    "does not support idempotency_key; upgrade it"
+                )
+            # Unkeyed, a write lost with the connection is reported as outcome unknown.
+            request.pop("key", None)
+            request.pop("acked", None)
+            request.pop("resent", None)
+            return
+        if self.request_timeout is not None:
+            # A stopped daemon that resumes after we resent this elsewhere must not run it.
+            request["expires"] = time.time() + self.request_timeout
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -411,5 +437,5 @@ def _outcome(request: dict[str, Any]) -> str:
     if request.get("op") in RESENDABLE_OPS:
         return ""
     if "key" in request or "idempotency_key" in request:
-        return "; it carries a request key, so it may be resent safely"
+        return ""  # the failover layer resends it, or says why it cannot
     return "; its outcome is unknown: it may or may not have been committed"

@@ -35,6 +35,7 @@ from ..protocol.errors import (
     AccessDeniedError,
     ConnectionLostError,
     DaemonUnavailableError,
+    DatabaseBusyError,
     FQDBError,
     InterfaceError,
     RequestTimeoutError,
@@ -171,17 +172,17 @@ class FailoverTransport(Transport):
             if not keyed:
                 transport = await self._recover(transport)
                 return await transport.request(request)
-            return await self._resend(transport, request, exc)
-        except RequestTimeoutError as exc:
+            return await self._resend(transport, request)
+        except RequestTimeoutError:
             if self._closed or not ("key" in request or "idempotency_key" in request):
                 raise
             # No reply in time (a stopped daemon): give up on that connection, so whatever
             # it still answers goes nowhere, and resend, keyed, where a writer answers.
             if isinstance(transport, SocketTransport):
                 transport.abandon(f"no reply within {transport.request_timeout:g} s")
-            return await self._resend(transport, request, exc)
+            return await self._resend(transport, request)
 
-    async def _resend(self, failed: Transport, request: dict[str, Any], cause: FQDBError) -> Any:
+    async def _resend(self, failed: Transport, request: dict[str, Any]) -> Any:
         """Send a keyed write again until a writer answers or the reconnect window ends.
 
         The writer answers a key it has recorded from the record, so the write runs at
@@ -197,21 +198,24 @@ class FailoverTransport(Transport):
                 transport = await self._recover(transport)
             except DaemonUnavailableError as exc:
                 raise ConnectionLostError(
-                    f"{cause}; no writer could be reached ({exc}): {request.get('op')} will "
-                    "not be resent, and whether it committed is unknown"
+                    _not_resent(request, f"no writer could be reached ({exc})")
                 ) from None
             request["resent"] = True
             self.resent += 1
             try:
                 return await transport.request(request)
-            except ConnectionLostError as exc:
+            except (ConnectionLostError, RequestTimeoutError, DatabaseBusyError) as exc:
+                # Lost again, or a writer that cannot take it yet (a stopped daemon holding
+                # the file's write lock): its first send may still commit, so only the key
+                # makes another try safe; keep trying within the window.
                 if self._closed or time.monotonic() >= deadline:
                     raise ConnectionLostError(
-                        f"{exc}; resent after a lost connection and lost again: "
-                        f"{request.get('op')} will not be resent, and whether it committed "
-                        "is unknown"
+                        _not_resent(request, f"it was resent and failed again ({exc})")
                     ) from None
-                cause = exc
+                if isinstance(exc, RequestTimeoutError) and isinstance(transport, SocketTransport):
+                    transport.abandon(f"no reply within {transport.request_timeout:g} s")
+                elif isinstance(exc, DatabaseBusyError):
+                    await asyncio.sleep(0.05)
 
     async def _in_transaction(self, txn: Any, request: dict[str, Any]) -> Any:
         op = request.get("op")
@@ -239,11 +243,16 @@ class FailoverTransport(Transport):
             )
         try:
             result = await owner.request(request)
-        except ConnectionLostError as exc:
+        except (ConnectionLostError, RequestTimeoutError) as exc:
             self._txn_owner.pop(txn, None)
             if ends and op == "commit" and "key" in request and not self._closed:
+                if isinstance(exc, RequestTimeoutError) and isinstance(owner, SocketTransport):
+                    # Give up on that connection first: the daemon then rolls the
+                    # transaction back, unless it commits before it notices; resolve says.
+                    owner.abandon(f"no reply within {owner.request_timeout:g} s")
                 return await self._resolve_commit(owner, request, exc)
-            self._recover_in_background(owner)
+            if isinstance(exc, ConnectionLostError):
+                self._recover_in_background(owner)
             raise
         except BaseException:
             if op == "begin" and top:
@@ -268,7 +277,7 @@ class FailoverTransport(Transport):
         try:
             transport = await self._recover(failed)
             answer = await transport.request({"op": "resolve", "key": request["key"]})
-        except (DaemonUnavailableError, ConnectionLostError) as exc:
+        except (DaemonUnavailableError, ConnectionLostError, RequestTimeoutError) as exc:
             raise ConnectionLostError(
                 f"{cause}; the commit's outcome could not be asked ({exc}): "
                 "whether the transaction committed is unknown"
@@ -369,3 +378,12 @@ class FailoverTransport(Transport):
             await self._current.close()
         if self._embedded is not None:
             await self._embedded.close()
+
+
+def _not_resent(request: dict[str, Any], why: str) -> str:
+    op = request.get("op")
+    return (
+        f"the connection to the daemon was lost with {op} in flight and {why}: {op} will not "
+        "be resent, and whether it committed is unknown; to retry such a write safely "
+        "yourself, give it an idempotency_key"
+    )

@@ -43,7 +43,11 @@ class KeyIssuer:
         return seq
 
     def done(self, seq: int) -> None:
-        """The request of ``seq`` has its answer (a result or an error): its record may go."""
+        """The request of ``seq`` has its answer (a result or an error): its record may go.
+
+        (The writer keeps the records of resent requests anyway, until their age: a copy
+        of one may still come from a writer this client gave up on.)
+        """
         self._open.discard(seq)
 
     @property

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from ..engine import ReaderPool
@@ -115,8 +116,17 @@ class ReadRouter:
             return POOL
         return WRITER
 
-    async def request(self, request: dict[str, Any], raw_read: bool = False) -> Any:
-        """Run ``request`` where :meth:`route` says; its result, or the error it failed with."""
+    def request(self, request: dict[str, Any], raw_read: bool = False) -> Awaitable[Any]:
+        """Run ``request`` where :meth:`route` says; awaits its result, or the error it failed
+        with."""
+        op = request.get("op")
+        if not raw_read and op not in _MODEL_READS and op not in _SCHEMA_OPS:
+            # A write route() would send to the writer anyway, with nothing to count or to
+            # do after it: the writer's own awaitable, without a coroutine frame per write.
+            return self.writer.request(request)
+        return self._request(request, raw_read)
+
+    async def _request(self, request: dict[str, Any], raw_read: bool) -> Any:
         where = self.route(request, raw_read)
         if where == WRITER:
             op = request.get("op")

@@ -184,6 +184,8 @@ class ChangeLog:
         self._next_prune = 0.0
         self._next_mark = 0.0
         self._marked = 0
+        # conn.total_changes at the last flush: a batch that changed nothing skips it.
+        self._changes_seen = -1
 
     # ------------------------------------------------------------ capture
 
@@ -225,7 +227,20 @@ class ChangeLog:
         """A write transaction starts (nothing is staged: the triggers write the log)."""
 
     def flush(self) -> None:
-        """Just before ``COMMIT``: prune one step if due, and read the tip."""
+        """Just before ``COMMIT``: prune one step if due, and read the tip.
+
+        Nothing at all when the transaction changed no row (no statement for a batch of
+        refused requests): only a change can have logged anything.
+        """
+        if self.conn.total_changes == self._changes_seen:
+            return
+        try:
+            self._flush()
+        finally:
+            # After its own writes (pruning, a mark): they are not a reason to look again.
+            self._changes_seen = self.conn.total_changes
+
+    def _flush(self) -> None:
         active = self._active
         if active is None:
             active = self._active = self.conn.execute(_EXISTS_SQL).fetchone() is not None

@@ -99,8 +99,21 @@ class Deadlines:
             )
         return float(asked)
 
-    def start(self, request: dict[str, Any], timeout: float | None) -> None:
-        """``request`` starts running now, for at most ``timeout`` seconds."""
+    def start(self, request: dict[str, Any]) -> None:
+        """``request`` starts running now, for at most the seconds :meth:`timeout_for` gives it.
+
+        One call per request on the engine's hot path: the default timeout is taken
+        here without asking :meth:`timeout_for` (only raw SQL and migrations differ).
+
+        Raises:
+            ValidationError: the request's own ``timeout`` is invalid (nothing started).
+        """
+        op = request.get("op")
+        timeout = (
+            self.statement_timeout
+            if op != "execute" and op != "ensure_table"
+            else self.timeout_for(request)
+        )
         self._why = None
         self._limit = timeout
         now = time.monotonic()

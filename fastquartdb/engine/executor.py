@@ -71,6 +71,7 @@ from .statements import (
     check_value,
     check_values,
 )
+from .steps import run as run_steps
 
 __all__ = ["LOCAL_READ_OPS", "Engine", "Outcome", "translate_sqlite_error"]
 
@@ -110,6 +111,10 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
                 raise translate_sqlite_error(exc) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+def _malformed(req: dict[str, Any], exc: Exception) -> ValidationError:
+    return ValidationError(f"malformed {_op(req) or 'request'}: {type(exc).__name__}: {brief(exc)}")
 
 
 def _op(req: dict[str, Any]) -> str:
@@ -171,7 +176,7 @@ class Engine:
             "begin": self._begin,
             "commit": self._commit,
             "rollback": self._rollback,
-            "resolve": lambda req: self.keys.resolve(req),
+            "resolve": lambda req: run_steps(self.conn, self.keys.resolve(req)),
             "changes": lambda req: read_changes(self.conn, req, self.table),
         }
         #: The raw-SQL rules (an authorizer on ``conn``; see :mod:`.sandbox`).
@@ -179,7 +184,7 @@ class Engine:
         #: Every request's deadline (a progress handler on ``conn``; see :mod:`.deadline`).
         self.deadlines = Deadlines(conn, statement_timeout, max_statement_timeout)
         #: The records that make a resent write run once (see :mod:`.requestkeys`).
-        self.keys = RequestKeys(conn)
+        self.keys = RequestKeys()
         #: The log of committed changes of captured tables (see :mod:`.changelog`). Like
         #: ``keys`` it writes with the transaction: ``flush()`` just before COMMIT (after the
         #: records), ``committed()`` just after it (which announces the new tip).
@@ -274,9 +279,13 @@ class Engine:
         self._schema_version = version
         return True
 
-    def _forget_schema(self) -> None:
+    def _rolled_back(self) -> None:
+        """A transaction was rolled back: its DDL (a table, the record tables) is gone too."""
+        self._forget_schema()
         self.keys.forget_schema()
-        self.changes.forget_schema()
+
+    def _forget_schema(self) -> None:
+        self.changes.forget_schema()  # the log's tables may have come or gone too
         self._tables.clear()
         self._insert_sql.clear()
         self._select_sql.clear()
@@ -520,13 +529,19 @@ class Engine:
             return
         if "key" in req and self.conn.in_transaction:
             try:
-                self.keys.record_commit(req)  # with the transaction: see requestkeys.py
+                run_steps(self.conn, self.keys.record_commit(req))  # see requestkeys.py
             except FQDBError:
                 self.conn.execute("ROLLBACK")
+                self._rolled_back()
                 raise
         if self.conn.in_transaction:
             self.changes.flush()
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            self.keys.forget_schema()  # the record tables may have been made by this one
+            self.changes.forget_schema()
+            raise
         self.changes.committed()
 
     def _rollback(self, req: dict[str, Any]) -> None:
@@ -536,6 +551,7 @@ class Engine:
             self.conn.execute(f"RELEASE {quote(name)}")
         elif self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+            self.keys.forget_schema()
 
     # ------------------------------------------------------------------ running
 
@@ -571,10 +587,12 @@ class Engine:
             raise (self.sandbox.refusal() or translate_sqlite_error(exc)) from None
 
     def _execute_safely(self, req: dict[str, Any]) -> Outcome:
-        self.sandbox.refusal()  # a refusal from before this request is not its own
+        sandbox = self.sandbox
+        if sandbox.denied is not None:
+            sandbox.refusal()  # a refusal from before this request is not its own
         deadlines = self.deadlines
         try:
-            deadlines.start(req, deadlines.timeout_for(req))
+            deadlines.start(req)
         except ValidationError as exc:
             return False, exc
         try:
@@ -585,9 +603,7 @@ class Engine:
         except Exception as exc:
             # Input no check foresaw (a list where a name goes, a value nested 1000 deep):
             # this request fails, and its batch and the daemon go on.
-            return False, ValidationError(
-                f"malformed {_op(req) or 'request'}: {type(exc).__name__}: {brief(exc)}"
-            )
+            return False, _malformed(req, exc)
         finally:
             deadlines.finish()
 
@@ -650,10 +666,18 @@ class Engine:
         if all(_op(req) in READ_OPS for req in requests):
             return [self._run_one(req, False) for req in requests]
         outcomes: list[Outcome] = [(False, _NO_TXN_ERROR)] * len(requests)
+        self.keys.check_all = False
         # Outside an interactive transaction begin/commit/rollback would end the shared batch.
         todo = [i for i, req in enumerate(requests) if _op(req) not in TRANSACTION_OPS]
         if todo:
-            self._run_group(requests, todo, outcomes)
+            try:
+                self._run_group(requests, todo, outcomes)
+            except BaseException:
+                # A bug, not a request's failure: never leave the shared transaction open.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                self._rolled_back()
+                raise
         return outcomes
 
     def _run_group(
@@ -698,7 +722,7 @@ class Engine:
                     break
                 results.append((i, outcome))
             if lost is not None:
-                self._forget_schema()  # DDL of the lost transaction is undone too
+                self._rolled_back()  # DDL of the lost transaction is undone too
                 culprit, reason = lost
                 outcomes[culprit] = (False, reason)
                 todo = [i for i in todo if i != culprit]
@@ -710,13 +734,13 @@ class Engine:
                     return
                 continue
             try:
-                keys.flush()
+                run_steps(conn, keys.flush())
                 self.changes.flush()  # in the same transaction, after the records
             except KeyConflict:
                 # A first send was run elsewhere already (its client resent it while this
                 # writer was stopped): undo, and run the group again looking every key up.
                 conn.execute("ROLLBACK")
-                self._forget_schema()
+                self._rolled_back()
                 if keys.check_all:  # looked up and still colliding: do not loop
                     keys.check_all = False
                     error = OperationalError("request keys collided twice in one batch")
@@ -725,11 +749,15 @@ class Engine:
                     return
                 keys.check_all = True
                 continue
-            except sqlite3.Error as exc:  # the disk is full, or the like: nothing commits
+            except Exception as exc:  # the disk is full, or the like: nothing commits
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self._forget_schema()
-                error = translate_sqlite_error(exc)
+                self._rolled_back()
+                error = (
+                    translate_sqlite_error(exc)
+                    if isinstance(exc, sqlite3.Error)
+                    else OperationalError(f"request keys could not be recorded: {brief(exc)}")
+                )
                 for i in todo:
                     outcomes[i] = (False, error)
                 return
@@ -738,7 +766,7 @@ class Engine:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                self._forget_schema()
+                self._rolled_back()
                 error = translate_sqlite_error(exc)
                 if len(todo) == 1 or not isinstance(error, IntegrityError):
                     for i in todo:
@@ -748,42 +776,68 @@ class Engine:
                 self._run_group(requests, todo[:half], outcomes)
                 self._run_group(requests, todo[half:], outcomes)
                 return
+            keys.committed()
             self.changes.committed()
-            keys.check_all = False
             for i, outcome in results:
                 outcomes[i] = outcome
             return
 
     def _run_keyed(self, req: dict[str, Any]) -> Outcome:
-        """Run a request that carries a key: answered from its record, or run and recorded."""
+        """Run a request that carries a key: answered from its record, or run and recorded.
+
+        Every check of the key's fields comes before the request runs. Should staging its
+        record fail after all, the request's changes must not commit without it: the
+        transaction is rolled back, and ``_run_group`` runs the others again without it.
+        """
         if req.get("op") == "resolve":
             return self._run_one(req, True)
         keys = self.keys
-        try:
-            recorded = keys.lookup(req)
-        except FQDBError as exc:
-            return False, exc
-        except sqlite3.Error as exc:
-            return False, translate_sqlite_error(exc)
+        if "expires" in req:
+            refused = keys.expired(req)
+            if refused is not None:
+                return refused
+        auto = keys.first_send(req)
+        if auto is not None:
+            # The hot path: a plain write's first send. No lookup, not even in this batch:
+            # another copy of it here would collide at flush, and the rerun looks up.
+            recorded = None
+        else:
+            try:
+                recorded = keys.answer(req)
+                if recorded is None and keys.needs_lookup(req):
+                    recorded = run_steps(self.conn, keys.lookup(req))
+            except FQDBError as exc:
+                return False, exc
+            except sqlite3.Error as exc:
+                return False, translate_sqlite_error(exc)
+            except Exception as exc:  # content no check foresaw (nested 1000 deep)
+                return False, _malformed(req, exc)
         if recorded is not None:
             return recorded
-        conn = self.conn
-        before = conn.total_changes
         outcome = self._run_one(req, True)
+        conn = self.conn
         if outcome[0] and conn.in_transaction:
             result = outcome[1]
-            # A raw statement that only read (rows, no change) is not worth a record: it
-            # may be run again, and its rows may be large.
-            if (
-                req.get("op") != "execute"
-                or conn.total_changes != before
-                or not result.get("columns")
-            ):
+            if req.get("op") != "execute" or self._raw_wrote(result):
                 try:
-                    keys.stage(req, result)
-                except FQDBError as exc:
-                    return False, exc
+                    if auto is not None:
+                        keys.stage_first(auto, result)
+                    else:
+                        keys.stage(req, result)
+                except Exception as exc:
+                    conn.execute("ROLLBACK")
+                    return False, OperationalError(
+                        f"{_op(req)} rolled back: its request key could not be recorded "
+                        f"({brief(exc)})"
+                    )
         return outcome
+
+    @staticmethod
+    def _raw_wrote(result: dict[str, Any]) -> bool:
+        """Whether a raw ``execute`` is worth a record: it changed rows or the schema, or
+        returned no rows. A statement that only read (rows, nothing changed) may run again,
+        and its rows may be large. (``rowcount`` is -1 for a SELECT, >= 0 for DML.)"""
+        return result.get("rowcount", -1) >= 0 or not result.get("columns")
 
     def run_in_transaction(self, requests: list[dict[str, Any]]) -> list[Outcome]:
         """Run requests of an interactive transaction (already begun, or begun by them).

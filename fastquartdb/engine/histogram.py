@@ -41,6 +41,13 @@ class Buckets:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
+    def add_many(self, values: Sequence[float]) -> None:
+        """Count each of ``values``: :meth:`add` without a call per value."""
+        counts, bounds = self.counts, self.bounds
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+        self.total += sum(values)
+
     def snapshot(self) -> tuple[list[int], float]:
         """(per-bucket counts, sum) as of now; ``sum(counts)`` is the number of values."""
         return list(self.counts), self.total

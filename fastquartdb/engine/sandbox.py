@@ -200,6 +200,23 @@ _TEMP_CREATE = frozenset(
 _VTABLE_SQL = re.compile(r"^\s*create\s+virtual\s+table", re.I)
 
 
+def _internal(table: str | None, inner: str | None) -> bool:
+    """A write or DDL on one of FastQuartDB's own tables (``_fqdb_*``) that is not made by
+    one of FastQuartDB's own triggers (also named ``_fqdb_*``)."""
+    return (
+        table is not None
+        and table.lower().startswith("_fqdb_")
+        and not (inner is not None and inner.lower().startswith("_fqdb_"))
+    )
+
+
+def _internal_why(table: str) -> str:
+    return (
+        f"table {table!r} holds FastQuartDB's own records (request keys, change log) and may "
+        "only be read from raw SQL: no writes, indexes or triggers on it"
+    )
+
+
 def enable_defensive(conn: sqlite3.Connection) -> bool:
     """Switch on ``SQLITE_DBCONFIG_DEFENSIVE`` where Python offers it; True if it did.
 
@@ -226,7 +243,9 @@ class Sandbox:
         #: Whether SQLite's defensive mode is on (Python 3.12+).
         self.defensive = enable_defensive(conn) if defensive else False
         self._armed = False
-        self._denied: str | None = None
+        #: Why the authorizer refused the last statement, until :meth:`refusal` tells it
+        #: (None: nothing refused). Read it to skip that call on the hot path.
+        self.denied: str | None = None
         # Virtual tables (lower-case) of the schema as of the last raw statement, and the
         # ones the current statement already went through (its module may then write
         # their shadow tables: SQLite compiles those writes as statements of their own).
@@ -246,7 +265,7 @@ class Sandbox:
                 (other sqlite3 errors propagate unchanged).
         """
         self._load_vtables()
-        self._denied = None
+        self.denied = None
         self._touched.clear()
         self._dropping.clear()
         self._armed = True
@@ -258,12 +277,12 @@ class Sandbox:
         try:
             yield
         except sqlite3.DatabaseError:
-            if self._denied is not None:
-                raise ValidationError(f"refused: {self._denied}") from None
+            if self.denied is not None:
+                raise ValidationError(f"refused: {self.denied}") from None
             raise
         finally:
             self._armed = False
-            self._denied = None  # told above, or nothing was refused
+            self.denied = None  # told above, or nothing was refused
 
     def refusal(self) -> ValidationError | None:
         """Why the authorizer refused the last statement outside :meth:`raw`, once (else None).
@@ -271,7 +290,7 @@ class Sandbox:
         The function rule also refuses the engine's own statements when they would fire
         a trigger or read a view that calls a refused function.
         """
-        why, self._denied = self._denied, None
+        why, self.denied = self.denied, None
         return None if why is None else ValidationError(f"refused: {why}")
 
     def _load_vtables(self) -> None:
@@ -285,7 +304,7 @@ class Sandbox:
         self._vtables_version = version
 
     def _deny(self, why: str) -> int:
-        self._denied = why
+        self.denied = why
         return sqlite3.SQLITE_DENY
 
     def _authorize(
@@ -299,10 +318,10 @@ class Sandbox:
                 )
             return sqlite3.SQLITE_OK
         if not self._armed:
-            if inner is not None and action in _WRITES and (arg1 or "").startswith("_fqdb_"):
-                # A trigger (made earlier by raw SQL: its body is not checked when it is
-                # created) writing our own records, fired by an engine statement.
-                return self._table_rule((arg1 or "").lower(), inner)
+            if inner is not None and action in _WRITES and _internal(arg1, inner):
+                # A trigger made by raw SQL, fired by the engine's own statement, may not
+                # touch FastQuartDB's records either.
+                return self._deny(_internal_why(arg1 or ""))
             return sqlite3.SQLITE_OK  # the engine's own statements, built from checked parts
         return self._raw_rule(action, arg1, arg2, db, inner)
 
@@ -342,7 +361,11 @@ class Sandbox:
             and table.startswith(f"_fqdb_changes_{(arg2 or '').lower()}_")
         ):
             return sqlite3.SQLITE_OK  # a captured table dropped takes its log triggers along
+        if action in _DDL and (arg2 or "").lower().startswith("_fqdb_"):
+            return self._deny(_internal_why(arg2 or ""))  # an index or trigger on our tables
         if action in _WRITES or action in _DDL:
+            if _internal(table, inner):
+                return self._deny(_internal_why(table))
             return self._table_rule(table, inner)
         if action == sqlite3.SQLITE_READ and table == "sqlite_dbpage":
             return self._deny("sqlite_dbpage (raw page access) is not allowed")
@@ -351,15 +374,6 @@ class Sandbox:
     def _table_rule(self, table: str, inner: str | None) -> int:
         if table == "sqlite_dbpage":
             return self._deny("sqlite_dbpage (raw page access) is not allowed")
-        if table.startswith("_fqdb_"):
-            if table == "_fqdb_changes" and (inner or "").startswith("_fqdb_changes_"):
-                # The change log's own trigger logging this statement's change (raw SQL
-                # cannot create or drop a trigger of that name: the rule below).
-                return sqlite3.SQLITE_OK
-            return self._deny(
-                f"table {table!r} holds FastQuartDB's own records (request keys, change log) and may only "
-                "be read from raw SQL"
-            )
         if table in self._vtables:
             self._touched.add(table)
             return sqlite3.SQLITE_OK

@@ -21,6 +21,9 @@ class Session(Protocol):
 
     ``closed`` turns true when the peer is gone (its socket closed); the
     worker then rolls back a transaction it holds and never begins one for it.
+    A session may also say ``lost`` (a daemon connection whose peer went away):
+    then its keyed requests not yet started are not run, since the client resends
+    them, perhaps to another writer.
     """
 
     closed: bool

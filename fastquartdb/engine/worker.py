@@ -89,6 +89,12 @@ def _thread_failed(exc: Exception, size: int) -> list[Outcome]:
     return [(False, error)] * size
 
 
+_ABANDONED = OperationalError(
+    "not run: its connection closed before it started, and its client resends it with its "
+    "request key"
+)
+
+
 def _ends_holder_batch(item: WorkItem, taken: int, max_batch: int) -> bool:
     return taken >= max_batch or _is_top(item, "commit") or _is_top(item, "rollback")
 
@@ -206,7 +212,9 @@ class BatchWorker:
         """
         if self._stopping:
             raise OperationalError("the database is shutting down; request not run")
-        if self.route(item) == INLINE:
+        # Busy (a batch runs: under load, nearly always) or others waiting means QUEUE:
+        # no need to ask route() once per request.
+        if not self._busy and not self._items and self.route(item) == INLINE:
             self._run_inline(item)
             return True
         return self._enqueue(item)
@@ -241,7 +249,8 @@ class BatchWorker:
         ):
             return False
         self._items.append(item)
-        self._wake()
+        if self._wakeup is not None:  # the worker task waits for work (else it is running)
+            self._wake()
         return True
 
     def _room_for_holder(self, item: WorkItem) -> bool:
@@ -450,7 +459,15 @@ class BatchWorker:
                     queue.popleft()
                     self._reject_stray(item)
                     continue
-                batch.append(queue.popleft())
+                queue.popleft()
+                if getattr(item.session, "lost", False) and (
+                    "key" in item.request or "idempotency_key" in item.request
+                ):
+                    # Its client lost the connection and resends it with its key, maybe to
+                    # another writer: this copy must not run too (see requestkeys.py).
+                    self._deliver(item, False, _ABANDONED)
+                    continue
+                batch.append(item)
             if begin is not None or (queue and len(batch) < limit):
                 break
         self._release_space()
@@ -512,9 +529,12 @@ class BatchWorker:
             for item in batch:
                 item.session.deliver(item, False, error)
             raise
-        # Replies only now: for a write batch, COMMIT has returned.
+        # Replies only now: for a write batch, COMMIT has returned. (What _deliver does,
+        # without a call per request.)
         for item, (ok, value) in zip(batch, outcomes):
-            self._deliver(item, ok, value)
+            if not ok:
+                stats.errors += 1
+            item.session.deliver(item, ok, value)
 
     async def _begin(self, item: WorkItem) -> None:
         if item.session.closed:

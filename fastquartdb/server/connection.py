@@ -99,6 +99,9 @@ _ANSWERED_HERE = frozenset({"hello", "stats", "subscribe", REFUSED_OP})
 # The op label of the request counters: any other string a client sends counts as "other",
 # so a client cannot grow the counters (and the metrics' label sets) without bound.
 _COUNTED_OPS = frozenset(ALL_OPS)
+# The counter keys of successful replies, made once.
+_OK_KEYS: dict[Any, tuple[str, str]] = {op: (op, "ok") for op in _COUNTED_OPS}
+_OTHER_OK = ("other", "ok")
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
@@ -133,6 +136,8 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.closed = False
+        #: The peer went away (not a shutdown): see :class:`~fastquartdb.engine.work.Session`.
+        self.lost = False
         self.peer: tuple[int, int, int] | None = None
         self.requests = 0
         #: The client's own read counts (``stats`` with ``report``), for the daemon's stats.
@@ -164,7 +169,10 @@ class ClientConnection(asyncio.Protocol):
         self._unsent_tip = 0
         # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.
         self._loop = asyncio.get_running_loop()
+        self._worker = daemon.worker
         self._latencies = daemon.latencies
+        # Latencies of replies made since the last write (see _flush).
+        self._elapsed: list[float] = []
         self._latency_buckets = daemon.latency_buckets
         self._outcomes = daemon.outcomes
 
@@ -221,6 +229,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.lost = True  # its keyed requests not started yet are not run (see worker.py)
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
@@ -257,7 +266,12 @@ class ClientConnection(asyncio.Protocol):
         """Handle decoded requests until none is left or the client must catch up first."""
         unhandled = self._unhandled
         while unhandled and not self.closed:
-            if not force and self._congested():
+            # _congested() only when it may say yes: a call per request otherwise.
+            if (
+                not force
+                and (self._writing_paused or self._out_bytes > self._max_unsent)
+                and self._congested()
+            ):
                 break
             message = unhandled.popleft()
             try:
@@ -314,7 +328,7 @@ class ClientConnection(asyncio.Protocol):
             self.requests += 1
             txn = message.get("txn")
             if txn is None or type(txn) is int:
-                self._queue(WorkItem(message, self, txn, None, perf_counter()))
+                self._queue(WorkItem(message, self, txn, None, perf_counter()), op)
                 return
             self._count(op, "validation")
             self.send(
@@ -347,12 +361,17 @@ class ClientConnection(asyncio.Protocol):
             return
         self._hello(request_id, message)
 
-    def _queue(self, item: WorkItem) -> None:
+    def _queue(self, item: WorkItem, op: str) -> None:
         if self._backlog:
             self._backlog.append(item)
             return
         try:
-            accepted = self._admit(item)
+            if self._held or op in _LARGE_REPLY_OPS:
+                accepted = self._admit(item)
+            else:
+                # A write with nothing held before it: neither counted nor held (the
+                # common case, without two calls per request).
+                accepted = self._worker.offer(item)
         except OperationalError as exc:
             self._count(item.request.get("op"), exc.code)
             self.send(error_reply(item.request.get("id"), exc.code, str(exc)))
@@ -501,10 +520,12 @@ class ClientConnection(asyncio.Protocol):
         """The worker's reply for ``item``: count it, queue it for the next write."""
         request = item.request
         op = request.get("op")
-        code = "ok" if ok else error_code(value)
         # Counted even when the client is gone: the request ran. Plain dict counters; the
         # metrics exporter reads them from its own thread (see metrics.py).
-        key = (op if op in _COUNTED_OPS else "other", code)
+        if ok:
+            key = _OK_KEYS.get(op, _OTHER_OK)  # made once, not a tuple per reply
+        else:
+            key = (op if op in _COUNTED_OPS else "other", error_code(value))
         outcomes = self._outcomes
         outcomes[key] = outcomes.get(key, 0) + 1
         large = op in _LARGE_REPLY_OPS
@@ -512,22 +533,23 @@ class ClientConnection(asyncio.Protocol):
             self._reads -= 1
         if self.closed:
             return
-        elapsed = perf_counter() - item.received
-        self._latencies.append(elapsed)
-        self._latency_buckets.add(elapsed)
+        # Counted into the daemon's figures by _flush, which follows every reply.
+        self._elapsed.append(perf_counter() - item.received)
         request_id = request.get("id")
         if ok:
             try:
                 frame = encode_ok_frame(request_id, value)
             except ValidationError as exc:  # a result msgpack cannot carry
                 frame = _frame(error_reply(request_id, exc.code, str(exc)))
-            if len(frame) > self._max_reply:  # the engine's own check missed this shape
-                frame = _frame(error_reply(request_id, *_too_large(len(frame), self._max_reply)))
+            size = len(frame)
+            if size > self._max_reply:  # the engine's own check missed this shape
+                frame = _frame(error_reply(request_id, *_too_large(size, self._max_reply)))
+                size = len(frame)
             self._append(frame)
             if large:
-                self._read_answered(len(frame))
+                self._read_answered(size)
         else:
-            self.send(error_reply(request_id, code, str(value)))
+            self.send(error_reply(request_id, key[1], str(value)))
             if large:
                 self._read_answered(0)
 
@@ -584,6 +606,13 @@ class ClientConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        elapsed = self._elapsed
+        if elapsed:
+            # The latencies of the replies about to leave, counted in one go rather than
+            # per reply; before the write, so a client that has its reply sees them counted.
+            self._latencies.extend(elapsed)
+            self._latency_buckets.add_many(elapsed)
+            elapsed.clear()
         if self._out and self._transport is not None and not self._transport.is_closing():
             data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
             self._out.clear()

@@ -136,6 +136,7 @@ class DaemonCollector:
 
         daemon = self.daemon
         stats = daemon.worker.stats
+        keys = daemon.worker.thread.engine.keys.stats
         requests = CounterMetricFamily(
             "fqdb_requests", "Requests answered, by op and outcome", labels=["op", "outcome"]
         )
@@ -167,6 +168,10 @@ class DaemonCollector:
             ("fqdb_transactions", "Interactive transactions begun", stats.transactions),
             ("fqdb_transaction_timeouts", "Transactions rolled back by a timeout",
              stats.txn_timeouts),
+            ("fqdb_writes_resent", "Keyed writes that arrived resent after a lost connection",
+             keys.resent),
+            ("fqdb_writes_deduplicated", "Keyed writes answered from their record, not run again",
+             keys.deduplicated),
         ]  # fmt: skip
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)

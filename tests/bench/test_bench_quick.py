@@ -28,6 +28,7 @@ EXPECTED = {
     "S1": {
         "daemon",
         "daemon_writer_reads",
+        "daemon_nokeys",
         "daemon_replicate",
         "embedded",
         "embedded_filelock",
@@ -53,6 +54,7 @@ if WEB:
     EXPECTED.update({sid: {"daemon", "embedded", "aiosqlite"} for sid in WEB})
 TARGETS = {"T1", "T2", "T3", "T4", "T5a", "T5b", "T6", "T7", "T8"}
 TARGETS |= {"R1a", "R1b", "R2", "R3a", "R3b", "R4a", "R4b", "R5"}
+TARGETS |= {"K1", "K2"}
 TARGETS |= {"R6a", "R6b"} if WEB else set()
 TARGETS |= {"C1", "C2a", "C2b"}
 #: Scenarios run at synchronous=NORMAL only (the change-feed latency: the write is not measured).

@@ -697,6 +697,7 @@ def test_stats_of_a_busy_daemon(db: str, daemon: DaemonProcess, writer: Writer) 
     assert stats["queue_depth"] >= 0 and stats["batch_mean"] >= 1.0
     assert 0 < stats["latency_p50_ms"] <= stats["latency_p95_ms"] <= stats["latency_p99_ms"]
     assert stats["replication"] == "off"
+    assert stats["writes_resent"] == stats["writes_deduplicated"] == 0  # nothing was lost
     table = fqdb("stats", db, "--interval", "0.1").out
     lines = dict(line.split(None, 1) for line in table.splitlines())
     assert float(lines["latency_p99_ms"]) > 0

@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
-from fastquartdb import AsyncDatabaseManager, IdempotencyKeyError, ValidationError
+from fastquartdb import (
+    AsyncDatabaseManager,
+    ConnectionLostError,
+    IdempotencyKeyError,
+    ValidationError,
+)
 
 from .models import Item, User
 
@@ -100,3 +105,28 @@ async def test_idempotency_key_needs_the_rows_in_one_request(db: AsyncDatabaseMa
     with pytest.raises(ValidationError, match="pass a larger chunk_size"):
         await User.insert_many(rows, chunk_size=2, idempotency_key="c-1")
     assert await User.count() == 0
+
+
+async def test_a_keyed_commit_is_resolved_and_a_resolved_key_never_commits(
+    db: AsyncDatabaseManager,
+) -> None:
+    # What the failover layer does with a commit whose reply was lost: ask with resolve.
+    transport = db.transport
+    committed = [db.keys.client, 30_000]
+    await transport.request({"op": "begin", "txn": 9001})
+    row = {"op": "insert", "table": "user", "values": {"username": "in-txn"}}
+    await transport.request(dict(row, txn=9001))
+    assert await transport.request({"op": "commit", "txn": 9001, "key": committed}) is None
+    answer = await transport.request({"op": "resolve", "key": committed})
+    assert answer == {"committed": True, "result": None}
+    # A key resolved before its commit arrives is "never": its commit is refused.
+    never = [db.keys.client, 30_001]
+    assert await transport.request({"op": "resolve", "key": never}) == {"committed": False}
+    assert await transport.request({"op": "resolve", "key": never}) == {"committed": False}
+    await transport.request({"op": "begin", "txn": 9002})
+    await transport.request(dict(row, values={"username": "late"}, txn=9002))
+    with pytest.raises(ConnectionLostError, match="rolled back"):
+        await transport.request({"op": "commit", "txn": 9002, "key": never})
+    assert await User.count({"username": "late"}) == 0
+    assert await User.count({"username": "in-txn"}) == 1
+    assert await User.insert({"username": "after"}) > 0  # the connection goes on

@@ -4,7 +4,9 @@ Inserts rows with keys ``NAME-0``, ``NAME-1``, ... one at a time until the file
 STOP exists. Each outcome goes to OUT as one JSON line, flushed at once:
 ``{"key", "ok": true, "t"}`` for an acknowledged write, ``{"key", "ok": false,
 "unknown": bool, "error"}`` for one that raised (``unknown``: the error said
-its outcome is unknown).
+its outcome is unknown). At the end it prints one JSON line to stdout: how often
+its transport found a new leader (``failovers``), resent a write (``resent``) and
+had one answered from its record, the first send having committed (``deduplicated``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Event(BaseModel):
 
 
 async def main(url: str, name: str, out: str, stop: str) -> None:
-    await AsyncDatabaseManager.init_engine(url)
+    db = await AsyncDatabaseManager.init_engine(url)
     with open(out, "a", encoding="utf-8") as report:
         i = 0
         while not os.path.exists(stop):
@@ -38,7 +40,7 @@ async def main(url: str, name: str, out: str, stop: str) -> None:
                 line = {
                     "key": key,
                     "ok": False,
-                    "unknown": "outcome is unknown" in str(exc),
+                    "unknown": "unknown" in str(exc),
                     "error": f"{type(exc).__name__}: {exc}",
                     "t": time.time(),
                 }
@@ -46,7 +48,14 @@ async def main(url: str, name: str, out: str, stop: str) -> None:
                 line = {"key": key, "ok": True, "t": time.time()}
             report.write(json.dumps(line) + "\n")
             report.flush()
+    transport = db.transport
+    figures = {
+        "failovers": transport.failovers,  # type: ignore[attr-defined]
+        "resent": transport.resent,  # type: ignore[attr-defined]
+        "deduplicated": transport.keys.stats.deduplicated,  # type: ignore[attr-defined]
+    }
     await AsyncDatabaseManager.close()
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

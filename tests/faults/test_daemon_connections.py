@@ -160,9 +160,18 @@ def test_a_flood_past_a_tiny_files_limit_is_a_clear_refusal(
     finally:
         for sock in flood:
             sock.close()
-    wait_until(lambda: proc.stats()["clients"] == 1, 10, "the flood to be gone")
+    wait_until(lambda: _clients_now(proc) == 1, 10, "the flood to be gone")
     assert asyncio.run(_visits(db)) == ("daemon", 1)
     assert proc.stop() == 0
+
+
+def _clients_now(proc: DaemonProcess) -> int | None:
+    # The probe is a connection of the same uid: refused until the daemon has seen the
+    # flood's sockets close (a race the test once lost under load).
+    try:
+        return int(proc.stats()["clients"])
+    except TooManyClientsError:
+        return None
 
 
 def test_per_uid_limit_refuses_that_uid_only(tmp_path: Path, started: list[DaemonProcess]) -> None:
@@ -176,7 +185,7 @@ def test_per_uid_limit_refuses_that_uid_only(tmp_path: Path, started: list[Daemo
     finally:
         for sock in flood:
             sock.close()
-    wait_until(lambda: proc.stats()["clients"] == 1, 10, "the flood to be gone")
+    wait_until(lambda: _clients_now(proc) == 1, 10, "the flood to be gone")
     assert asyncio.run(_visits(db)) == ("daemon", 1)
     assert proc.stop() == 0
 

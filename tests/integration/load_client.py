@@ -29,6 +29,8 @@ class Event(BaseModel):
 
 
 class Note(BaseModel):
+    __tablename__ = "load_note"
+
     id = Column("INTEGER", primary_key=True)
     payload = Column("TEXT", nullable=False)
     worker = Column("TEXT")
@@ -41,6 +43,7 @@ async def insert_load(args: argparse.Namespace) -> dict[str, object]:
         mode=args.mode,
         socket=args.socket,
         request_timeout=args.request_timeout,
+        connect_timeout=args.connect_timeout,
     )
     acked: list[str] = []
     unseen: list[str] = []
@@ -114,6 +117,7 @@ def main() -> None:
     parser.add_argument("--prefix", default="p")
     parser.add_argument("--model", choices=("event", "note"), default="event")
     parser.add_argument("--request-timeout", type=float)
+    parser.add_argument("--connect-timeout", type=float, default=5.0)
     parser.add_argument("--stop-on-error", action="store_true")
     parser.add_argument("--readback", action="store_true", help="read each acked row back")
     parser.add_argument("--out")

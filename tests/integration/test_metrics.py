@@ -158,6 +158,9 @@ def test_metrics_count_exactly_the_requests_sent(tmp_path: Path) -> None:
         assert answered == counts[-1] == worker_ops and seconds > 0
         assert value(after, "fqdb_transactions_total") == stats["transactions"] == 1
         assert value(after, "fqdb_transaction_timeouts_total") == 0
+        # No connection was lost: nothing resent, nothing answered from a record.
+        assert value(after, "fqdb_writes_resent_total") == 0
+        assert value(after, "fqdb_writes_deduplicated_total") == 0
         assert value(after, "fqdb_transaction_open") == 0
         assert value(after, "fqdb_queue_depth") == 0
         assert value(after, "fqdb_wal_bytes") > 0

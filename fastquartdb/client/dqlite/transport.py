@@ -15,11 +15,17 @@ Policy:
 * **Failover.** On "not leader" or a broken connection the transport finds the
   new leader (for up to ``failover_timeout`` seconds) and runs again what is safe
   to run again: reads, and writes that never reached a point where they could
-  have committed. A write whose commit may or may not have happened raises
-  :class:`ConnectionLostError` saying its outcome is unknown.
+  have committed. A keyed write (every write the manager sends outside a
+  transaction) whose COMMIT may have happened is resent with its key and
+  ``"resent": true``, and answered from its record if it committed (see
+  :mod:`.keyed`); it raises :class:`ConnectionLostError` only when no leader
+  takes it within the window, saying it will not be resent. An unkeyed write in
+  that case (``request_keys=False``) raises it saying its outcome is unknown.
 * **Interactive transactions** hold the connection for their task: other
   requests wait until the transaction ends. A transaction whose leader is lost
   is gone (dqlite rolls it back); its next request raises ``ConnectionLostError``.
+  A keyed COMMIT lost with the leader is resolved with the next leader: it
+  returns if the transaction committed, else raises saying it was rolled back.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...engine.resultcodes import error_for_code, translate_sqlite_error
+from ...engine.requestkeys import RequestKeys
+from ...engine.resultcodes import translate_sqlite_error
 from ...engine.sandbox import check_statement
 from ...engine.schema import (
     LIVE_TABLES_SQL,
@@ -70,7 +77,9 @@ from ...protocol.messages import READ_OPS
 from ..transports import Transport, check_wire_size
 from . import cluster, wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
+from .keyed import is_keyed, record_commit, resolve, run_keyed
 from .rawsql import TRANSACTION_WORDS, classify, first_word, number_named
+from .session import Lost, Session, all_or_nothing, translate_dqlite_error
 
 __all__ = ["DqliteTransport", "parse_dqlite_url", "translate_dqlite_error"]
 
@@ -120,137 +129,6 @@ def parse_dqlite_url(url: str) -> tuple[list[str], str]:
     return nodes, database
 
 
-def translate_dqlite_error(exc: DqliteRequestError) -> FQDBError:
-    """A dqlite failure as our exception: a lost leader, else SQLite's result code through
-    the engine's one table (dqlite reports SQLite's codes)."""
-    if exc.not_leader or exc.leadership_lost:
-        return ConnectionLostError(f"{exc.message}: the dqlite leader changed")
-    return error_for_code(exc.code, exc.message, holder="another client")
-
-
-class _Lost(Exception):
-    """The leader was lost mid-request; ``committable`` says whether a commit may have run."""
-
-    def __init__(self, reason: str, committable: bool, safe: bool) -> None:
-        super().__init__(reason)
-        self.committable = committable
-        self.safe = safe
-
-
-class _Session:
-    """Statements of one request on the leader connection, tracking what may have committed."""
-
-    def __init__(self, conn: NodeConnection, in_transaction: bool) -> None:
-        self.conn = conn
-        self.in_transaction = in_transaction
-        #: True once a statement was sent that commits by itself (or a COMMIT).
-        self.committable = False
-
-    async def _call(self, run: Callable[[], Awaitable[Any]], commits: bool) -> Any:
-        try:
-            return await run()
-        except NodeUnavailable as exc:
-            raise _Lost(str(exc), self.committable or commits, safe=False) from None
-        except DqliteRequestError as exc:
-            if exc.not_leader:
-                # Refused before running: nothing of this statement happened.
-                raise _Lost(exc.message, self.committable, safe=True) from None
-            if exc.leadership_lost:
-                raise _Lost(exc.message, self.committable or commits, safe=False) from None
-            raise translate_dqlite_error(exc) from None
-        except wire.WireError as exc:
-            if self.conn.closed:
-                raise _Lost(str(exc), self.committable or commits, safe=False) from None
-            raise ValidationError(str(exc)) from None
-
-    async def write(
-        self, sql: str, params: list[Any] | tuple[Any, ...] = ()
-    ) -> wire.StatementResult:
-        commits = not self.in_transaction
-        result: wire.StatementResult = await self._call(
-            lambda: self.conn.execute(sql, _wire_params(params)), commits
-        )
-        self.committable = self.committable or commits
-        return result
-
-    async def control(self, sql: str) -> None:
-        """BEGIN / SAVEPOINT / RELEASE / ROLLBACK: never commits a write by itself."""
-        await self._call(lambda: self.conn.execute(sql), False)
-
-    async def commit(self) -> None:
-        await self._call(lambda: self.conn.execute("COMMIT"), True)
-        self.committable = True
-
-    async def read(
-        self, sql: str, params: list[Any] | tuple[Any, ...] = (), *, again: bool = True
-    ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
-        """Rows of ``sql``; ``again=False`` for a statement that writes (RETURNING),
-        which must never run twice, so its typed values are not asked for again."""
-        columns, rows, typed = await self._call(
-            lambda: self.conn.query(sql, _wire_params(params)), False
-        )
-        if again and typed and columns and len(set(columns)) == len(columns):
-            # dqlite types values by their column's declaration (BOOLEAN, DATE, DATETIME,
-            # TIMESTAMP) and then sends NULL as 0 or "": ask again through expressions,
-            # which have no declared type, so every value comes back as SQLite stored it.
-            outer = ", ".join(f"+{quote(c)} AS {quote(c)}" for c in columns)
-            untyped = f"SELECT {outer} FROM ({sql})"
-            columns, rows, _ = await self._call(
-                lambda: self.conn.query(untyped, _wire_params(params)), False
-            )
-        return columns, rows
-
-
-async def _quietly(session: _Session, *statements: str) -> None:
-    """Run clean-up statements; if the connection broke meanwhile, the server undid it all."""
-    try:
-        for statement in statements:
-            await session.control(statement)
-    except (FQDBError, _Lost):
-        await session.conn.close()
-
-
-async def _all_or_nothing(session: _Session, run: Callable[[_Session], Awaitable[Any]]) -> Any:
-    """``run`` in one transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, or a savepoint
-    inside an open interactive transaction. Any failure undoes all of it."""
-    if session.in_transaction:
-        await session.control('SAVEPOINT "fqdb_request"')
-        try:
-            result = await run(session)
-        except _Lost:
-            raise
-        except BaseException:
-            # Any failure, cancellation included: undo this request's part only.
-            await _quietly(session, 'ROLLBACK TO "fqdb_request"', 'RELEASE "fqdb_request"')
-            raise
-        await session.control('RELEASE "fqdb_request"')
-        return result
-    await session.control("BEGIN IMMEDIATE")
-    inner = _Session(session.conn, in_transaction=True)
-    try:
-        result = await run(inner)
-    except _Lost:
-        raise
-    except BaseException:
-        # Never leave BEGIN open on the shared connection: the next request would run in it.
-        await _quietly(session, "ROLLBACK")
-        raise
-    await session.commit()
-    return result
-
-
-def _wire_params(params: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
-    if len(params) > wire.MAX_PARAMS:
-        raise ValidationError(
-            f"{len(params)} bound values in one statement: dqlite takes at most "
-            f"{wire.MAX_PARAMS} (use fewer IN values, or several requests)"
-        )
-    for value in params:
-        if isinstance(value, str) and "\x00" in value:
-            raise ValidationError("text containing a NUL character cannot be stored over dqlite")
-    return params
-
-
 class DqliteTransport(Transport):
     """Protocol requests on a dqlite cluster (Raft-replicated SQLite).
 
@@ -284,6 +162,10 @@ class DqliteTransport(Transport):
         self._hint: str | None = None
         #: Times the transport had to find a new leader.
         self.failovers = 0
+        #: Keyed writes sent again after a lost leader (and commits resolved).
+        self.resent = 0
+        #: The request keys' records on the cluster (the engine's logic, see :mod:`.keyed`).
+        self.keys = RequestKeys()
         self._conn: NodeConnection | None = None
         self._client_id = next(_client_ids)
         # _io: one request at a time on the connection. _gate: held by an open
@@ -449,8 +331,16 @@ class DqliteTransport(Transport):
             return await self._autocommit(request)
 
     async def _autocommit(self, request: dict[str, Any]) -> Any:
-        """A request outside any interactive transaction, with failover and busy retries."""
-        read = request.get("op") in READ_OPS
+        """A request outside any interactive transaction, with failover and busy retries.
+
+        A keyed write lost with the leader after its COMMIT was sent is sent again to
+        the new leader with the same key and ``"resent": true``; the leader answers it
+        from its record if the first send committed (see :mod:`.keyed`).
+        """
+        op = request.get("op")
+        read = op in READ_OPS
+        keyed = op == "resolve" or is_keyed(request)
+        resending = False
         deadline = time.monotonic() + self.failover_timeout
         # Counted from the first busy answer: a failover wait must not use up the busy budget.
         busy_deadline: float | None = None
@@ -458,24 +348,58 @@ class DqliteTransport(Transport):
         while True:
             async with self._io:
                 try:
-                    conn = await self._connection()
-                    return await self._run(_Session(conn, in_transaction=False), request)
-                except _Lost as lost:
+                    try:
+                        conn = await self._connection()
+                    except DaemonUnavailableError as exc:
+                        if not resending:
+                            raise
+                        raise ConnectionLostError(
+                            f"the connection to the dqlite leader was lost during {op} and "
+                            f"no leader could be reached again ({exc}): {op} will not be "
+                            "resent, and whether it committed is unknown"
+                        ) from None
+                    session = Session(conn, in_transaction=False)
+                    if op == "resolve":
+                        return await resolve(self.keys, session, request)
+                    if keyed:
+                        return await run_keyed(self.keys, session, request, self._run)
+                    return await self._run(session, request)
+                except Lost as lost:
                     await self._drop_connection()
                     self.failovers += 1
+                    # A new leader, a new busy budget: busy answers of the old one (another
+                    # client's transaction) say nothing about the next, and the failover
+                    # wait must not use the budget up.
+                    busy_deadline = None
                     if not (read or lost.safe or not lost.committable):
-                        _, state = await cluster.describe(self.nodes, self._probe_timeout)
-                        raise ConnectionLostError(
-                            f"the connection to the dqlite leader was lost during "
-                            f"{request.get('op')}: its outcome is unknown ({lost}); {state}"
-                        ) from None
+                        if not keyed:
+                            _, state = await cluster.describe(self.nodes, self._probe_timeout)
+                            raise ConnectionLostError(
+                                f"the connection to the dqlite leader was lost during "
+                                f"{op}: its outcome is unknown ({lost}); {state}"
+                            ) from None
+                        # It may have committed: the next leader answers from the record if so.
+                        request["resent"] = True
+                        resending = True
+                        self.resent += 1
                     if time.monotonic() >= deadline:
                         _, state = await cluster.describe(self.nodes, self._probe_timeout)
+                        if resending:
+                            raise ConnectionLostError(
+                                f"no dqlite leader took the resent {op} within "
+                                f"{self.failover_timeout:g} s ({lost}): it will not be resent "
+                                f"again, and whether it committed is unknown; {state}"
+                            ) from None
                         raise ConnectionLostError(
-                            f"no dqlite leader took {request.get('op')} within "
+                            f"no dqlite leader took {op} within "
                             f"{self.failover_timeout:g} s ({lost}); it was not applied; {state}"
                         ) from None
-                    log.info("dqlite leader lost (%s); retrying %s", lost, request.get("op"))
+                    log.info(
+                        "dqlite leader lost (%s); %s %s",
+                        lost,
+                        "resending" if resending else "retrying",
+                        op,
+                    )
                     continue
                 except DatabaseBusyError as busy:
                     if busy_deadline is None:
@@ -501,8 +425,8 @@ class DqliteTransport(Transport):
                     "dqlite rolled it back"
                 )
             try:
-                return await self._run(_Session(conn, in_transaction=True), request)
-            except _Lost as lost:
+                return await self._run(Session(conn, in_transaction=True), request)
+            except Lost as lost:
                 self._txn_broken = True
                 await self._drop_connection()
                 raise ConnectionLostError(
@@ -521,9 +445,9 @@ class DqliteTransport(Transport):
                     while True:
                         try:
                             conn = await self._connection()
-                            await _Session(conn, True).control("BEGIN IMMEDIATE")
+                            await Session(conn, True).control("BEGIN IMMEDIATE")
                             break
-                        except _Lost:
+                        except Lost:
                             await self._drop_connection()
                             self.failovers += 1
                         except DatabaseBusyError:
@@ -549,7 +473,7 @@ class DqliteTransport(Transport):
                 "rollback": [f"ROLLBACK TO {quote(name)}", f"RELEASE {quote(name)}"],
             }[op]
 
-            async def savepoint(session: _Session) -> None:
+            async def savepoint(session: Session) -> None:
                 for statement in sql:
                     await session.control(statement)
 
@@ -571,26 +495,37 @@ class DqliteTransport(Transport):
                     raise ConnectionLostError(
                         "the connection to the dqlite leader was lost inside this transaction"
                     )
-                session = _Session(current, True)
+                session = Session(current, True)
                 try:
                     if op == "commit":
+                        if "key" in request:
+                            # With the transaction: see keyed.py.
+                            await record_commit(self.keys, session, request)
                         await session.commit()
                     else:
                         await session.control("ROLLBACK")
-                except _Lost as lost:
+                except Lost as lost:
                     await self._drop_connection()
+                    self.keys.forget_schema()
                     if op == "rollback":
                         return None
+                    if lost.committable and "key" in request:
+                        return await self._resolve_commit(request, lost)
                     raise ConnectionLostError(
-                        f"the connection to the dqlite leader was lost during COMMIT: "
-                        f"the transaction's outcome is unknown ({lost})"
+                        "the connection to the dqlite leader was lost during COMMIT: "
+                        + (
+                            f"the transaction's outcome is unknown ({lost})"
+                            if lost.committable
+                            else f"it was rolled back ({lost}); nothing of it was written"
+                        )
                     ) from None
                 except FQDBError:
+                    self.keys.forget_schema()
                     if op == "commit":
                         # A failed COMMIT leaves the transaction open in SQLite: end it.
                         try:
                             await session.control("ROLLBACK")
-                        except (FQDBError, _Lost):
+                        except (FQDBError, Lost):
                             await self._drop_connection()
                     raise
                 finally:
@@ -601,9 +536,47 @@ class DqliteTransport(Transport):
             self._txn_broken = False
             self._gate.release()
 
+    async def _resolve_commit(self, request: dict[str, Any], lost: Lost) -> None:
+        """A keyed COMMIT whose answer was lost with the leader: ask the next leader.
+
+        ``resolve`` answers from the commit's record, and writes a tombstone when there
+        is none, so the answer cannot change afterwards (caller holds ``_io``).
+
+        Raises:
+            ConnectionLostError: the transaction was rolled back (nothing of it is
+                written), or no leader could be asked within ``failover_timeout``.
+        """
+        deadline = time.monotonic() + self.failover_timeout
+        cause: Exception = lost
+        while True:
+            try:
+                conn = await self._connection()
+                answer = await resolve(self.keys, Session(conn, False), {"key": request["key"]})
+                break
+            except Lost as again:
+                await self._drop_connection()
+                self.failovers += 1
+                cause = again
+            except (DaemonUnavailableError, DatabaseBusyError) as exc:
+                cause = exc
+            if time.monotonic() >= deadline:
+                raise ConnectionLostError(
+                    f"the connection to the dqlite leader was lost during COMMIT ({lost}) and "
+                    f"its outcome could not be asked ({cause}): whether the transaction "
+                    "committed is unknown"
+                ) from None
+            await asyncio.sleep(0.05)
+        self.resent += 1
+        if answer.get("committed") is True:
+            return None
+        raise ConnectionLostError(
+            f"the connection to the dqlite leader was lost during COMMIT ({lost}): the "
+            "transaction was rolled back (it never committed); nothing of it was written"
+        )
+
     # ------------------------------------------------------------ running one request
 
-    async def _run(self, session: _Session, req: dict[str, Any]) -> Any:
+    async def _run(self, session: Session, req: dict[str, Any]) -> Any:
         op = req.get("op")
         if op == "_savepoint":
             return await req["run"](session)
@@ -621,7 +594,7 @@ class DqliteTransport(Transport):
                     self._tables.clear()
                     return await self._atomic(session, handler, req)
                 raise
-        except (FQDBError, _Lost):
+        except (FQDBError, Lost):
             raise
         except Exception as exc:
             # Input no check foresaw (a list where a name goes...): this request fails, as
@@ -630,15 +603,15 @@ class DqliteTransport(Transport):
 
     async def _atomic(
         self,
-        session: _Session,
-        handler: Callable[[DqliteTransport, _Session, dict[str, Any]], Awaitable[Any]],
+        session: Session,
+        handler: Callable[[DqliteTransport, Session, dict[str, Any]], Awaitable[Any]],
         req: dict[str, Any],
     ) -> Any:
         if req.get("op") not in _ATOMIC_OPS:
             return await handler(self, session, req)
-        return await _all_or_nothing(session, lambda inner: handler(self, inner, req))
+        return await all_or_nothing(session, lambda inner: handler(self, inner, req))
 
-    async def _table(self, session: _Session, name: object) -> TableInfo:
+    async def _table(self, session: Session, name: object) -> TableInfo:
         """The live shape of table ``name``, read with the engine's PRAGMAs."""
         info = self._tables.get(name) if isinstance(name, str) else None
         if info is not None:
@@ -670,7 +643,7 @@ class DqliteTransport(Transport):
         return info
 
     async def _scope(
-        self, session: _Session, req: dict[str, Any]
+        self, session: Session, req: dict[str, Any]
     ) -> tuple[TableInfo, Callable[[object], TableInfo]]:
         """The request's table and a lookup for its joins (loaded first: builders are sync)."""
         table = await self._table(session, req.get("table"))
@@ -691,24 +664,24 @@ class DqliteTransport(Transport):
 
     # ------------------------------------------------------------ ops
 
-    async def _fetch(self, s: _Session, req: dict[str, Any]) -> dict[str, Any]:
+    async def _fetch(self, s: Session, req: dict[str, Any]) -> dict[str, Any]:
         table, lookup = await self._scope(s, req)
         sql, params = build_select(table, req, lookup)
         columns, rows = await s.read(sql, params)
         return {"columns": list(columns), "rows": [list(r) for r in rows]}
 
-    async def _count(self, s: _Session, req: dict[str, Any]) -> int:
+    async def _count(self, s: Session, req: dict[str, Any]) -> int:
         sql, params = build_count(await self._table(s, req.get("table")), req)
         _, rows = await s.read(sql, params)
         return int(rows[0][0])
 
-    async def _aggregate(self, s: _Session, req: dict[str, Any]) -> dict[str, Any]:
+    async def _aggregate(self, s: Session, req: dict[str, Any]) -> dict[str, Any]:
         table, lookup = await self._scope(s, req)
         sql, params = build_aggregate(table, req, lookup)
         columns, rows = await s.read(sql, params)
         return {"columns": list(columns), "rows": [list(r) for r in rows]}
 
-    async def _insert(self, s: _Session, req: dict[str, Any]) -> Any:
+    async def _insert(self, s: Session, req: dict[str, Any]) -> Any:
         table = await self._table(s, req.get("table"))
         sql, params = build_insert(table, req)
         result = await s.write(sql, params)
@@ -720,7 +693,7 @@ class DqliteTransport(Transport):
                 return values[table.pk[0]]
         return result.last_insert_id
 
-    async def _upsert(self, s: _Session, req: dict[str, Any]) -> Any:
+    async def _upsert(self, s: Session, req: dict[str, Any]) -> Any:
         table = await self._table(s, req.get("table"))
         sql, params = build_upsert(table, req)
         await s.write(sql, params)
@@ -738,27 +711,27 @@ class DqliteTransport(Transport):
         row = rows[0]
         return row[0] if len(row) == 1 else list(row)
 
-    async def _insert_many(self, s: _Session, req: dict[str, Any]) -> int:
+    async def _insert_many(self, s: Session, req: dict[str, Any]) -> int:
         sql, rows = build_insert_many(await self._table(s, req.get("table")), req)
         for row in rows:
             await s.write(sql, row)
         return len(rows)
 
-    async def _upsert_many(self, s: _Session, req: dict[str, Any]) -> int:
+    async def _upsert_many(self, s: Session, req: dict[str, Any]) -> int:
         sql, rows = build_upsert_many(await self._table(s, req.get("table")), req)
         for row in rows:
             await s.write(sql, row)
         return len(rows)
 
-    async def _update(self, s: _Session, req: dict[str, Any]) -> int:
+    async def _update(self, s: Session, req: dict[str, Any]) -> int:
         sql, params = build_update(await self._table(s, req.get("table")), req)
         return (await s.write(sql, params)).rows_affected
 
-    async def _delete(self, s: _Session, req: dict[str, Any]) -> int:
+    async def _delete(self, s: Session, req: dict[str, Any]) -> int:
         sql, params = build_delete(await self._table(s, req.get("table")), req)
         return (await s.write(sql, params)).rows_affected
 
-    async def _ensure_table(self, s: _Session, req: dict[str, Any]) -> dict[str, Any]:
+    async def _ensure_table(self, s: Session, req: dict[str, Any]) -> dict[str, Any]:
         name = check_identifier(req.get("table"), "table name")
         specs = parse_column_specs(req.get("columns"))
         names = {spec.name for spec in specs}
@@ -787,7 +760,7 @@ class DqliteTransport(Transport):
         self._tables.clear()
         return result
 
-    async def _execute(self, s: _Session, req: dict[str, Any]) -> dict[str, Any]:
+    async def _execute(self, s: Session, req: dict[str, Any]) -> dict[str, Any]:
         sql = req.get("sql")
         if not isinstance(sql, str) or not sql.strip():
             raise ValidationError("execute needs 'sql': one SQL statement as a string")
@@ -808,7 +781,7 @@ class DqliteTransport(Transport):
             if kind.writes and not s.in_transaction:
                 # A QUERY that writes is applied by dqlite 1.11 only inside an explicit
                 # transaction, whose COMMIT (an EXEC) goes through Raft: see Statement.
-                columns, rows = await _all_or_nothing(
+                columns, rows = await all_or_nothing(
                     s, lambda inner: inner.read(sql, values, again=False)
                 )
             else:
@@ -828,7 +801,7 @@ class DqliteTransport(Transport):
             "lastrowid": result.last_insert_id if dml else None,
         }
 
-    async def _check_raw(self, s: _Session, sql: str, values: list[Any]) -> None:
+    async def _check_raw(self, s: Session, sql: str, values: list[Any]) -> None:
         """The engine's sandbox rules for raw SQL, on a local copy of the cluster's schema.
 
         dqlite has no authorizer hook, so the statement is compiled (never run) by
@@ -849,11 +822,11 @@ class DqliteTransport(Transport):
                 if attempt:
                     raise translate_sqlite_error(exc) from None
 
-    async def _ping(self, s: _Session, req: dict[str, Any]) -> str:
+    async def _ping(self, s: Session, req: dict[str, Any]) -> str:
         await s.read("SELECT 1")
         return "pong"
 
-    _ops: dict[str, Callable[[DqliteTransport, _Session, dict[str, Any]], Awaitable[Any]]] = {
+    _ops: dict[str, Callable[[DqliteTransport, Session, dict[str, Any]], Awaitable[Any]]] = {
         "fetch": _fetch,
         "count": _count,
         "aggregate": _aggregate,
