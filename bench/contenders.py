@@ -13,6 +13,8 @@ Contenders (names used on the command line, in JSON and in charts):
                       issue 18); the baseline of R4.
 ``daemon_nokeys``     ``daemon`` with ``request_keys=False``: writes carry no request key (as
                       before issue 14); the baseline of K1/K2.
+``daemon_changes``    the daemon with change capture on for ``user`` (``init_engine(changes=
+                      ["user"])``: the log's triggers in every write), S10 against ``daemon``.
 ``embedded``          fastquartdb models, engine in-process (``mode="embedded"``).
 ``embedded_filelock`` the same with ``use_filelock=True`` (the README's multi-process advice).
 ``aiosqlite``         one plain aiosqlite connection per process: WAL, ``busy_timeout``,
@@ -108,12 +110,14 @@ class FastQuartDBClient(Client):
         use_filelock: bool = False,
         readers: int | None = None,
         request_keys: bool = True,
+        changes: bool = False,
     ) -> None:
         super().__init__(*args)
         self.mode = mode
         self.use_filelock = use_filelock
         self.readers = readers
         self.request_keys = request_keys
+        self.changes = changes
 
     async def open(self) -> None:
         db = await AsyncDatabaseManager.init_engine(
@@ -125,6 +129,7 @@ class FastQuartDBClient(Client):
             busy_timeout=BUSY_TIMEOUT,
             readers=self.readers,
             request_keys=self.request_keys,
+            changes=["user"] if self.changes else None,
         )
         if db.mode != self.mode:
             raise RuntimeError(f"wanted mode {self.mode!r}, got {db.mode!r}")
@@ -277,6 +282,7 @@ CONTENDERS: dict[str, tuple[str, bool]] = {
     "daemon_writer_reads": ("fastquartdb daemon, readers=0", True),
     "daemon_nokeys": ("fastquartdb daemon, request_keys=False", True),
     "daemon_replicate": ("fastquartdb daemon + Litestream", True),
+    "daemon_changes": ("fastquartdb daemon, change capture on", True),
     "embedded": ("fastquartdb embedded", False),
     "embedded_filelock": ("fastquartdb embedded + filelock", False),
     "aiosqlite": ("aiosqlite per process", False),
@@ -307,6 +313,8 @@ def make_client(contender: str, db: str, synchronous: str, socket: str | None) -
         return FastQuartDBClient(*args, mode="daemon")
     if contender == "daemon_nokeys":
         return FastQuartDBClient(*args, mode="daemon", request_keys=False)
+    if contender == "daemon_changes":
+        return FastQuartDBClient(*args, mode="daemon", changes=True)
     if contender == "daemon_writer_reads":
         return FastQuartDBClient(*args, mode="daemon", readers=0)
     if contender == "embedded":

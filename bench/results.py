@@ -172,6 +172,13 @@ TARGETS: tuple[Target, ...] = (
            "throughput", "S1:daemon:full", "S1:daemon_nokeys:full", 0.9, ">="),
     Target("K2", "S1", "S1 NORMAL writes with request keys ≥ 0.9x the same run without keys",
            "throughput", "S1:daemon:normal", "S1:daemon_nokeys:normal", 0.9, ">="),
+    # Issue 16: change feeds.
+    Target("C1", "S10", "S10 FULL writes: change capture on ≥ 0.85x capture off (daemon)",
+           "throughput", "S10:daemon_changes:full", "S10:daemon:full", 0.85, ">="),
+    Target("C2a", "S11", "S11 send-to-feed p99, 100 feeds in 4 processes ≤ 5 ms (daemon)",
+           "p99_ms", "S11:daemon_changes:normal", None, 5.0, "<="),
+    Target("C2b", "S12", "S12 send-to-feed p99, 100 subscribed connections ≤ 5 ms (daemon)",
+           "p99_ms", "S12:daemon_changes:normal", None, 5.0, "<="),
 )  # fmt: skip
 
 

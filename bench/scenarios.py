@@ -1,4 +1,4 @@
-"""Scenarios S1-S9 and the runner that plays one contender once.
+"""Scenarios S1-S12 and the runner that plays one contender once.
 
 Every run gets a fresh database file in its own temporary directory, fresh
 worker processes (spawned, like web workers) and, for the daemon contender,
@@ -27,6 +27,7 @@ from typing import Any
 from . import worker
 from .contenders import CONTENDERS, RANGE_ROWS, USER_DDL
 from .daemon import BenchDaemon
+from .feed import FEED_SUBSCRIBERS, run_feed
 from .results import run_metrics
 from .web import WEB_CONNECTIONS, WEB_WORKERS, WebRunFailed, run_web
 
@@ -271,11 +272,49 @@ def scenarios_for(sizes: Sizes) -> dict[str, Scenario]:
             )
             for sid, share in (("S8", 10), ("S9", 50))
         },
+        "S10": Scenario(
+            "S10",
+            "change capture cost",
+            "S1 FULL through the daemon with the user table captured for change feeds "
+            "(its triggers log every insert) against the same run without capture.",
+            "insert",
+            p,
+            t,
+            _cases("S10", ["daemon", "daemon_changes"]),
+            "inserts/s",
+            duration=sizes.s1_seconds,
+        ),
+        "S11": Scenario(
+            "S11",
+            "change feed latency, feeds",
+            f"{FEED_SUBSCRIBERS} db.changes() feeds ({FEED_SUBSCRIBERS // p} in each of {p} "
+            "processes, one daemon connection each: web workers with SSE clients) follow the "
+            "user table while one task inserts a row every 5 ms; latency from the insert's "
+            "send to each feed's receipt of the change.",
+            "feed",
+            p,
+            FEED_SUBSCRIBERS // p,
+            _cases("S11", ["daemon_changes"], ("normal",)),
+            "changes/s",
+            duration=sizes.s5_seconds,
+        ),
+        "S12": Scenario(
+            "S12",
+            "change feed latency, connections",
+            f"S11 with {FEED_SUBSCRIBERS} subscribed daemon connections, each its own feed "
+            f"({FEED_SUBSCRIBERS // p} in each of {p} processes): the daemon's fan-out.",
+            "feed_connections",
+            p,
+            FEED_SUBSCRIBERS // p,
+            _cases("S12", ["daemon_changes"], ("normal",)),
+            "changes/s",
+            duration=sizes.s5_seconds,
+        ),
     }
 
 
 #: Scenario ids in order.
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12")
 
 
 class RunFailed(RuntimeError):
@@ -450,7 +489,14 @@ class Runner:
             except RuntimeError as exc:
                 raise RunFailed(str(exc)) from None
         try:
-            if scenario.workload == "web":
+            if scenario.workload in ("feed", "feed_connections"):
+                assert daemon is not None
+                try:
+                    metrics = run_feed(scenario, db, daemon.socket, self.timeout)
+                except RuntimeError as exc:
+                    raise RunFailed(str(exc)) from None
+                daemon_cpu = 0.0
+            elif scenario.workload == "web":
                 socket = daemon.socket if daemon is not None else None
                 cpu0 = daemon.cpu_seconds() if daemon is not None else 0.0
                 try:

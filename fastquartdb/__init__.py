@@ -17,10 +17,11 @@ Example::
 """
 
 from ._version import __version__ as __version__
-from .client import AsyncDatabaseManager, Transaction
+from .client import AsyncDatabaseManager, Change, Transaction
 from .models import BaseModel, Column
 from .protocol.errors import (
     AccessDeniedError,
+    ChangesExpiredError,
     ConnectionLostError,
     DaemonUnavailableError,
     DatabaseBusyError,
@@ -47,6 +48,8 @@ __all__ = [
     "AccessDeniedError",
     "AsyncDatabaseManager",
     "BaseModel",
+    "Change",
+    "ChangesExpiredError",
     "Column",
     "ConnectionLostError",
     "DaemonUnavailableError",

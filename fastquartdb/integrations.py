@@ -33,20 +33,27 @@ Example (aiohttp)::
 
     app = web.Application()
     aiohttp_lifecycle(app)
+
+Change feeds as server-sent events (:func:`sse_response`, with ``Last-Event-ID``
+as the cursor: :func:`last_event_id`)::
+
+    return await sse_response(User.changes(after=last_event_id(request, "now")), request)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .client import AsyncDatabaseManager
+from .client import AsyncDatabaseManager, Change
 from .protocol.errors import (
+    ChangesExpiredError,
     FQDBError,
     IdempotencyKeyError,
     IntegrityError,
@@ -64,6 +71,8 @@ if TYPE_CHECKING:
 __all__ = [
     "HTTP_STATUS",
     "IDEMPOTENCY_HEADER",
+    "LAST_EVENT_ID_HEADER",
+    "SSE_HEARTBEAT",
     "DatabaseSettings",
     "aiohttp_lifecycle",
     "close_database",
@@ -72,9 +81,13 @@ __all__ = [
     "fastapi_lifespan",
     "http_status_for",
     "idempotency_key_from",
+    "last_event_id",
     "open_database",
     "parse_json_object",
     "quart_lifecycle",
+    "sse_event",
+    "sse_response",
+    "sse_stream",
     "validate_row",
 ]
 
@@ -383,3 +396,169 @@ def validate_row(model: type[BaseModel], data: Any) -> dict[str, Any]:
     """
     model._values(data, insert=False)
     return dict(data)
+
+
+# ---------------------------------------------------------------- server-sent events
+
+#: The request header a browser's ``EventSource`` resends after a lost connection.
+LAST_EVENT_ID_HEADER = "Last-Event-ID"
+#: Seconds without a change after which an SSE stream sends a comment (keeps proxies from
+#: closing an idle connection, and makes a dead client show up as a failed write).
+SSE_HEARTBEAT = 15.0
+
+
+def last_event_id(request: Any, default: int | str | None = None) -> int | str | None:
+    """The cursor an SSE client resumes from: its ``Last-Event-ID`` header, else the
+    ``after`` query parameter, else ``default`` (for ``User.changes(after=...)``).
+
+    Raises:
+        ValidationError: the value is not a change's seq (an HTTP 400).
+    """
+    value = request.headers.get(LAST_EVENT_ID_HEADER)
+    if value is None:
+        query = getattr(request, "args", None) or getattr(request, "query_params", None)
+        if query is None:
+            query = getattr(request, "query", None)  # aiohttp
+        value = query.get("after") if query is not None else None
+    if value is None or not str(value).strip():
+        return default
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValidationError(
+            f"the {LAST_EVENT_ID_HEADER} header (or ?after=) must be a change's seq, got {brief(text)}"
+        )
+    return int(text)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$hex": value.hex()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def sse_event(change: Change) -> bytes:
+    """One change as a server-sent event: ``id`` is its seq (the browser's resume cursor),
+    ``event`` its op, ``data`` the change as JSON (``Change.as_dict``)."""
+    data = json.dumps(change.as_dict(), default=_json_value, separators=(",", ":"))
+    return f"id: {change.seq}\nevent: {change.op}\ndata: {data}\n\n".encode()
+
+
+async def sse_stream(
+    changes: AsyncIterator[Change], *, heartbeat: float = SSE_HEARTBEAT
+) -> AsyncGenerator[bytes, None]:
+    """The bytes of an SSE response body for ``changes``, with a heartbeat comment every
+    ``heartbeat`` seconds without a change. Closing the stream closes ``changes``.
+
+    A cursor that fell off the retained log ends the stream with an ``expired`` event
+    (``data: {"error": ...}``): the page must resync (reload its rows) and reconnect
+    without ``Last-Event-ID``, since an ``EventSource`` that simply reconnected would
+    send the same expired id again."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[Change] | None = None
+    try:
+        yield b"retry: 1000\n\n"  # EventSource reconnects after 1 s, sending Last-Event-ID
+        while True:
+            if pending is None:
+                pending = loop.create_task(_next(changes))
+            done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+            if not done:
+                yield b": heartbeat\n\n"
+                continue
+            try:
+                change = pending.result()
+            except StopAsyncIteration:
+                return
+            except ChangesExpiredError as exc:
+                yield f"event: expired\ndata: {json.dumps({'error': str(exc)})}\n\n".encode()
+                return
+            finally:
+                pending = None
+            yield sse_event(change)
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        closer = getattr(changes, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+async def _next(changes: AsyncIterator[Change]) -> Change:
+    # A task of its own: a heartbeat timeout must not cancel the feed mid-read.
+    return await changes.__anext__()
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def sse_response(
+    changes: AsyncIterator[Change],
+    request: Any = None,
+    *,
+    framework: str | None = None,
+    heartbeat: float = SSE_HEARTBEAT,
+) -> Any:
+    """A streaming ``text/event-stream`` response of ``changes`` for Quart, FastAPI/Starlette
+    or aiohttp (named by ``framework``, or told by ``request``'s type; aiohttp needs
+    ``request``). Each event's ``id`` is the change's seq, so a browser that reconnects
+    sends it back as ``Last-Event-ID`` (see :func:`last_event_id`) and misses nothing.
+
+    Example (Quart; FastAPI and aiohttp alike)::
+
+        @app.get("/users/changes")
+        async def user_changes():
+            after = last_event_id(request, default="now")
+            return await sse_response(User.changes(after=after), request)
+
+    aiohttp does not cancel a handler whose client went away (unless the app enables
+    ``handler_cancellation``): such a stream ends at its next write, a change or the
+    heartbeat, every ``heartbeat`` seconds at most.
+
+    Raises:
+        ValidationError: the framework is not one of these three.
+    """
+    name = framework or _framework_of(request)
+    body = sse_stream(changes, heartbeat=heartbeat)
+    if name == "quart":
+        from quart import Response
+
+        response = Response(body, mimetype="text/event-stream", headers=_SSE_HEADERS)
+        response.timeout = None  # a feed streams for as long as the client stays
+        return response
+    if name in ("starlette", "fastapi"):
+        from starlette.responses import StreamingResponse
+
+        return StreamingResponse(body, media_type="text/event-stream", headers=_SSE_HEADERS)
+    if name == "aiohttp":
+        from aiohttp import web
+
+        if request is None:
+            raise ValidationError("sse_response needs the aiohttp request to stream to")
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", **_SSE_HEADERS})
+        await stream.prepare(request)
+        try:
+            async for chunk in body:
+                await stream.write(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the client went away: the feed is closed by the stream's finally
+        finally:
+            await body.aclose()
+        return stream
+    raise ValidationError(
+        f"sse_response supports quart, fastapi/starlette and aiohttp, got {brief(name)}; "
+        "pass framework= or the request"
+    )
+
+
+def _framework_of(request: Any) -> str | None:
+    if request is None:
+        return None
+    # Quart's ``request`` is a context-local proxy (werkzeug's documented LocalProxy API).
+    unwrap = getattr(request, "_get_current_object", None)
+    if callable(unwrap):
+        request = unwrap()
+    module = type(request).__module__.split(".", 1)[0]
+    return "starlette" if module == "fastapi" else module

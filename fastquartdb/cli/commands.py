@@ -39,6 +39,7 @@ from .progress import ProgressBar
 from .records import read_records
 from .session import no_daemon, open_session
 from .values import ColumnValues
+from .watch import cmd_watch
 
 __all__ = ["COMMANDS", "Command"]
 
@@ -416,4 +417,5 @@ COMMANDS: dict[str, Command] = {
     "vacuum": cmd_vacuum,
     "stats": _in_loop(cmd_stats),
     "ping": _in_loop(cmd_ping),
+    "watch": _in_loop(cmd_watch),
 }

@@ -200,4 +200,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
 
     add("ping", "check that the database answers, and through what", connection, output)
+
+    sub = add("watch", "print committed changes of captured tables as they commit", connection)
+    sub.add_argument("tables", metavar="TABLE", nargs="*", help="only these tables")
+    sub.add_argument(
+        "--after",
+        metavar="SEQ",
+        help="replay the changes after SEQ first (0: all the log retains; default: new ones only)",
+    )
+    sub.add_argument("--json", action="store_true", help="one JSON object per change")
+    sub.add_argument(
+        "--count", type=_non_negative, metavar="N", help="stop after N changes (default: never)"
+    )
     return parser, subs

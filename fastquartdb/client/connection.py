@@ -20,6 +20,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .._version import __version__
@@ -124,6 +125,8 @@ class SocketTransport(Transport):
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
         self.request_keys = True
+        # Called with the tip of each "changes" event (after subscribe()).
+        self._on_changes: Callable[[int], None] | None = None
 
     @classmethod
     async def connect(
@@ -257,6 +260,27 @@ class SocketTransport(Transport):
             )
         return LocalReads(str(hello.get("db")), raw_sql=hello.get("raw_sql") is not False)
 
+    async def subscribe(self, callback: Callable[[int], None]) -> bool:
+        """See :meth:`Transport.subscribe`.
+
+        Raises:
+            ConnectionLostError: this connection is gone (the caller reconnects).
+        """
+        if self.lost is not None:
+            raise ConnectionLostError(f"connection to the daemon lost ({self.lost})")
+        if self._on_changes is callback:
+            return True
+        self._on_changes = callback
+        try:
+            await self.request({"op": "subscribe"})
+        except ConnectionLostError:
+            self._on_changes = None
+            raise
+        except FQDBError:
+            self._on_changes = None  # an older daemon that knows no subscribe: poll
+            return False
+        return True
+
     # ------------------------------------------------------------ requests
 
     async def request(self, request: dict[str, Any]) -> Any:
@@ -358,6 +382,11 @@ class SocketTransport(Transport):
             request_id = message.get("id")
             future = pending.get(request_id) if isinstance(request_id, int) else None
             if future is None:
+                if message.get("event") == "changes":
+                    tip = message.get("tip")
+                    if self._on_changes is not None and type(tip) is int:
+                        self._on_changes(tip)
+                    continue
                 if request_id is None and message.get("ok") is False:
                     # A connection-level error (refused, malformed): the daemon closes next.
                     # Kept, because it may arrive before the request it answers is pending.

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..protocol.errors import (
@@ -134,6 +135,20 @@ class FailoverTransport(Transport):
         if self._embedded is None:
             self._embedded = await EmbeddedTransport.open(self.db_path, **self._embedded_options)
         return self._embedded
+
+    async def subscribe(self, callback: Callable[[int], None]) -> bool:
+        """Subscribe on the transport in use now. The change watch asks again and again,
+        so after a reconnection or a switch it subscribes on the new transport; a process
+        that only follows a feed (its reads are local) notices a lost daemon here, and
+        reconnects, or while embedded looks for the daemon, as a request would."""
+        transport = self.current
+        if transport.mode == "embedded" and time.monotonic() >= self._next_probe:
+            self._start_probe()
+        try:
+            return await transport.subscribe(callback)
+        except ConnectionLostError:
+            self._recover_in_background(transport)
+            return False
 
     # ------------------------------------------------------------ requests
 

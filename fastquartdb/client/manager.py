@@ -13,7 +13,7 @@ import asyncio
 import contextvars
 import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
@@ -21,6 +21,7 @@ from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import KEYED_OPS, default_socket_path
 from ..protocol.errors import InterfaceError, NotInitializedError, ValidationError
 from ..protocol.messages import check_idempotency_key
+from .changes import DEFAULT_POLL_INTERVAL, Change, ChangeWatch, check_after, follow_changes
 from .failover import FailoverTransport
 from .keys import KeyIssuer
 from .reads import DEFAULT_READERS, ReadRouter
@@ -148,6 +149,8 @@ class AsyncDatabaseManager:
         use_filelock: bool,
         router: ReadRouter | None = None,
         request_keys: bool = True,
+        capture: Mapping[str, Any] | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         self.path = path
         self.use_filelock = use_filelock
@@ -161,6 +164,10 @@ class AsyncDatabaseManager:
         self._keyed_ops = KEYED_OPS if request_keys else frozenset()
         self._ready: set[type[TableSource]] = set()
         self._pending: dict[type[TableSource], asyncio.Future[None]] = {}
+        #: Tables init_engine(changes=...) captures: table -> the ensure_table "changes" value.
+        self.capture: dict[str, Any] = dict(capture or {})
+        self._poll_interval = poll_interval
+        self._watch: ChangeWatch | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -179,6 +186,10 @@ class AsyncDatabaseManager:
         connect_timeout: float = 5.0,
         readers: int | None = None,
         request_keys: bool = True,
+        changes: Iterable[str] | Mapping[str, Any] | None = None,
+        changes_max_age: float | None = None,
+        changes_max_rows: int | None = None,
+        changes_poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> AsyncDatabaseManager:
         """Open ``path`` and make it the process's database.
 
@@ -205,6 +216,15 @@ class AsyncDatabaseManager:
                 connection is lost is resent and runs once (README, "Exactly-once
                 writes"). False (for measuring what keys cost) leaves such a write's
                 outcome unknown: ``ConnectionLostError``.
+            changes: tables whose changes are logged for change feeds, besides models
+                that say ``__changes__ = True``: names, or ``{name: {"old": True}}`` to log
+                old values too (README, "Change feeds").
+            changes_max_age: embedded mode: seconds a change stays in the change log
+                (default 7 days; a daemon uses its ``--changes-max-age``).
+            changes_max_rows: embedded mode: most changes kept (default 1,000,000; a
+                daemon uses its ``--changes-max-rows``).
+            changes_poll_interval: seconds between two looks at the file for commits of
+                other processes while a change feed waits (default 0.02).
 
         Returns:
             The manager, also available as ``AsyncDatabaseManager.get()``.
@@ -236,6 +256,7 @@ class AsyncDatabaseManager:
             directory = os.path.dirname(fspath)
             if directory:
                 os.makedirs(directory, exist_ok=True)
+        capture = _capture_map(changes)
         transport = await _open_transport(
             fspath,
             use_filelock,
@@ -246,6 +267,8 @@ class AsyncDatabaseManager:
             request_timeout=request_timeout,
             statement_timeout=statement_timeout,
             connect_timeout=connect_timeout,
+            changes_max_age=changes_max_age,
+            changes_max_rows=changes_max_rows,
         )
         try:
             router = ReadRouter.open(transport, readers=readers, busy_timeout=busy_timeout)
@@ -253,7 +276,13 @@ class AsyncDatabaseManager:
             await transport.close()
             raise
         manager = cls(
-            fspath, transport, use_filelock=use_filelock, router=router, request_keys=request_keys
+            fspath,
+            transport,
+            use_filelock=use_filelock,
+            router=router,
+            request_keys=request_keys,
+            capture=capture,
+            poll_interval=changes_poll_interval,
         )
         cls._instance = manager
         try:
@@ -285,6 +314,8 @@ class AsyncDatabaseManager:
             await manager._close()
 
     async def _close(self) -> None:
+        if self._watch is not None:
+            await self._watch.close()
         try:
             await self.router.close()
         finally:
@@ -418,6 +449,51 @@ class AsyncDatabaseManager:
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
+    # ------------------------------------------------------------ change feeds
+
+    def changes(
+        self,
+        tables: Iterable[str] | None = None,
+        after: int | str | None = None,
+        *,
+        where: list[Any] | None = None,
+        convert: Callable[[Change], Change] | None = None,
+    ) -> AsyncGenerator[Change, None]:
+        """Follow the change log: every committed change of the captured ``tables`` (all
+        captured tables when None), oldest first, then live ones as they commit.
+
+        Args:
+            after: the cursor: a ``Change.seq`` to resume after (an int, or its decimal
+                text such as a ``Last-Event-ID``), ``"now"`` for new changes only, or None
+                for everything the log retains.
+            where: a wire filter on the row's columns (one table; ``Model.changes(filters=)``
+                builds it).
+
+        Example::
+
+            async for change in db.changes(["user"], after="now"):
+                print(change.seq, change.op, change.row)
+
+        Raises:
+            ChangesExpiredError: (while iterating) the cursor fell off the retained log.
+            InterfaceError: the database is a dqlite cluster (README, "Change feeds").
+        """
+        if self.mode == "dqlite":
+            raise InterfaceError(
+                "change feeds are not available on a dqlite cluster yet (README, 'Change "
+                "feeds'); poll the tables, or run the daemon on a single host"
+            )
+        cursor = check_after(after)
+        request: dict[str, Any] = {"op": "changes"}
+        if tables is not None:
+            request["tables"] = [_table_name(t) for t in tables]
+        if where is not None:
+            request["where"] = where
+        if self._watch is None:
+            path = None if self.path == ":memory:" else self.path
+            self._watch = ChangeWatch(self.transport, path, self._poll_interval)
+        return follow_changes(self.request, self._watch, request, cursor, convert)
+
     # ------------------------------------------------------------ tables
 
     async def ensure_table(self, model: type[TableSource]) -> None:
@@ -430,8 +506,11 @@ class AsyncDatabaseManager:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending[model] = future
+        request = model._table_request()
+        if "changes" not in request and request.get("table") in self.capture:
+            request["changes"] = self.capture[request["table"]]
         try:
-            await self.request(model._table_request())
+            await self.request(request)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody else must
@@ -451,6 +530,24 @@ class AsyncDatabaseManager:
     async def _ensure_all(self) -> None:
         for model in list(self._models.values()):
             await self.ensure_table(model)
+
+
+def _table_name(name: object) -> str:
+    """A table name for a change feed: any non-empty string (the writer checks it)."""
+    if type(name) is not str or not name:
+        raise ValidationError(f"tables must be table names (strings), got {name!r}")
+    return name
+
+
+def _capture_map(changes: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``init_engine(changes=...)`` as table -> the ensure_table ``changes`` value."""
+    if changes is None:
+        return {}
+    if isinstance(changes, str):
+        raise ValidationError("changes must be a list of table names, not one string")
+    if isinstance(changes, Mapping):
+        return {_table_name(t): (v if v is not None else True) for t, v in changes.items()}
+    return {_table_name(t): True for t in changes}
 
 
 def _reader_count(readers: int | None) -> int:
@@ -482,12 +579,16 @@ async def _open_transport(
     request_timeout: float | None,
     statement_timeout: float | None,
     connect_timeout: float,
+    changes_max_age: float | None = None,
+    changes_max_rows: int | None = None,
 ) -> Transport:
     embedded_options: dict[str, Any] = {
         "use_filelock": use_filelock,
         "synchronous": synchronous,
         "busy_timeout": busy_timeout,
         "statement_timeout": statement_timeout,
+        "changes_max_age": changes_max_age,
+        "changes_max_rows": changes_max_rows,
     }
     if path.startswith("dqlite://"):
         if mode not in ("auto", "dqlite"):

@@ -46,7 +46,7 @@ REPORT_INTERVAL = 1.0
 #: Inline reads in a row after which the caller yields to the event loop once.
 INLINE_STREAK = 16
 
-_MODEL_READS = frozenset({"fetch", "count", "aggregate"})
+_MODEL_READS = frozenset({"fetch", "count", "aggregate", "changes"})
 # Writer ops after which the schema may differ: local readers then look at once.
 _SCHEMA_OPS = frozenset({"ensure_table", "execute", "commit"})
 WRITER, INLINE, POOL = "writer", "inline", "pool"
@@ -106,6 +106,10 @@ class ReadRouter:
         if pool is None or pool.closed or request.get("txn") is not None:
             return WRITER
         op = request.get("op")
+        if op == "changes":
+            # A change feed's read: rows by seq (a rowid range), bounded by its limit; every
+            # consumer reads after each commit, so a thread hop each would cost more than it.
+            return INLINE
         if op in _MODEL_READS:
             return INLINE if pool.is_point_read(request) else POOL
         if raw_read and op == "execute":

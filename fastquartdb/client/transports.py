@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +112,13 @@ class Transport(abc.ABC):
     async def close(self) -> None:
         """Release every resource; pending requests fail. Safe to call twice."""
 
+    async def subscribe(self, callback: Callable[[int], None]) -> bool:
+        """Have ``callback(tip)`` called (on the event loop) after each commit of the writer
+        that logged changes (see ``client/changes.py``). Calling it again with the same
+        callback is cheap. Returns False where the writer cannot tell (then consumers poll).
+        """
+        return False
+
     def info(self) -> dict[str, Any]:
         """What this transport is, for callers that must know (``fqdb ping``, the CLI's
         catalog): always ``mode``; a daemon adds ``socket``, ``server``, ``server_pid``
@@ -135,6 +144,7 @@ class EmbeddedTransport(Transport):
         self.closed = False
         self._worker = worker
         self._wire_check = wire_check
+        self._subscribed: Callable[[int], None] | None = None
 
     @classmethod
     async def open(
@@ -147,8 +157,11 @@ class EmbeddedTransport(Transport):
         transaction_timeout: float = 30.0,
         wire_check: bool | None = None,
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
+        changes_max_age: float | None = None,
+        changes_max_rows: int | None = None,
     ) -> EmbeddedTransport:
-        """Open the database file and start the worker."""
+        """Open the database file and start the worker (``changes_*``: the change log's
+        retention, see ``engine/changelog.py``; None keeps the default)."""
         thread = await EngineThread.open(
             path,
             synchronous=synchronous,
@@ -163,6 +176,11 @@ class EmbeddedTransport(Transport):
             # file lock every query must take the lock, on the sqlite thread.
             inline_reads=None if use_filelock else "point",
         )
+        changes = thread.engine.changes
+        if changes_max_age is not None:
+            changes.max_age = changes_max_age
+        if changes_max_rows is not None:
+            changes.max_rows = changes_max_rows
         worker.start()
         if wire_check is None:
             wire_check = wire_check_default()
@@ -177,6 +195,18 @@ class EmbeddedTransport(Transport):
     def worker(self) -> BatchWorker:
         """The worker running this process's requests."""
         return self._worker
+
+    async def subscribe(self, callback: Callable[[int], None]) -> bool:
+        if self._subscribed is not callback:
+            self._subscribed = callback
+            loop = asyncio.get_running_loop()
+
+            def listener(tip: int) -> None:  # on the sqlite thread, after COMMIT
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    loop.call_soon_threadsafe(callback, tip)
+
+            self._worker.thread.engine.changes.listener = listener
+        return True
 
     async def request(self, request: dict[str, Any]) -> Any:
         if self.closed:

@@ -39,6 +39,7 @@ from ..protocol.errors import (
     brief,
 )
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
+from .changelog import ChangeLog, capture_mode, read_changes
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
 from .locking import ProcessLock
 from .requestkeys import KeyConflict, RequestKeys
@@ -94,7 +95,7 @@ _SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
 
 #: Ops a local read-only connection runs (see :meth:`Engine.run_read`); ``execute`` only for
 #: raw statements the caller expects to read (a write is refused there and goes to the writer).
-LOCAL_READ_OPS = frozenset({"fetch", "count", "aggregate", "execute"})
+LOCAL_READ_OPS = frozenset({"fetch", "count", "aggregate", "execute", "changes"})
 
 
 def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
@@ -176,6 +177,7 @@ class Engine:
             "commit": self._commit,
             "rollback": self._rollback,
             "resolve": lambda req: run_steps(self.conn, self.keys.resolve(req)),
+            "changes": lambda req: read_changes(self.conn, req, self.table),
         }
         #: The raw-SQL rules (an authorizer on ``conn``; see :mod:`.sandbox`).
         self.sandbox = Sandbox(conn)
@@ -183,6 +185,10 @@ class Engine:
         self.deadlines = Deadlines(conn, statement_timeout, max_statement_timeout)
         #: The records that make a resent write run once (see :mod:`.requestkeys`).
         self.keys = RequestKeys()
+        #: The log of committed changes of captured tables (see :mod:`.changelog`). Like
+        #: ``keys`` it writes with the transaction: ``flush()`` just before COMMIT (after the
+        #: records), ``committed()`` just after it (which announces the new tip).
+        self.changes = ChangeLog(conn)
 
     # ------------------------------------------------------------------ setup
 
@@ -279,6 +285,7 @@ class Engine:
         self.keys.forget_schema()
 
     def _forget_schema(self) -> None:
+        self.changes.forget_schema()  # the log's tables may have come or gone too
         self._tables.clear()
         self._insert_sql.clear()
         self._select_sql.clear()
@@ -458,6 +465,7 @@ class Engine:
         name = check_identifier(req.get("table"), "table name")
         specs = parse_column_specs(req.get("columns"))
         names = {spec.name for spec in specs}
+        capture = capture_mode(req.get("changes"))
         result = ensure_table(
             self.conn,
             name,
@@ -466,6 +474,10 @@ class Engine:
             parse_column_sets(req.get("unique"), "unique", names),
         )
         self._forget_schema()
+        if capture is not None:
+            info = load_table(self.conn, name)
+            assert info is not None  # just created or checked
+            result["changes"] = self.changes.capture(info, capture)
         return result
 
     def _execute(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -522,11 +534,15 @@ class Engine:
                 self.conn.execute("ROLLBACK")
                 self._rolled_back()
                 raise
+        if self.conn.in_transaction:
+            self.changes.flush()
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error:
             self.keys.forget_schema()  # the record tables may have been made by this one
+            self.changes.forget_schema()
             raise
+        self.changes.committed()
 
     def _rollback(self, req: dict[str, Any]) -> None:
         name = self._savepoint_name(req)
@@ -719,6 +735,7 @@ class Engine:
                 continue
             try:
                 run_steps(conn, keys.flush())
+                self.changes.flush()  # in the same transaction, after the records
             except KeyConflict:
                 # A first send was run elsewhere already (its client resent it while this
                 # writer was stopped): undo, and run the group again looking every key up.
@@ -760,6 +777,7 @@ class Engine:
                 self._run_group(requests, todo[half:], outcomes)
                 return
             keys.committed()
+            self.changes.committed()
             for i, outcome in results:
                 outcomes[i] = outcome
             return

@@ -212,8 +212,8 @@ def _internal(table: str | None, inner: str | None) -> bool:
 
 def _internal_why(table: str) -> str:
     return (
-        f"table {table!r} holds FastQuartDB's own records (request keys) and may only be "
-        "read from raw SQL: no writes, indexes or triggers on it"
+        f"table {table!r} holds FastQuartDB's own records (request keys, change log) and may "
+        "only be read from raw SQL: no writes, indexes or triggers on it"
     )
 
 
@@ -252,6 +252,8 @@ class Sandbox:
         self._vtables: frozenset[str] = frozenset()
         self._vtables_version = -1
         self._touched: set[str] = set()
+        # Tables the current statement drops (their change-log triggers go with them).
+        self._dropping: set[str] = set()
         conn.set_authorizer(self._authorize)
 
     @contextlib.contextmanager
@@ -265,6 +267,7 @@ class Sandbox:
         self._load_vtables()
         self.denied = None
         self._touched.clear()
+        self._dropping.clear()
         self._armed = True
         # SQLite asks the authorizer only when it compiles a statement, and a statement
         # with this very text (the engine's own "COMMIT") may sit compiled in sqlite3's
@@ -350,6 +353,14 @@ class Sandbox:
             self._touched.add((arg1 or "").lower())
             return sqlite3.SQLITE_OK
         table = (arg1 or "").lower()
+        if action == sqlite3.SQLITE_DROP_TABLE:
+            self._dropping.add(table)
+        elif (
+            action == sqlite3.SQLITE_DROP_TRIGGER
+            and (arg2 or "").lower() in self._dropping
+            and table.startswith(f"_fqdb_changes_{(arg2 or '').lower()}_")
+        ):
+            return sqlite3.SQLITE_OK  # a captured table dropped takes its log triggers along
         if action in _DDL and (arg2 or "").lower().startswith("_fqdb_"):
             return self._deny(_internal_why(arg2 or ""))  # an index or trigger on our tables
         if action in _WRITES or action in _DDL:

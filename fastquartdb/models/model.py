@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import decimal
 import functools
 import itertools
 import json
 import operator
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
-from ..client import AsyncDatabaseManager
+from ..client import AsyncDatabaseManager, Change
 from ..client.rows import dict_rows
 from ..engine import check_identifier
 from ..engine.schema import check_expression
@@ -77,6 +86,10 @@ class BaseModel(Generic[RowT]):
     __pk__: ClassVar[tuple[str, ...]] = ()
     #: (name, column) of the columns whose default is called per insert.
     __callable_defaults__: ClassVar[list[tuple[str, Column]]] = []
+    #: Log every committed change of this table for change feeds (:meth:`changes`):
+    #: True, or ``{"old": True}`` to log old values of updates and deletes too; False
+    #: stops logging (removes the triggers); None (the default) leaves the file as it is.
+    __changes__: ClassVar[bool | dict[str, bool] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -124,13 +137,62 @@ class BaseModel(Generic[RowT]):
     def _table_request(cls) -> dict[str, Any]:
         if not cls.__columns__:
             raise ValidationError(f"model {cls.__name__} has no columns")
-        return {
+        request: dict[str, Any] = {
             "op": "ensure_table",
             "table": cls.__tablename__,
             "columns": [column.spec() for column in cls.__columns__.values()],
             "indexes": [list(group) for group in cls.__indexes__],
             "unique": [list(group) for group in cls.__unique_together__],
         }
+        if cls.__changes__ is not None:
+            request["changes"] = cls.__changes__
+        return request
+
+    @classmethod
+    async def changes(
+        cls, after: int | str | None = None, filters: Any = None
+    ) -> AsyncGenerator[Change, None]:
+        """Follow this table's committed changes: the backlog after ``after``, then live ones.
+
+        Needs ``__changes__ = True`` on the model (or the table in ``init_engine(changes=)``).
+        ``after`` is a ``Change.seq`` to resume after, ``"now"`` or None (everything the
+        log retains); ``filters`` are :meth:`fetch`'s, applied to the changed row (to the
+        old values of a delete, which only match when the model logs them).
+
+        Example::
+
+            async for change in User.changes(after="now", filters={"age": [(">", 20)]}):
+                print(change.op, change.pk, change.row)
+
+        Raises:
+            ChangesExpiredError: the cursor fell off the retained log (resync, then "now").
+        """
+        db = await cls._db()
+        feed = db.changes(
+            [cls.__tablename__], after, where=cls._where(filters), convert=cls._change
+        )
+        try:
+            async for change in feed:
+                yield change
+        finally:
+            await feed.aclose()
+
+    @classmethod
+    def _change(cls, change: Change) -> Change:
+        """``change`` with its values turned into this model's Python types."""
+        columns = cls.__columns__
+
+        def typed(values: dict[str, Any] | None) -> dict[str, Any] | None:
+            if values is None:
+                return None
+            out = dict(values)
+            for name, value in values.items():
+                column = columns.get(name)
+                if column is not None and column.from_db is not None and value is not None:
+                    out[name] = column.from_db(value)
+            return out
+
+        return dataclasses.replace(change, row=typed(change.row), old=typed(change.old))
 
     @classmethod
     def _request(cls, request: dict[str, Any]) -> Awaitable[Any]:

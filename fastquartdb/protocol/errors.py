@@ -25,7 +25,8 @@ that builtin (``ValidationError`` is a ``ValueError``, ``RequestTimeoutError`` a
             ├── TooManyClientsError     (also ConnectionError) the daemon is at --max-clients
             ├── RequestTimeoutError     (also TimeoutError) no reply in time
             ├── StatementTimeoutError   (also TimeoutError) a statement ran past its deadline
-            └── TransactionTimeoutError the daemon rolled a transaction back
+            ├── TransactionTimeoutError the daemon rolled a transaction back
+            └── ChangesExpiredError     a change-feed cursor fell off the retained log
 
 Each class has a stable ``code``; a reply ``{"ok": false, "error": {"code",
 "message"}}`` becomes the class of that code on the client, so the daemon and
@@ -39,6 +40,7 @@ import reprlib
 __all__ = [
     "ERROR_CLASSES",
     "AccessDeniedError",
+    "ChangesExpiredError",
     "ConnectionLostError",
     "DaemonUnavailableError",
     "DatabaseBusyError",
@@ -222,6 +224,13 @@ class TransactionTimeoutError(OperationalError, TimeoutError):
     code = "transaction_timeout"
 
 
+class ChangesExpiredError(OperationalError):
+    """A change-feed cursor points before the retained change log: pruning removed changes
+    the consumer has not seen. Resync from the tables, then follow from ``after="now"``."""
+
+    code = "changes_expired"
+
+
 _CLASSES: tuple[type[FQDBError], ...] = (
     FQDBError,
     InterfaceError,
@@ -244,6 +253,7 @@ _CLASSES: tuple[type[FQDBError], ...] = (
     RequestTimeoutError,
     StatementTimeoutError,
     TransactionTimeoutError,
+    ChangesExpiredError,
 )
 
 #: The one table between wire codes and exception classes.

@@ -31,7 +31,7 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 
 #: Ops that never change the database.
-READ_OPS: Final = frozenset({"fetch", "count", "aggregate", "ping"})
+READ_OPS: Final = frozenset({"fetch", "count", "aggregate", "ping", "changes"})
 #: Ops that may change the database (they run inside the batch's write transaction).
 WRITE_OPS: Final = frozenset(
     {
@@ -49,7 +49,7 @@ WRITE_OPS: Final = frozenset(
 #: Interactive transaction control.
 TRANSACTION_OPS: Final = frozenset({"begin", "commit", "rollback"})
 #: Answered by the daemon itself, never queued for the database.
-SERVER_OPS: Final = frozenset({"hello", "stats"})
+SERVER_OPS: Final = frozenset({"hello", "stats", "subscribe"})
 ALL_OPS: Final = READ_OPS | WRITE_OPS | TRANSACTION_OPS | SERVER_OPS
 #: Ops that may be sent again after a lost connection whatever became of the first send:
 #: reads, and ``ensure_table``, which compares the model with the live schema each time

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
+from ..engine.changelog import DEFAULT_CHANGES_MAX_AGE, DEFAULT_CHANGES_MAX_ROWS
 from ..engine.deadline import DEFAULT_MAX_STATEMENT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT
 from ..engine.requestkeys import (
     DEFAULT_IDEMPOTENCY_MAX,
@@ -123,6 +124,21 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_IDEMPOTENCY_MAX,
         metavar="N",
         help=f"remember at most N idempotency keys, oldest first out (default {DEFAULT_IDEMPOTENCY_MAX})",
+    )
+    parser.add_argument(
+        "--changes-max-age",
+        type=float,
+        default=DEFAULT_CHANGES_MAX_AGE,
+        metavar="SECONDS",
+        help="keep a change in the change log (tables with __changes__) this long "
+        f"(default {DEFAULT_CHANGES_MAX_AGE:g}: 7 days)",
+    )
+    parser.add_argument(
+        "--changes-max-rows",
+        type=int,
+        default=DEFAULT_CHANGES_MAX_ROWS,
+        metavar="N",
+        help=f"keep at most N changes in the change log, oldest first out (default {DEFAULT_CHANGES_MAX_ROWS})",
     )
     parser.add_argument(
         "--allow-gid",
@@ -289,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             request_key_window=args.request_key_window,
             idempotency_window=args.idempotency_window,
             idempotency_max=args.idempotency_max,
+            changes_max_age=args.changes_max_age,
+            changes_max_rows=args.changes_max_rows,
             metrics=args.metrics,
             metrics_public=args.metrics_public,
             max_clients=args.max_clients,

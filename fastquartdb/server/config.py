@@ -6,6 +6,7 @@ import os
 import resource
 from dataclasses import dataclass, field
 
+from ..engine.changelog import DEFAULT_CHANGES_MAX_AGE, DEFAULT_CHANGES_MAX_ROWS
 from ..engine.deadline import DEFAULT_MAX_STATEMENT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT
 from ..engine.requestkeys import (
     DEFAULT_IDEMPOTENCY_MAX,
@@ -82,6 +83,8 @@ class ServerConfig:
             usually lets it go much sooner; see ``engine/requestkeys.py``).
         idempotency_window: seconds a caller's ``idempotency_key`` is remembered.
         idempotency_max: most ``idempotency_key`` records kept (the oldest go first).
+        changes_max_age: seconds a change stays in the change log (``__changes__`` tables).
+        changes_max_rows: most changes the change log keeps (the oldest go first).
     """
 
     db: str
@@ -110,6 +113,8 @@ class ServerConfig:
     request_key_window: float = DEFAULT_KEY_WINDOW
     idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW
     idempotency_max: int = DEFAULT_IDEMPOTENCY_MAX
+    changes_max_age: float = DEFAULT_CHANGES_MAX_AGE
+    changes_max_rows: int = DEFAULT_CHANGES_MAX_ROWS
     max_decoded: int = DEFAULT_MAX_DECODED
 
     def __post_init__(self) -> None:
@@ -142,6 +147,8 @@ class ServerConfig:
             raise ValueError("request_key_window and idempotency_window must be positive")
         if self.idempotency_max < 1:
             raise ValueError("idempotency_max must be at least 1")
+        if self.changes_max_age <= 0 or self.changes_max_rows < 1:
+            raise ValueError("changes_max_age must be positive and changes_max_rows at least 1")
         if self.transaction_idle_timeout is None:
             self.transaction_idle_timeout = min(10.0, self.transaction_timeout)
         if self.transaction_idle_timeout <= 0:

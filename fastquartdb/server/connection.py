@@ -87,13 +87,15 @@ _HEADER = struct.Struct(">I")
 READS_IN_FLIGHT = 4
 #: ... and at most, however small its replies have been.
 READS_IN_FLIGHT_MAX = 256
+#: Unsent bytes past which a subscriber's ``changes`` events are merged into the newest one.
+EVENTS_UNSENT_MAX = 64 * 1024
 #: Held requests after which reading pauses (they are decoded requests, kept in memory).
 HELD_MAX = 4096
 #: Ops whose reply can be large (rows); writes answer a few bytes.
 _LARGE_REPLY_OPS = frozenset(READ_OPS | {"execute"})
 _CREDS = struct.Struct("3i")
 # Ops the connection answers itself instead of queueing.
-_ANSWERED_HERE = frozenset({"hello", "stats", REFUSED_OP})
+_ANSWERED_HERE = frozenset({"hello", "stats", "subscribe", REFUSED_OP})
 # The op label of the request counters: any other string a client sends counts as "other",
 # so a client cannot grow the counters (and the metrics' label sets) without bound.
 _COUNTED_OPS = frozenset(ALL_OPS)
@@ -163,6 +165,8 @@ class ClientConnection(asyncio.Protocol):
         self._reads_allowed = READS_IN_FLIGHT
         self._reply_size = 0
         self._draining = False
+        # A change-log tip not yet sent because the client does not read (see notify).
+        self._unsent_tip = 0
         # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.
         self._loop = asyncio.get_running_loop()
         self._worker = daemon.worker
@@ -234,6 +238,7 @@ class ClientConnection(asyncio.Protocol):
         self._held.clear()
         self._out.clear()
         daemon = self.daemon
+        daemon.subscribers.discard(self)
         if self in daemon.connections:
             daemon.connections.discard(self)
             if self.peer is not None:
@@ -247,6 +252,8 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._unsent_tip:
+            self.notify(self._unsent_tip)
         if self._held:
             self._release_held()
         if self._backlog:
@@ -337,6 +344,14 @@ class ClientConnection(asyncio.Protocol):
                 self.send(ok_reply(request_id, None))
                 return
             self.send(ok_reply(request_id, self.daemon.stats()))
+            return
+        if op == "subscribe":
+            # From now on this connection gets a "changes" event after each commit that
+            # logged changes (PROTOCOL.md, "Change feeds"); the reply says the tip now.
+            self._count(op, "ok")
+            self.daemon.subscribers.add(self)
+            tip = self.daemon.worker.thread.engine.changes.tip
+            self.send(ok_reply(request_id, {"tip": tip}))
             return
         if op == REFUSED_OP:
             # A frame too large once decoded (the decoder never built it): it fails alone.
@@ -552,6 +567,29 @@ class ClientConnection(asyncio.Protocol):
         """Count a request answered without the worker (the rare paths)."""
         key = (op if op in _COUNTED_OPS else "other", outcome)
         self._outcomes[key] = self._outcomes.get(key, 0) + 1
+
+    def notify(self, tip: int) -> None:
+        """Send the event ``{"event": "changes", "tip": tip}`` to this subscriber.
+
+        A client that does not read its socket gets no more events once
+        :data:`EVENTS_UNSENT_MAX` bytes wait for it: the newest tip waits here (one int,
+        whatever the number of commits meanwhile) and goes out with the next event it
+        can take, or on ``resume_writing``. Nothing is lost by merging: the client
+        reads the changes from the log, from its own cursor (and polls the file too).
+        """
+        if self.closed or self._transport is None:
+            return
+        if (
+            self._writing_paused
+            or self._transport.get_write_buffer_size() + self._out_bytes > EVENTS_UNSENT_MAX
+        ):
+            if self._unsent_tip:
+                self.daemon.stats_events_merged += 1
+            self._unsent_tip = tip
+            return
+        self._unsent_tip = 0
+        self.daemon.stats_events += 1
+        self._append(_frame({"event": "changes", "tip": tip}))
 
     def send(self, reply: dict[str, Any]) -> None:
         """Queue a reply; every reply of this loop iteration goes out in one write."""

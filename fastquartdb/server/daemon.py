@@ -130,6 +130,13 @@ class Daemon:
         self.worker = worker
         self.replicator = replicator
         self.connections: set[ClientConnection] = set()
+        #: Connections that sent ``subscribe``: told after each commit that logged changes.
+        self.subscribers: set[ClientConnection] = set()
+        #: The change log's tip as last pushed to subscribers.
+        self.changes_tip = 0
+        #: ``changes`` events sent, and those merged into a later one (a slow reader).
+        self.stats_events = 0
+        self.stats_events_merged = 0
         self.started = time.monotonic()
         self.stopping = False
         self.stats_refused = 0
@@ -150,6 +157,33 @@ class Daemon:
         self.metrics: MetricsExporter | None = None
         self._uid = os.getuid()
         self._allowed_gids = frozenset(config.allow_gids)
+
+    def changes_listener(self) -> Callable[[int], None]:
+        """What the engine calls, on its thread, after a commit that logged changes."""
+        loop = asyncio.get_running_loop()
+
+        def listener(tip: int) -> None:
+            if not self.subscribers:
+                return  # nobody to tell: not even a wake-up of the loop (read racily: the
+                # next commit tells a subscriber that came meanwhile, and it reads anyway)
+            # Closed loop (shutting down): nobody is left to tell.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.notify_changes, tip)
+
+        return listener
+
+    def notify_changes(self, tip: int) -> None:
+        """Tell every subscribed connection that the change log reached ``tip``.
+
+        One small frame per connection per commit; a connection that does not read
+        has its events merged into one (see ``ClientConnection.notify``), so this
+        costs the daemon no memory per unread event.
+        """
+        if tip <= self.changes_tip:
+            return
+        self.changes_tip = tip
+        for conn in self.subscribers:
+            conn.notify(tip)
 
     def refuse_peer(self, peer: tuple[int, int, int] | None) -> str | None:
         """Why the peer may not connect, or None: same uid, root, or an allowed group."""
@@ -232,6 +266,13 @@ class Daemon:
             "hello_timeouts": self.stats_hello_timeouts,
             "max_clients": self.client_limit,
             "request_keys": self.worker.thread.engine.keys.stats.as_dict(),
+            "changes": {
+                "tip": self.worker.thread.engine.changes.tip,
+                "subscribers": len(self.subscribers),
+                "events": self.stats_events,
+                "events_merged": self.stats_events_merged,
+                "pruned": self.worker.thread.engine.changes.pruned,
+            },
             "replication": self.replicator.stats() if self.replicator else None,
         }
 
@@ -344,6 +385,9 @@ async def serve(
         keys.window = config.request_key_window
         keys.idempotency_window = config.idempotency_window
         keys.idempotency_max = config.idempotency_max
+        changes = thread.engine.changes
+        changes.max_age = config.changes_max_age
+        changes.max_rows = config.changes_max_rows
         if replicator is not None:
             await replicator.start()
             # After the last commit, before the checkpoint.
@@ -361,6 +405,7 @@ async def serve(
         )
         worker.start()
         daemon = Daemon(config, thread, worker, replicator)
+        changes.listener = daemon.changes_listener()
         stack.push_async_callback(daemon.drain)
         if config.metrics is not None:
             # Its own thread: scrapes never run on this loop. Stopped before the drain.

@@ -40,6 +40,9 @@ EXPECTED = {
     "S4": {"daemon", "embedded", "sqlite3"},
     "S5": {"daemon", "embedded", "aiosqlite"},
     "S7": {"daemon", "embedded", "aiosqlite"},
+    "S10": {"daemon", "daemon_changes"},
+    "S11": {"daemon_changes"},
+    "S12": {"daemon_changes"},
 }
 HAVE_SQLALCHEMY = importlib.util.find_spec("sqlalchemy") is not None
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -53,6 +56,9 @@ TARGETS = {"T1", "T2", "T3", "T4", "T5a", "T5b", "T6", "T7", "T8"}
 TARGETS |= {"R1a", "R1b", "R2", "R3a", "R3b", "R4a", "R4b", "R5"}
 TARGETS |= {"K1", "K2"}
 TARGETS |= {"R6a", "R6b"} if WEB else set()
+TARGETS |= {"C1", "C2a", "C2b"}
+#: Scenarios run at synchronous=NORMAL only (the change-feed latency: the write is not measured).
+NORMAL_ONLY = {"S11", "S12"}
 
 
 def _number(value: object) -> bool:
@@ -82,11 +88,17 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
     assert (no_charts in proc.stderr) is not HAVE_MATPLOTLIB, proc.stderr[-3000:]
 
     data = json.loads((out / "latest.json").read_text())
-    assert set(data["scenarios"]) == {"S1", "S2", "S3", "S4", "S5", "S6", "S7", *WEB}
+    assert set(data["scenarios"]) == {"S1", "S2", "S3", "S4", "S5", "S6", "S7", *WEB} | {
+        "S10",
+        "S11",
+        "S12",
+    }
     for sid, contenders in EXPECTED.items():
         cases = data["scenarios"][sid]["cases"]
         assert {c["contender"] for c in cases.values()} == contenders, sid
         settings = {"full", "normal"} if sid == "S1" else {"full"}
+        if sid in NORMAL_ONLY:
+            settings = {"normal"}
         assert {c["synchronous"] for c in cases.values()} == settings, sid
         for key, case in cases.items():
             assert case["runs"], key
@@ -95,6 +107,8 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
                 for metric in ("throughput", "p50_ms", "p99_ms", "max_ms"):
                     assert _number(run[metric]), (key, metric, run[metric])
                 assert run["ok"] > 0, key
+                if sid in NORMAL_ONLY:
+                    assert run["missing"] == 0, (key, run)  # every feed got every change
                 if case["contender"] == "daemon_replicate":
                     # Every row the daemon committed came back from the Litestream replica.
                     assert run["restored_rows"] == run["rows_in_db"] >= run["ok"], (key, run)

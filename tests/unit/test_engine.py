@@ -846,3 +846,13 @@ def test_golden_session_replays_on_the_engine(engine: Engine) -> None:
     ]:
         check(name)
     assert usernames(engine.conn) == ["alice", "carol", "dave", "frank", "erin"]
+    # Change feeds (PROTOCOL.md 7.16): a captured table, two changes, the log read back;
+    # then pruned past the cursor, the read fails with changes_expired.
+    check("ensure_table_changes")
+    ok(engine.run_batch([{"op": "insert", "table": "note", "values": {"body": "hi"}}])[0])
+    ok(engine.run_batch([{"op": "execute", "sql": "UPDATE note SET body = 'hello'"}])[0])
+    check("changes")
+    engine.changes.max_rows = 1
+    engine.changes._next_prune = 0.0
+    ok(engine.run_batch([{"op": "insert", "table": "note", "values": {"body": "x"}}])[0])
+    check("error_changes_expired")

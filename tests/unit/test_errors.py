@@ -53,6 +53,7 @@ EXPECTED_CODES = {
     "request_timeout": "RequestTimeoutError",
     "statement_timeout": "StatementTimeoutError",
     "transaction_timeout": "TransactionTimeoutError",
+    "changes_expired": "ChangesExpiredError",
 }
 
 

@@ -10,6 +10,8 @@ EXPECTED = [
     "AccessDeniedError",
     "AsyncDatabaseManager",
     "BaseModel",
+    "Change",
+    "ChangesExpiredError",
     "Column",
     "ConnectionLostError",
     "DaemonUnavailableError",
