@@ -41,6 +41,7 @@ from ..protocol.errors import (
     InterfaceError,
     RequestTimeoutError,
 )
+from ..protocol.messages import has_request_key
 from .transports import LocalReads, Transport
 
 __all__ = ["SocketTransport"]
@@ -288,7 +289,7 @@ class SocketTransport(Transport):
             raise self.refusal
         if self.lost is not None:
             raise self._lost_error(request, self.lost, sent=False)
-        if "key" in request or "idempotency_key" in request:
+        if has_request_key(request):
             self._keyed(request)
         request_id = self._next_id
         self._next_id = request_id + 1
@@ -363,7 +364,7 @@ class SocketTransport(Transport):
         # Safe to send again elsewhere: a read, ensure_table, anything that never left, or
         # a keyed write (the writer answers a key it has recorded from the record).
         error.retryable = (  # type: ignore[attr-defined]
-            not sent or op in RESENDABLE_OPS or "key" in request or "idempotency_key" in request
+            not sent or op in RESENDABLE_OPS or has_request_key(request)
         )
         return error
 
@@ -436,6 +437,6 @@ class SocketTransport(Transport):
 def _outcome(request: dict[str, Any]) -> str:
     if request.get("op") in RESENDABLE_OPS:
         return ""
-    if "key" in request or "idempotency_key" in request:
+    if has_request_key(request):
         return ""  # the failover layer resends it, or says why it cannot
     return "; its outcome is unknown: it may or may not have been committed"

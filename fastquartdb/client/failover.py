@@ -41,6 +41,7 @@ from ..protocol.errors import (
     RequestTimeoutError,
     TooManyClientsError,
 )
+from ..protocol.messages import has_request_key
 from .connection import SocketTransport
 from .transports import EmbeddedTransport, LocalReads, Transport
 
@@ -165,16 +166,16 @@ class FailoverTransport(Transport):
         try:
             return await transport.request(request)
         except ConnectionLostError as exc:
-            keyed = "key" in request or "idempotency_key" in request
-            if self._closed or not (keyed or getattr(exc, "retryable", False)):
+            # retryable: a read, ensure_table, a request never sent, or a keyed write.
+            if self._closed or not getattr(exc, "retryable", False):
                 self._recover_in_background(transport)
                 raise
-            if not keyed:
-                transport = await self._recover(transport)
-                return await transport.request(request)
-            return await self._resend(transport, request)
+            if has_request_key(request):
+                return await self._resend(transport, request)
+            transport = await self._recover(transport)
+            return await transport.request(request)
         except RequestTimeoutError:
-            if self._closed or not ("key" in request or "idempotency_key" in request):
+            if self._closed or not has_request_key(request):
                 raise
             # No reply in time (a stopped daemon): give up on that connection, so whatever
             # it still answers goes nowhere, and resend, keyed, where a writer answers.

@@ -49,8 +49,3 @@ class KeyIssuer:
         of one may still come from a writer this client gave up on.)
         """
         self._open.discard(seq)
-
-    @property
-    def in_flight(self) -> int:
-        """Keyed requests sent and not answered yet."""
-        return len(self._open)

@@ -142,6 +142,8 @@ class EmbeddedTransport(Transport):
     def __init__(self, path: str, worker: BatchWorker, *, wire_check: bool) -> None:
         self.path = path
         self.closed = False
+        #: Never lost: this process is its own peer (see :class:`~fastquartdb.engine.work.Session`).
+        self.lost = False
         self._worker = worker
         self._wire_check = wire_check
         self._subscribed: Callable[[int], None] | None = None

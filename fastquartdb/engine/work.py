@@ -27,6 +27,7 @@ class Session(Protocol):
     """
 
     closed: bool
+    lost: bool
 
     def deliver(self, item: WorkItem, ok: bool, value: Any) -> None:
         """Hand back the outcome of ``item``: its result, or the exception it failed with."""

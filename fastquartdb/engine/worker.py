@@ -51,7 +51,7 @@ from ..protocol.errors import (
     ProgrammingError,
     TransactionTimeoutError,
 )
-from ..protocol.messages import READ_OPS
+from ..protocol.messages import READ_OPS, has_request_key
 from .executor import Engine, Outcome
 from .runner import EngineThread
 from .work import WorkerStats, WorkItem
@@ -460,9 +460,7 @@ class BatchWorker:
                     self._reject_stray(item)
                     continue
                 queue.popleft()
-                if getattr(item.session, "lost", False) and (
-                    "key" in item.request or "idempotency_key" in item.request
-                ):
+                if item.session.lost and has_request_key(item.request):
                     # Its client lost the connection and resends it with its key, maybe to
                     # another writer: this copy must not run too (see requestkeys.py).
                     self._deliver(item, False, _ABANDONED)

@@ -24,6 +24,7 @@ __all__ = [
     "WRITE_OPS",
     "check_idempotency_key",
     "error_reply",
+    "has_request_key",
     "ok_reply",
 ]
 
@@ -80,6 +81,11 @@ def check_idempotency_key(key: object) -> str:
             f"characters, got {brief(key)}"
         )
     return key
+
+
+def has_request_key(request: dict[str, Any]) -> bool:
+    """Whether ``request`` carries a request key or an idempotency key (see PROTOCOL.md §10.2)."""
+    return "key" in request or "idempotency_key" in request
 
 
 def ok_reply(request_id: Any, result: Any) -> dict[str, Any]:

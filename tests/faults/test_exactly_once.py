@@ -138,15 +138,18 @@ def test_kill9_not_restarted_falls_back_and_resends(db_path: str, clients) -> No
     )
 
 
-def test_sigstop_past_request_timeout_then_sigcont(db_path: str, clients) -> None:
-    """SIGSTOP past request_timeout, then SIGCONT: timed-out writes are resent, none runs twice."""
-    daemon = DaemonProcess(db_path).start()
+def _stopped_for(
+    db: str, clients, stop: float, *extra: str, seconds: float = 3.0
+) -> tuple[list[dict], dict]:
+    """2 x 16 writers; the daemon SIGSTOPped for ``stop`` seconds, then SIGCONT: the
+    writers' reports and the daemon's stats once they are done."""
+    daemon = DaemonProcess(db).start()
     try:
-        procs = _load(clients, db_path, "--request-timeout", "0.5", procs=2)
+        procs = _load(clients, db, *extra, procs=2, seconds=seconds)
         _wait_for_all(daemon, 2)
-        wait_until(lambda: _note_rows(db_path) >= 300, what="rows before the stop")
+        wait_until(lambda: _note_rows(db) >= 300, what="rows before the stop")
         daemon.signal(signal.SIGSTOP)
-        time.sleep(1.5)
+        time.sleep(stop)
         daemon.signal(signal.SIGCONT)
         reports = [p.report() for p in procs]
         stats = daemon.stats()
@@ -155,6 +158,12 @@ def test_sigstop_past_request_timeout_then_sigcont(db_path: str, clients) -> Non
         with contextlib.suppress(ProcessLookupError):
             daemon.signal(signal.SIGCONT)
         daemon.kill()
+    return reports, stats
+
+
+def test_sigstop_past_request_timeout_then_sigcont(db_path: str, clients) -> None:
+    """SIGSTOP past request_timeout, then SIGCONT: timed-out writes are resent, none runs twice."""
+    reports, stats = _stopped_for(db_path, clients, 1.5, "--request-timeout", "0.5")
     acked, resent = _check(db_path, reports)
     assert resent > 0, "no request timed out: the test proved nothing"
     # Each resend reached this daemon: answered from the record its first send left, or
@@ -172,21 +181,8 @@ def test_sigstop_past_the_reconnect_window_in_auto_mode(db_path: str, clients) -
     """SIGSTOP longer than the reconnect window, mode="auto": the clients resend their writes
     to embedded mode and go on there; when the daemon resumes, the copies it still holds must
     not run again (they once did, after the clients' acks had pruned their records)."""
-    daemon = DaemonProcess(db_path).start()
-    try:
-        extra = ("--mode", "auto", "--request-timeout", "0.5", "--connect-timeout", "0.3")
-        procs = _load(clients, db_path, *extra, procs=2, seconds=5.5)
-        _wait_for_all(daemon, 2)
-        wait_until(lambda: _note_rows(db_path) >= 300, what="rows before the stop")
-        daemon.signal(signal.SIGSTOP)
-        time.sleep(3.0)
-        daemon.signal(signal.SIGCONT)
-        reports = [p.report() for p in procs]
-        assert daemon.stop() == 0
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            daemon.signal(signal.SIGCONT)
-        daemon.kill()
+    extra = ("--mode", "auto", "--request-timeout", "0.5", "--connect-timeout", "0.3")
+    reports, _ = _stopped_for(db_path, clients, 3.0, *extra, seconds=5.5)
     acked, resent = _check(db_path, reports)
     assert resent > 0, "no request timed out: the test proved nothing"
     print(
