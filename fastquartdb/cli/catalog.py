@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..engine.schema import LIVE_TABLES_SQL, unique_sets, unknown_table
 from .errors import CommandError
 from .maintenance import open_read_only
 from .output import ResultSet
 
-if TYPE_CHECKING:
-    from .session import Database
-
-__all__ = ["Catalog"]
+__all__ = ["Catalog", "Database"]
 
 _USER_OBJECTS = "name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
 
@@ -49,6 +46,27 @@ _SQL_SQL = (
     "ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'view' THEN 1 WHEN 'index' THEN 2 ELSE 3 END, "
     "tbl_name, name"
 )
+
+
+class Database(Protocol):
+    """What a command needs of an open database (the manager, or a :class:`ReadOnlyFile`)."""
+
+    path: str
+
+    @property
+    def mode(self) -> str:
+        """``"daemon"``, ``"embedded"`` or ``"dqlite"``."""
+
+    def info(self) -> dict[str, Any]:
+        """What the database runs on (see ``AsyncDatabaseManager.info``)."""
+
+    async def request(self, request: dict[str, Any]) -> Any:
+        """Run one protocol request."""
+
+    async def execute(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run one raw SQL statement."""
 
 
 class Catalog:

@@ -17,38 +17,17 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ..client import AsyncDatabaseManager
 from ..engine import Engine
 from ..protocol import default_socket_path
 from ..protocol.errors import DaemonUnavailableError, DatabaseError
-from .catalog import Catalog
+from .catalog import Catalog, Database
 from .errors import CommandError
 from .maintenance import open_read_only, require_file
 
 __all__ = ["Database", "ReadOnlyFile", "Session", "no_daemon", "open_session"]
-
-
-class Database(Protocol):
-    """What a command needs of an open database (the manager, or a :class:`ReadOnlyFile`)."""
-
-    path: str
-
-    @property
-    def mode(self) -> str:
-        """``"daemon"``, ``"embedded"`` or ``"dqlite"``."""
-
-    def info(self) -> dict[str, Any]:
-        """What the database runs on (see ``AsyncDatabaseManager.info``)."""
-
-    async def request(self, request: dict[str, Any]) -> Any:
-        """Run one protocol request."""
-
-    async def execute(
-        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Run one raw SQL statement."""
 
 
 class ReadOnlyFile:
