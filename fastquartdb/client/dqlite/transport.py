@@ -40,7 +40,7 @@ from typing import Any
 
 from ...engine.requestkeys import RequestKeys
 from ...engine.resultcodes import translate_sqlite_error
-from ...engine.sandbox import check_statement
+from ...engine.sandbox import check_statement, raw_request
 from ...engine.schema import (
     LIVE_TABLES_SQL,
     TableInfo,
@@ -62,7 +62,6 @@ from ...engine.statements import (
     build_update,
     build_upsert,
     build_upsert_many,
-    check_value,
 )
 from ...protocol.errors import (
     ConnectionLostError,
@@ -73,7 +72,7 @@ from ...protocol.errors import (
     ValidationError,
     brief,
 )
-from ...protocol.messages import READ_OPS
+from ...protocol.messages import MULTI_STATEMENT_OPS, READ_OPS, SCHEMA_RETRY_OPS
 from ..transports import Transport, check_wire_size
 from . import cluster, wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
@@ -88,23 +87,6 @@ log = logging.getLogger("fastquartdb.client")
 URL_SCHEME = "dqlite://"
 
 _client_ids = itertools.count(1)
-
-# Ops that a stale table cache can make fail on validation; a retry with fresh shapes is safe.
-_SCHEMA_SAFE_RETRY = frozenset(
-    {
-        "fetch",
-        "count",
-        "aggregate",
-        "insert",
-        "insert_many",
-        "update",
-        "delete",
-        "upsert",
-        "upsert_many",
-    }
-)
-# Requests of several statements: they run in one transaction (or savepoint).
-_ATOMIC_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
 
 
 def parse_dqlite_url(url: str) -> tuple[list[str], str]:
@@ -589,7 +571,7 @@ class DqliteTransport(Transport):
             try:
                 return await self._atomic(session, handler, req)
             except ValidationError:
-                if op in _SCHEMA_SAFE_RETRY and self._tables:
+                if op in SCHEMA_RETRY_OPS and self._tables:
                     # Perhaps another client changed the schema since we cached it: look again.
                     self._tables.clear()
                     return await self._atomic(session, handler, req)
@@ -607,7 +589,7 @@ class DqliteTransport(Transport):
         handler: Callable[[DqliteTransport, Session, dict[str, Any]], Awaitable[Any]],
         req: dict[str, Any],
     ) -> Any:
-        if req.get("op") not in _ATOMIC_OPS:
+        if req.get("op") not in MULTI_STATEMENT_OPS:
             return await handler(self, session, req)
         return await all_or_nothing(session, lambda inner: handler(self, inner, req))
 
@@ -761,19 +743,8 @@ class DqliteTransport(Transport):
         return result
 
     async def _execute(self, s: Session, req: dict[str, Any]) -> dict[str, Any]:
-        sql = req.get("sql")
-        if not isinstance(sql, str) or not sql.strip():
-            raise ValidationError("execute needs 'sql': one SQL statement as a string")
-        params = req.get("params")
-        if params is None:
-            params = []
-        if isinstance(params, dict):
-            named = {str(k): check_value(v, f"parameter {brief(k)}") for k, v in params.items()}
-            sql, values = number_named(sql, named)
-        elif isinstance(params, list):
-            values = [check_value(v, "a parameter") for v in params]
-        else:
-            raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
+        sql, params = raw_request(req)
+        sql, values = number_named(sql, params) if isinstance(params, dict) else (sql, params)
         await self._check_raw(s, sql, values)
         self._tables.clear()  # raw SQL may change any table
         kind = classify(sql)
