@@ -25,7 +25,7 @@ from ...engine.schema import (
     parse_column_sets,
     parse_column_specs,
     quote,
-    unique_sets,
+    read_table,
     unknown_table,
 )
 from ...engine.statements import (
@@ -42,7 +42,7 @@ from ...engine.statements import (
 from ...protocol.errors import FQDBError, ValidationError, brief
 from ...protocol.messages import MULTI_STATEMENT_OPS, SCHEMA_RETRY_OPS
 from .rawsql import TRANSACTION_WORDS, classify, first_word, number_named
-from .session import Lost, Session, all_or_nothing
+from .session import Lost, Session, all_or_nothing, drive
 
 __all__ = ["OpRunner"]
 
@@ -95,7 +95,7 @@ class OpRunner:
         return await all_or_nothing(session, lambda inner: handler(self, inner, req))
 
     async def _table(self, session: Session, name: object) -> TableInfo:
-        """The live shape of table ``name``, read with the engine's PRAGMAs."""
+        """The live shape of table ``name``: the engine's :func:`read_table`, driven here."""
         info = self.tables.get(name) if isinstance(name, str) else None
         if info is not None:
             return info
@@ -109,19 +109,10 @@ class OpRunner:
             if not live:
                 raise
             checked = name
-        _, rows = await session.read(f"PRAGMA table_info({quote(checked)})")
-        if not rows:
+        info = await drive(session, read_table(checked))
+        if info is None:
             _, names = await session.read(LIVE_TABLES_SQL)
             raise unknown_table(checked, names)
-        _, fk_rows = await session.read(f"PRAGMA foreign_key_list({quote(checked)})")
-        fks = [(row[3], row[2], row[4]) for row in fk_rows if row[4] is not None]
-        _, index_rows = await session.read(f"PRAGMA index_list({quote(checked)})")
-        indexes = []
-        for index in index_rows:
-            if index[2]:
-                _, cols = await session.read(f"PRAGMA index_info({quote(index[1])})")
-                indexes.append((index, cols))
-        info = TableInfo(checked, list(rows), fks, unique_sets(rows, indexes))
         self.tables[checked] = info
         return info
 

@@ -3,6 +3,8 @@
 The SQL is the engine's (:mod:`fastquartdb.engine.statements` and
 :func:`fastquartdb.engine.schema.ensure_table`); only where it runs differs.
 Table shapes come from the same PRAGMAs the engine reads, fetched over dqlite.
+The ops themselves and their cache of table shapes are :mod:`.runner`'s; this
+module owns the connection to the leader, failover, resends and transactions.
 
 Policy:
 
