@@ -38,14 +38,16 @@ from ..protocol.errors import (
     ValidationError,
     brief,
 )
+from ..protocol.messages import MULTI_STATEMENT_OPS as _SAVEPOINT_OPS
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
+from ..protocol.messages import SCHEMA_RETRY_OPS as _SCHEMA_SAFE_RETRY
 from .changelog import ChangeLog, capture_mode, read_changes
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
 from .locking import ProcessLock
 from .requestkeys import KeyConflict, RequestKeys
 from .resultcodes import translate_sqlite_error
 from .results import fetch_rows
-from .sandbox import Sandbox
+from .sandbox import Sandbox, raw_request
 from .schema import (
     LIVE_TABLES_SQL,
     TableInfo,
@@ -68,7 +70,6 @@ from .statements import (
     build_update,
     build_upsert,
     build_upsert_many,
-    check_value,
     check_values,
 )
 from .steps import run as run_steps
@@ -84,14 +85,10 @@ _NO_TXN_ERROR = ValidationError(
 
 #: Seconds between checks that no other process changed the schema.
 SCHEMA_CHECK_INTERVAL = 0.05
-# Ops that change nothing when they fail on validation, so a retry is safe.
-_SCHEMA_SAFE_RETRY = (READ_OPS | WRITE_OPS) - {"ping", "ensure_table", "execute"}
 
 # How often one batch may lose its transaction to single requests before all of it fails.
 _MAX_RESTARTS = 3
 
-# Requests made of several statements; they get a SAVEPOINT so a failure undoes all of them.
-_SAVEPOINT_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
 
 #: Ops a local read-only connection runs (see :meth:`Engine.run_read`); ``execute`` only for
 #: raw statements the caller expects to read (a write is refused there and goes to the writer).
@@ -485,18 +482,7 @@ class Engine:
             raise ProgrammingError(
                 "raw SQL is disabled on this server (fqdb-server --no-raw-sql); use the model API"
             )
-        sql = req.get("sql")
-        if not isinstance(sql, str) or not sql.strip():
-            raise ValidationError("execute needs 'sql': one SQL statement as a string")
-        params = req.get("params")
-        if params is None:
-            params = []
-        elif isinstance(params, list):
-            params = [check_value(v, "a parameter") for v in params]
-        elif isinstance(params, dict):
-            params = {str(k): check_value(v, f"parameter {brief(k)}") for k, v in params.items()}
-        else:
-            raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
+        sql, params = raw_request(req)
         try:
             with self.sandbox.raw():
                 cursor = self.conn.execute(sql, params)

@@ -61,7 +61,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..protocol.errors import ValidationError
+from ..protocol.errors import ValidationError, brief
+from .statements import check_value
 
 __all__ = [
     "ARGUMENT_PRAGMAS",
@@ -72,6 +73,7 @@ __all__ = [
     "Sandbox",
     "check_statement",
     "enable_defensive",
+    "raw_request",
 ]
 
 #: PRAGMAs raw SQL may query (never set): ``PRAGMA name`` with no value.
@@ -404,6 +406,27 @@ class Sandbox:
             f"PRAGMA {name} is not allowed in raw SQL: the connection is shared "
             "(see the raw-SQL rules in the README)"
         )
+
+
+def raw_request(req: dict[str, Any]) -> tuple[str, list[Any] | dict[str, Any]]:
+    """An ``execute`` request's ``sql`` and ``params`` (a list for ``?``, a map for
+    ``:name``), each parameter checked by :func:`~.statements.check_value`.
+
+    Raises:
+        ValidationError: no SQL text, a parameter SQLite cannot bind, or ``params``
+            neither a list nor a map.
+    """
+    sql = req.get("sql")
+    if not isinstance(sql, str) or not sql.strip():
+        raise ValidationError("execute needs 'sql': one SQL statement as a string")
+    params = req.get("params")
+    if params is None:
+        return sql, []
+    if isinstance(params, list):
+        return sql, [check_value(v, "a parameter") for v in params]
+    if isinstance(params, dict):
+        return sql, {str(k): check_value(v, f"parameter {brief(k)}") for k, v in params.items()}
+    raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
 
 
 def check_statement(

@@ -20,6 +20,8 @@ from typing import Any
 
 from ..protocol.errors import SchemaError, ValidationError, brief
 from .sqltypes import SqlType, affinity_of, parse_type
+from .steps import Query, Steps
+from .steps import run as run_steps
 
 __all__ = [
     "LIVE_TABLES_SQL",
@@ -32,6 +34,7 @@ __all__ = [
     "parse_column_sets",
     "parse_column_specs",
     "quote",
+    "read_table",
     "unique_sets",
     "unknown_table",
 ]
@@ -160,20 +163,22 @@ class TableInfo:
 
 def load_table(conn: sqlite3.Connection, name: str) -> TableInfo | None:
     """Read a table's shape from the file, or None if there is no such table."""
-    rows = conn.execute(f"PRAGMA table_info({quote(name)})").fetchall()
+    return run_steps(conn, read_table(name))
+
+
+def read_table(name: str) -> Steps[TableInfo | None]:
+    """:func:`load_table` as I/O-free statements (see :mod:`.steps`), for any driver:
+    the table's shape from its PRAGMAs, or None if there is no such table."""
+    rows = yield Query(f"PRAGMA table_info({quote(name)})")
     if not rows:
         return None
-    fks = [
-        (row[3], row[2], row[4])
-        for row in conn.execute(f"PRAGMA foreign_key_list({quote(name)})")
-        if row[4] is not None
-    ]
-    indexes = [
-        (index, conn.execute(f"PRAGMA index_info({quote(index[1])})").fetchall())
-        for index in conn.execute(f"PRAGMA index_list({quote(name)})").fetchall()
-        if index[2]  # unique
-    ]
-    return TableInfo(name, rows, fks, unique_sets(rows, indexes))
+    fk_rows = yield Query(f"PRAGMA foreign_key_list({quote(name)})")
+    fks = [(row[3], row[2], row[4]) for row in fk_rows if row[4] is not None]
+    indexes = []
+    for index in (yield Query(f"PRAGMA index_list({quote(name)})")):
+        if index[2]:  # unique
+            indexes.append((index, (yield Query(f"PRAGMA index_info({quote(index[1])})"))))
+    return TableInfo(name, list(rows), fks, unique_sets(rows, indexes))
 
 
 def unique_sets(

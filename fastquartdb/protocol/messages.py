@@ -16,9 +16,11 @@ from .errors import ValidationError, brief
 __all__ = [
     "ALL_OPS",
     "KEYED_OPS",
+    "MULTI_STATEMENT_OPS",
     "PROTOCOL_VERSION",
     "READ_OPS",
     "RESENDABLE_OPS",
+    "SCHEMA_RETRY_OPS",
     "SERVER_OPS",
     "TRANSACTION_OPS",
     "WRITE_OPS",
@@ -47,6 +49,12 @@ WRITE_OPS: Final = frozenset(
         "resolve",
     }
 )
+#: Ops that change nothing when they fail on validation: after a failure that a stale
+#: cache of table shapes may explain, a runner reads the shapes again and retries once.
+SCHEMA_RETRY_OPS: Final = (READ_OPS | WRITE_OPS) - {"ping", "ensure_table", "execute"}
+#: Requests made of several statements: a runner makes each all-or-nothing (its own
+#: transaction, or a SAVEPOINT inside one), so a failure undoes all of it.
+MULTI_STATEMENT_OPS: Final = frozenset({"insert_many", "upsert_many", "ensure_table"})
 #: Interactive transaction control.
 TRANSACTION_OPS: Final = frozenset({"begin", "commit", "rollback"})
 #: Answered by the daemon itself, never queued for the database.

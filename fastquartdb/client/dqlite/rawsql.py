@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ...engine.sandbox import ARGUMENT_PRAGMAS
 from ...protocol.errors import ProgrammingError
 
 __all__ = [
@@ -30,21 +31,6 @@ __all__ = [
     "tokenize",
 ]
 
-#: PRAGMAs whose ``(argument)`` form only reads (it names a table, an index or a limit).
-_READ_PRAGMAS_WITH_ARG = frozenset(
-    {
-        "table_info",
-        "table_xinfo",
-        "table_list",
-        "index_list",
-        "index_info",
-        "index_xinfo",
-        "foreign_key_list",
-        "foreign_key_check",
-        "integrity_check",
-        "quick_check",
-    }
-)
 TRANSACTION_WORDS = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
 ROW_WORDS = frozenset({"SELECT", "WITH", "PRAGMA", "VALUES", "EXPLAIN"})
 DML_WORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE"})
@@ -149,9 +135,9 @@ def classify(sql: str) -> Statement:
     returns_rows = returning or (word in ROW_WORDS and main not in DML_WORDS)
     if word == "PRAGMA":
         # "PRAGMA x = v" sets (and answers no rows: as a QUERY dqlite fails it with "not
-        # an error" after running it); "PRAGMA x(arg)" reads only for the pragmas below.
+        # an error" after running it); "PRAGMA x(arg)" reads only for ARGUMENT_PRAGMAS.
         name, setter = _pragma(tokens)
-        writes = setter == "=" or (setter == "(" and name not in _READ_PRAGMAS_WITH_ARG)
+        writes = setter == "=" or (setter == "(" and name not in ARGUMENT_PRAGMAS)
         returns_rows = not writes
     return Statement(word, writes, returns_rows)
 

@@ -3,6 +3,8 @@
 The SQL is the engine's (:mod:`fastquartdb.engine.statements` and
 :func:`fastquartdb.engine.schema.ensure_table`); only where it runs differs.
 Table shapes come from the same PRAGMAs the engine reads, fetched over dqlite.
+The ops themselves and their cache of table shapes are :mod:`.runner`'s; this
+module owns the connection to the leader, failover, resends and transactions.
 
 Policy:
 
@@ -33,36 +35,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...engine.requestkeys import RequestKeys
-from ...engine.resultcodes import translate_sqlite_error
-from ...engine.sandbox import check_statement
 from ...engine.schema import (
-    LIVE_TABLES_SQL,
-    TableInfo,
     check_identifier,
-    ensure_table,
-    parse_column_sets,
-    parse_column_specs,
     quote,
-    unique_sets,
-    unknown_table,
-)
-from ...engine.statements import (
-    build_aggregate,
-    build_count,
-    build_delete,
-    build_insert,
-    build_insert_many,
-    build_select,
-    build_update,
-    build_upsert,
-    build_upsert_many,
-    check_value,
 )
 from ...protocol.errors import (
     ConnectionLostError,
@@ -78,8 +57,8 @@ from ..transports import Transport, check_wire_size
 from . import cluster, wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
 from .keyed import is_keyed, record_commit, resolve, run_keyed
-from .rawsql import TRANSACTION_WORDS, classify, first_word, number_named
-from .session import Lost, Session, all_or_nothing, translate_dqlite_error
+from .runner import OpRunner
+from .session import Lost, Session, translate_dqlite_error
 
 __all__ = ["DqliteTransport", "parse_dqlite_url", "translate_dqlite_error"]
 
@@ -88,23 +67,6 @@ log = logging.getLogger("fastquartdb.client")
 URL_SCHEME = "dqlite://"
 
 _client_ids = itertools.count(1)
-
-# Ops that a stale table cache can make fail on validation; a retry with fresh shapes is safe.
-_SCHEMA_SAFE_RETRY = frozenset(
-    {
-        "fetch",
-        "count",
-        "aggregate",
-        "insert",
-        "insert_many",
-        "update",
-        "delete",
-        "upsert",
-        "upsert_many",
-    }
-)
-# Requests of several statements: they run in one transaction (or savepoint).
-_ATOMIC_OPS = frozenset({"insert_many", "upsert_many", "ensure_table"})
 
 
 def parse_dqlite_url(url: str) -> tuple[list[str], str]:
@@ -174,9 +136,8 @@ class DqliteTransport(Transport):
         self._gate = asyncio.Lock()
         self._txn: Any = None
         self._txn_broken = False
-        self._tables: dict[str, TableInfo] = {}
-        # The schema's DDL as of the last raw statement checked (see _check_raw).
-        self._raw_schema: list[str] | None = None
+        # The ops themselves, with their cache of table shapes (see .runner).
+        self._runner = OpRunner()
         self._closed = False
 
     @classmethod
@@ -362,8 +323,8 @@ class DqliteTransport(Transport):
                     if op == "resolve":
                         return await resolve(self.keys, session, request)
                     if keyed:
-                        return await run_keyed(self.keys, session, request, self._run)
-                    return await self._run(session, request)
+                        return await run_keyed(self.keys, session, request, self._runner.run)
+                    return await self._runner.run(session, request)
                 except Lost as lost:
                     await self._drop_connection()
                     self.failovers += 1
@@ -425,7 +386,7 @@ class DqliteTransport(Transport):
                     "dqlite rolled it back"
                 )
             try:
-                return await self._run(Session(conn, in_transaction=True), request)
+                return await self._runner.run(Session(conn, in_transaction=True), request)
             except Lost as lost:
                 self._txn_broken = True
                 await self._drop_connection()
@@ -529,7 +490,7 @@ class DqliteTransport(Transport):
                             await self._drop_connection()
                     raise
                 finally:
-                    self._tables.clear()
+                    self._runner.tables.clear()
             return None
         finally:
             self._txn = None
@@ -573,273 +534,6 @@ class DqliteTransport(Transport):
             f"the connection to the dqlite leader was lost during COMMIT ({lost}): the "
             "transaction was rolled back (it never committed); nothing of it was written"
         )
-
-    # ------------------------------------------------------------ running one request
-
-    async def _run(self, session: Session, req: dict[str, Any]) -> Any:
-        op = req.get("op")
-        if op == "_savepoint":
-            return await req["run"](session)
-        handler = self._ops.get(op) if isinstance(op, str) else None
-        if handler is None:
-            raise ValidationError(
-                f"unknown op {brief(op)} (ops: {', '.join(sorted([*self._ops, 'begin', 'commit', 'rollback']))})"
-            )
-        try:
-            try:
-                return await self._atomic(session, handler, req)
-            except ValidationError:
-                if op in _SCHEMA_SAFE_RETRY and self._tables:
-                    # Perhaps another client changed the schema since we cached it: look again.
-                    self._tables.clear()
-                    return await self._atomic(session, handler, req)
-                raise
-        except (FQDBError, Lost):
-            raise
-        except Exception as exc:
-            # Input no check foresaw (a list where a name goes...): this request fails, as
-            # in the engine, and the connection goes on.
-            raise ValidationError(f"malformed {op}: {type(exc).__name__}: {brief(exc)}") from None
-
-    async def _atomic(
-        self,
-        session: Session,
-        handler: Callable[[DqliteTransport, Session, dict[str, Any]], Awaitable[Any]],
-        req: dict[str, Any],
-    ) -> Any:
-        if req.get("op") not in _ATOMIC_OPS:
-            return await handler(self, session, req)
-        return await all_or_nothing(session, lambda inner: handler(self, inner, req))
-
-    async def _table(self, session: Session, name: object) -> TableInfo:
-        """The live shape of table ``name``, read with the engine's PRAGMAs."""
-        info = self._tables.get(name) if isinstance(name, str) else None
-        if info is not None:
-            return info
-        try:
-            checked = check_identifier(name, "table name")
-        except ValidationError:
-            # A name the live schema holds is usable whatever its characters (as in the engine).
-            if not isinstance(name, str):
-                raise
-            _, live = await session.read(LIVE_TABLES_SQL + " AND name = ?", [name])
-            if not live:
-                raise
-            checked = name
-        _, rows = await session.read(f"PRAGMA table_info({quote(checked)})")
-        if not rows:
-            _, names = await session.read(LIVE_TABLES_SQL)
-            raise unknown_table(checked, names)
-        _, fk_rows = await session.read(f"PRAGMA foreign_key_list({quote(checked)})")
-        fks = [(row[3], row[2], row[4]) for row in fk_rows if row[4] is not None]
-        _, index_rows = await session.read(f"PRAGMA index_list({quote(checked)})")
-        indexes = []
-        for index in index_rows:
-            if index[2]:
-                _, cols = await session.read(f"PRAGMA index_info({quote(index[1])})")
-                indexes.append((index, cols))
-        info = TableInfo(checked, list(rows), fks, unique_sets(rows, indexes))
-        self._tables[checked] = info
-        return info
-
-    async def _scope(
-        self, session: Session, req: dict[str, Any]
-    ) -> tuple[TableInfo, Callable[[object], TableInfo]]:
-        """The request's table and a lookup for its joins (loaded first: builders are sync)."""
-        table = await self._table(session, req.get("table"))
-        joins = req.get("join")
-        if isinstance(joins, list):
-            for spec in joins:
-                if isinstance(spec, dict) and isinstance(spec.get("table"), str):
-                    await self._table(session, spec["table"])
-
-        def lookup(name: object) -> TableInfo:
-            info = self._tables.get(name) if isinstance(name, str) else None
-            if info is None:
-                check_identifier(name, "table name")
-                raise ValidationError(f"unknown table {brief(name)}")
-            return info
-
-        return table, lookup
-
-    # ------------------------------------------------------------ ops
-
-    async def _fetch(self, s: Session, req: dict[str, Any]) -> dict[str, Any]:
-        table, lookup = await self._scope(s, req)
-        sql, params = build_select(table, req, lookup)
-        columns, rows = await s.read(sql, params)
-        return {"columns": list(columns), "rows": [list(r) for r in rows]}
-
-    async def _count(self, s: Session, req: dict[str, Any]) -> int:
-        sql, params = build_count(await self._table(s, req.get("table")), req)
-        _, rows = await s.read(sql, params)
-        return int(rows[0][0])
-
-    async def _aggregate(self, s: Session, req: dict[str, Any]) -> dict[str, Any]:
-        table, lookup = await self._scope(s, req)
-        sql, params = build_aggregate(table, req, lookup)
-        columns, rows = await s.read(sql, params)
-        return {"columns": list(columns), "rows": [list(r) for r in rows]}
-
-    async def _insert(self, s: Session, req: dict[str, Any]) -> Any:
-        table = await self._table(s, req.get("table"))
-        sql, params = build_insert(table, req)
-        result = await s.write(sql, params)
-        if result.rows_affected == 0:
-            return None  # on_conflict="ignore" and the row was there already
-        if len(table.pk) == 1 and not table.rowid_pk:
-            values = req["values"]
-            if table.pk[0] in values:
-                return values[table.pk[0]]
-        return result.last_insert_id
-
-    async def _upsert(self, s: Session, req: dict[str, Any]) -> Any:
-        table = await self._table(s, req.get("table"))
-        sql, params = build_upsert(table, req)
-        await s.write(sql, params)
-        conflict = req["conflict"] if isinstance(req["conflict"], list) else [req["conflict"]]
-        values = req["values"]
-        key = table.pk if table.pk else ("rowid",)
-        where = " AND ".join(f"{quote(c)} IS ?" for c in conflict)
-        _, rows = await s.read(
-            f"SELECT {', '.join(quote(k) if k != 'rowid' else 'rowid' for k in key)} "
-            f"FROM {quote(table.name)} WHERE {where}",
-            [values[c] for c in conflict],
-        )
-        if not rows:
-            return None
-        row = rows[0]
-        return row[0] if len(row) == 1 else list(row)
-
-    async def _insert_many(self, s: Session, req: dict[str, Any]) -> int:
-        sql, rows = build_insert_many(await self._table(s, req.get("table")), req)
-        for row in rows:
-            await s.write(sql, row)
-        return len(rows)
-
-    async def _upsert_many(self, s: Session, req: dict[str, Any]) -> int:
-        sql, rows = build_upsert_many(await self._table(s, req.get("table")), req)
-        for row in rows:
-            await s.write(sql, row)
-        return len(rows)
-
-    async def _update(self, s: Session, req: dict[str, Any]) -> int:
-        sql, params = build_update(await self._table(s, req.get("table")), req)
-        return (await s.write(sql, params)).rows_affected
-
-    async def _delete(self, s: Session, req: dict[str, Any]) -> int:
-        sql, params = build_delete(await self._table(s, req.get("table")), req)
-        return (await s.write(sql, params)).rows_affected
-
-    async def _ensure_table(self, s: Session, req: dict[str, Any]) -> dict[str, Any]:
-        name = check_identifier(req.get("table"), "table name")
-        specs = parse_column_specs(req.get("columns"))
-        names = {spec.name for spec in specs}
-        indexes = parse_column_sets(req.get("indexes"), "indexes", names)
-        unique = parse_column_sets(req.get("unique"), "unique", names)
-        # The engine's own ensure_table decides the DDL: run it on an in-memory copy
-        # of the live table and replay on the leader the statements it issued.
-        _, rows = await s.read(
-            "SELECT type, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
-            "ORDER BY type = 'table' DESC",
-            [name],
-        )
-        scratch = sqlite3.connect(":memory:", isolation_level=None)
-        statements: list[str] = []
-        try:
-            for _, ddl in rows:
-                scratch.execute(ddl)
-            scratch.set_trace_callback(statements.append)
-            result = ensure_table(scratch, name, specs, indexes, unique)
-        finally:
-            scratch.close()
-        for statement in statements:
-            if first_word(statement) in ("PRAGMA", "SELECT", *TRANSACTION_WORDS):
-                continue
-            await s.write(statement)
-        self._tables.clear()
-        return result
-
-    async def _execute(self, s: Session, req: dict[str, Any]) -> dict[str, Any]:
-        sql = req.get("sql")
-        if not isinstance(sql, str) or not sql.strip():
-            raise ValidationError("execute needs 'sql': one SQL statement as a string")
-        params = req.get("params")
-        if params is None:
-            params = []
-        if isinstance(params, dict):
-            named = {str(k): check_value(v, f"parameter {brief(k)}") for k, v in params.items()}
-            sql, values = number_named(sql, named)
-        elif isinstance(params, list):
-            values = [check_value(v, "a parameter") for v in params]
-        else:
-            raise ValidationError("'params' must be a list (for ?) or a map (for :name)")
-        await self._check_raw(s, sql, values)
-        self._tables.clear()  # raw SQL may change any table
-        kind = classify(sql)
-        if kind.returns_rows:
-            if kind.writes and not s.in_transaction:
-                # A QUERY that writes is applied by dqlite 1.11 only inside an explicit
-                # transaction, whose COMMIT (an EXEC) goes through Raft: see Statement.
-                columns, rows = await all_or_nothing(
-                    s, lambda inner: inner.read(sql, values, again=False)
-                )
-            else:
-                columns, rows = await s.read(sql, values, again=not kind.writes)
-            return {
-                "columns": list(columns),
-                "rows": [list(r) for r in rows],
-                "rowcount": -1,
-                "lastrowid": None,
-            }
-        result = await s.write(sql, values)
-        dml = kind.writes and kind.word != "PRAGMA"
-        return {
-            "columns": [],
-            "rows": [],
-            "rowcount": result.rows_affected if dml else -1,
-            "lastrowid": result.last_insert_id if dml else None,
-        }
-
-    async def _check_raw(self, s: Session, sql: str, values: list[Any]) -> None:
-        """The engine's sandbox rules for raw SQL, on a local copy of the cluster's schema.
-
-        dqlite has no authorizer hook, so the statement is compiled (never run) by
-        :func:`fastquartdb.engine.sandbox.check_statement` against the schema read
-        from the leader; the copy is read again when the statement does not compile
-        against it (a table another client created), and cached otherwise.
-        """
-        for attempt in (0, 1):
-            if self._raw_schema is None or attempt:
-                _, rows = await s.read(
-                    "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
-                )
-                self._raw_schema = [row[0] for row in rows]
-            try:
-                check_statement(sql, self._raw_schema, values)
-                return
-            except sqlite3.Error as exc:
-                if attempt:
-                    raise translate_sqlite_error(exc) from None
-
-    async def _ping(self, s: Session, req: dict[str, Any]) -> str:
-        await s.read("SELECT 1")
-        return "pong"
-
-    _ops: dict[str, Callable[[DqliteTransport, Session, dict[str, Any]], Awaitable[Any]]] = {
-        "fetch": _fetch,
-        "count": _count,
-        "aggregate": _aggregate,
-        "insert": _insert,
-        "insert_many": _insert_many,
-        "upsert": _upsert,
-        "upsert_many": _upsert_many,
-        "update": _update,
-        "delete": _delete,
-        "ensure_table": _ensure_table,
-        "execute": _execute,
-        "ping": _ping,
-    }
 
     async def close(self) -> None:
         if self._closed:
