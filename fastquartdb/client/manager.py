@@ -307,6 +307,23 @@ class AsyncDatabaseManager:
         return cls._instance
 
     @classmethod
+    def ready_for(cls, model: type[TableSource]) -> AsyncDatabaseManager | None:
+        """The installed manager if ``model``'s table is ready on it, else None.
+
+        The models' fast path: one check per request instead of awaiting
+        :meth:`ensure_table`; on None they call :meth:`get` and :meth:`ensure_table`.
+        """
+        manager = cls._instance
+        if manager is None or model not in manager._ready:
+            return None
+        return manager
+
+    @classmethod
+    def register(cls, model: type[TableSource]) -> None:
+        """Record ``model`` (under its table name) for ``init_engine`` to create its table."""
+        cls._models[model.__tablename__] = model
+
+    @classmethod
     async def close(cls) -> None:
         """Finish pending requests, close the database and end its thread. Safe to call twice."""
         manager, cls._instance = cls._instance, None
