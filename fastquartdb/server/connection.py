@@ -13,6 +13,9 @@ calls :meth:`deliver` exactly once. If the peer goes away, unhandled and
 backlog requests are dropped (the client has already been told the
 connection is lost) and queued ones still run; their replies are discarded.
 
+What it needs of the daemon is :class:`~fastquartdb.server.host.ConnectionHost`
+(it never imports the daemon); reply framing is in :mod:`fastquartdb.server.replies`.
+
 What one connection may cost the daemon (issue 13, rows 7, 8 and 12):
 
 * unsent replies: the transport's write buffer has ``max_unsent`` as its
