@@ -13,6 +13,9 @@ calls :meth:`deliver` exactly once. If the peer goes away, unhandled and
 backlog requests are dropped (the client has already been told the
 connection is lost) and queued ones still run; their replies are discarded.
 
+What it needs of the daemon is :class:`~fastquartdb.server.host.ConnectionHost`
+(it never imports the daemon); reply framing is in :mod:`fastquartdb.server.replies`.
+
 What one connection may cost the daemon (issue 13, rows 7, 8 and 12):
 
 * unsent replies: the transport's write buffer has ``max_unsent`` as its
@@ -46,11 +49,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 from collections import deque
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from ..engine import WorkItem
 from ..protocol import (
@@ -58,7 +59,6 @@ from ..protocol import (
     PROTOCOL_VERSION,
     FrameDecoder,
     FrameError,
-    encode_body,
     encode_ok_frame,
     error_code,
     error_reply,
@@ -69,20 +69,19 @@ from ..protocol.errors import (
     AccessDeniedError,
     OperationalError,
     ProtocolError,
-    ResultTooLargeError,
     TooManyClientsError,
     ValidationError,
     brief,
 )
 from ..protocol.messages import READ_OPS
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .host import ConnectionHost
+from .replies import frame as _frame
+from .replies import peer_credentials
+from .replies import too_large as _too_large
 
 __all__ = ["ClientConnection", "peer_credentials"]
 
 log = logging.getLogger("fastquartdb.server")
-_HEADER = struct.Struct(">I")
 #: Requests with a possibly large reply one connection may have in the worker at first.
 READS_IN_FLIGHT = 4
 #: ... and at most, however small its replies have been.
@@ -93,7 +92,6 @@ EVENTS_UNSENT_MAX = 64 * 1024
 HELD_MAX = 4096
 #: Ops whose reply can be large (rows); writes answer a few bytes.
 _LARGE_REPLY_OPS = frozenset(READ_OPS | {"execute"})
-_CREDS = struct.Struct("3i")
 # Ops the connection answers itself instead of queueing.
 _ANSWERED_HERE = frozenset({"hello", "stats", "subscribe", REFUSED_OP})
 # The op label of the request counters: any other string a client sends counts as "other",
@@ -104,37 +102,12 @@ _OK_KEYS: dict[Any, tuple[str, str]] = {op: (op, "ok") for op in _COUNTED_OPS}
 _OTHER_OK = ("other", "ok")
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
-    """``(pid, uid, gid)`` of the process at the other end of a Unix socket, where the OS tells."""
-    option = getattr(socket, "SO_PEERCRED", None)
-    if option is None:
-        return None
-    raw = sock.getsockopt(socket.SOL_SOCKET, option, _CREDS.size)
-    pid, uid, gid = _CREDS.unpack(raw)
-    return pid, uid, gid
-
-
-def _frame(reply: dict[str, Any]) -> bytes:
-    try:
-        body = encode_body(reply)
-    except ValidationError as exc:  # a result msgpack cannot carry
-        body = encode_body(error_reply(reply.get("id"), exc.code, str(exc)))
-    return _HEADER.pack(len(body)) + body
-
-
-def _too_large(size: int, limit: int) -> tuple[str, str]:
-    return ResultTooLargeError.code, (
-        f"the result is {size} bytes, larger than the daemon's reply limit of {limit} bytes "
-        "(--max-reply); fetch fewer rows (limit=, fewer columns=) or stream them with "
-        "Model.iterate()"
-    )
-
-
 class ClientConnection(asyncio.Protocol):
     """The daemon's side of one client connection; also the worker's ``Session`` for it."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, host: ConnectionHost) -> None:
+        #: The daemon that accepted it, as far as a connection needs it.
+        self.host = host
         self.closed = False
         #: The peer went away (not a shutdown): see :class:`~fastquartdb.engine.work.Session`.
         self.lost = False
@@ -143,7 +116,7 @@ class ClientConnection(asyncio.Protocol):
         #: The client's own read counts (``stats`` with ``report``), for the daemon's stats.
         self.report: dict[str, int] | None = None
         self._transport: asyncio.Transport | None = None
-        config = daemon.config
+        config = host.config
         self._decoder = FrameDecoder(config.max_frame, config.max_decoded)
         self._greeted = False
         self._hello_timer: asyncio.TimerHandle | None = None
@@ -169,12 +142,13 @@ class ClientConnection(asyncio.Protocol):
         self._unsent_tip = 0
         # Kept: asyncio.get_running_loop() costs a getpid() syscall per call on 3.11.
         self._loop = asyncio.get_running_loop()
-        self._worker = daemon.worker
-        self._latencies = daemon.latencies
+        self._worker = host.worker
+        self._latencies = host.latencies
         # Latencies of replies made since the last write (see _flush).
         self._elapsed: list[float] = []
-        self._latency_buckets = daemon.latency_buckets
-        self._outcomes = daemon.outcomes
+        self._latency_buckets = host.latency_buckets
+        self._outcomes = host.outcomes
+        self._counters = host.counters
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -183,26 +157,24 @@ class ClientConnection(asyncio.Protocol):
         self._transport = stream = cast(asyncio.Transport, transport)
         sock = stream.get_extra_info("socket")
         self.peer = peer_credentials(sock) if sock is not None else None
-        daemon = self.daemon
-        refusal = daemon.refuse_peer(self.peer)
+        host = self.host
+        refusal = host.refuse_peer(self.peer)
         if refusal is not None:
             self._refuse(AccessDeniedError.code, refusal)
             return
-        too_many = daemon.refuse_load(self.peer)
+        too_many = host.refuse_load(self.peer)
         if too_many is not None:
             self._refuse(TooManyClientsError.code, too_many)
             return
-        daemon.connections.add(self)
-        if self.peer is not None:
-            daemon.uid_connections[self.peer[1]] += 1
+        host.connection_opened(self)
         # Past this many unsent bytes the transport calls pause_writing: stop reading.
         stream.set_write_buffer_limits(high=self._max_unsent)
-        self._hello_timer = self._loop.call_later(daemon.config.hello_timeout, self._hello_expired)
+        self._hello_timer = self._loop.call_later(host.config.hello_timeout, self._hello_expired)
 
     def _refuse(self, code: str, message: str) -> None:
         """Tell a connection why it may not stay, and close it (before ``hello``)."""
         log.warning("refused connection from %s: %s", self.peer, message)
-        self.daemon.stats_refused += 1
+        self._counters.refused += 1
         assert self._transport is not None
         self._transport.write(_frame(error_reply(None, code, message)))
         self.closed = True
@@ -212,8 +184,8 @@ class ClientConnection(asyncio.Protocol):
         self._hello_timer = None
         if self._greeted or self.closed:
             return
-        self.daemon.stats_hello_timeouts += 1
-        timeout = self.daemon.config.hello_timeout
+        self._counters.hello_timeouts += 1
+        timeout = self.host.config.hello_timeout
         self._fail(ProtocolError(f"no 'hello' within {timeout:g} s of connecting: closing"))
 
     def data_received(self, data: bytes) -> None:
@@ -237,13 +209,8 @@ class ClientConnection(asyncio.Protocol):
         self._backlog.clear()
         self._held.clear()
         self._out.clear()
-        daemon = self.daemon
-        daemon.subscribers.discard(self)
-        if self in daemon.connections:
-            daemon.connections.discard(self)
-            if self.peer is not None:
-                daemon.uid_connections[self.peer[1]] -= 1
-        daemon.worker.session_closed(self)
+        self.host.connection_closed(self)
+        self._worker.session_closed(self)
 
     def pause_writing(self) -> None:
         # The client is not reading its replies: stop taking its requests.
@@ -299,7 +266,7 @@ class ClientConnection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         """A framing error: the stream is out of sync. Say why, then close."""
         log.warning("closing connection from %s: %s", self.peer, exc)
-        self.daemon.stats_protocol_errors += 1
+        self._counters.protocol_errors += 1
         self.send(error_reply(None, ProtocolError.code, str(exc)))
         self._flush()
         self.close()
@@ -343,14 +310,14 @@ class ClientConnection(asyncio.Protocol):
                 self.report = {k: v for k, v in report.items() if type(k) is str and type(v) is int}
                 self.send(ok_reply(request_id, None))
                 return
-            self.send(ok_reply(request_id, self.daemon.stats()))
+            self.send(ok_reply(request_id, self.host.stats()))
             return
         if op == "subscribe":
             # From now on this connection gets a "changes" event after each commit that
             # logged changes (PROTOCOL.md, "Change feeds"); the reply says the tip now.
             self._count(op, "ok")
-            self.daemon.subscribers.add(self)
-            tip = self.daemon.worker.thread.engine.changes.tip
+            self.host.subscribe(self)
+            tip = self.host.worker.thread.engine.changes.tip
             self.send(ok_reply(request_id, {"tip": tip}))
             return
         if op == REFUSED_OP:
@@ -379,7 +346,7 @@ class ClientConnection(asyncio.Protocol):
         if not accepted:
             self._backlog.append(item)
             self._update_reading()
-            self.daemon.worker.when_space(self._drain_backlog)
+            self.host.worker.when_space(self._drain_backlog)
 
     def _admit(self, item: WorkItem) -> bool:
         """Offer ``item`` to the worker, or hold it while this connection has as many
@@ -411,7 +378,7 @@ class ClientConnection(asyncio.Protocol):
                 ):
                     break  # deliver() calls again
                 if not self._offer(item):
-                    self.daemon.worker.when_space(self._release_held)
+                    self.host.worker.when_space(self._release_held)
                     break
                 held.popleft()
         except OperationalError as exc:  # shutting down: nothing more will run
@@ -433,7 +400,7 @@ class ClientConnection(asyncio.Protocol):
         if large:
             self._reads += 1  # before: an inline read is delivered inside offer()
         try:
-            accepted = self.daemon.worker.offer(item)
+            accepted = self.host.worker.offer(item)
         except BaseException:
             if large:
                 self._reads -= 1
@@ -457,7 +424,7 @@ class ClientConnection(asyncio.Protocol):
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
-        self.send(ok_reply(request_id, self.daemon.hello()))
+        self.send(ok_reply(request_id, self.host.hello()))
 
     def _drain_backlog(self) -> None:
         if self.closed:
@@ -479,7 +446,7 @@ class ClientConnection(asyncio.Protocol):
         finally:
             self._draining = False
         if full:
-            self.daemon.worker.when_space(self._drain_backlog)
+            self.host.worker.when_space(self._drain_backlog)
         self._update_reading()
 
     def take_backlog(self) -> list[WorkItem]:
@@ -501,7 +468,7 @@ class ClientConnection(asyncio.Protocol):
             or len(self._held) >= HELD_MAX
             or bool(self._unhandled)
             or self._writing_paused
-            or self.daemon.stopping
+            or self.host.stopping
         )
         if should_pause and not self._reading_paused:
             transport.pause_reading()
@@ -584,11 +551,11 @@ class ClientConnection(asyncio.Protocol):
             or self._transport.get_write_buffer_size() + self._out_bytes > EVENTS_UNSENT_MAX
         ):
             if self._unsent_tip:
-                self.daemon.stats_events_merged += 1
+                self._counters.events_merged += 1
             self._unsent_tip = tip
             return
         self._unsent_tip = 0
-        self.daemon.stats_events += 1
+        self._counters.events += 1
         self._append(_frame({"event": "changes", "tip": tip}))
 
     def send(self, reply: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ from .files import (
     prepare_socket_dir,
     warn_if_readable,
 )
+from .host import ConnectionCounters
 from .metrics import MetricsExporter, parse_metrics_address
 from .ownership import OwnerLock
 from .replication import Replicator
@@ -134,14 +135,10 @@ class Daemon:
         self.subscribers: set[ClientConnection] = set()
         #: The change log's tip as last pushed to subscribers.
         self.changes_tip = 0
-        #: ``changes`` events sent, and those merged into a later one (a slow reader).
-        self.stats_events = 0
-        self.stats_events_merged = 0
+        #: Refusals, protocol errors, ``changes`` events: bumped by the connections.
+        self.counters = ConnectionCounters()
         self.started = time.monotonic()
         self.stopping = False
-        self.stats_refused = 0
-        self.stats_protocol_errors = 0
-        self.stats_hello_timeouts = 0
         #: Connections served at once; one more is refused with ``too_many_clients``.
         self.client_limit = config.client_limit()
         #: Open connections per peer uid (for ``max_clients_per_uid``).
@@ -157,6 +154,34 @@ class Daemon:
         self.metrics: MetricsExporter | None = None
         self._uid = os.getuid()
         self._allowed_gids = frozenset(config.allow_gids)
+
+    @property
+    def stats_refused(self) -> int:
+        """Connections refused (access or load); for the metrics."""
+        return self.counters.refused
+
+    @property
+    def stats_protocol_errors(self) -> int:
+        """Connections closed for a protocol error; for the metrics."""
+        return self.counters.protocol_errors
+
+    def connection_opened(self, conn: ClientConnection) -> None:
+        """``conn`` was accepted: count it (by its peer's uid too) for the client limits."""
+        self.connections.add(conn)
+        if conn.peer is not None:
+            self.uid_connections[conn.peer[1]] += 1
+
+    def connection_closed(self, conn: ClientConnection) -> None:
+        """``conn`` went away: forget it and its subscription."""
+        self.subscribers.discard(conn)
+        if conn in self.connections:
+            self.connections.discard(conn)
+            if conn.peer is not None:
+                self.uid_connections[conn.peer[1]] -= 1
+
+    def subscribe(self, conn: ClientConnection) -> None:
+        """Send ``conn`` a ``changes`` event after each commit that logged changes."""
+        self.subscribers.add(conn)
 
     def changes_listener(self) -> Callable[[int], None]:
         """What the engine calls, on its thread, after a commit that logged changes."""
@@ -261,16 +286,16 @@ class Daemon:
             "txn_timeouts": stats.txn_timeouts,
             "holder": self.worker.holder is not None,
             "latency_ms": self._latency_percentiles(),
-            "refused": self.stats_refused,
-            "protocol_errors": self.stats_protocol_errors,
-            "hello_timeouts": self.stats_hello_timeouts,
+            "refused": self.counters.refused,
+            "protocol_errors": self.counters.protocol_errors,
+            "hello_timeouts": self.counters.hello_timeouts,
             "max_clients": self.client_limit,
             "request_keys": self.worker.thread.engine.keys.stats.as_dict(),
             "changes": {
                 "tip": self.worker.thread.engine.changes.tip,
                 "subscribers": len(self.subscribers),
-                "events": self.stats_events,
-                "events_merged": self.stats_events_merged,
+                "events": self.counters.events,
+                "events_merged": self.counters.events_merged,
                 "pruned": self.worker.thread.engine.changes.pruned,
             },
             "replication": self.replicator.stats() if self.replicator else None,
