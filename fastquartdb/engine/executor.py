@@ -40,6 +40,7 @@ from ..protocol.errors import (
 )
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from .changelog import ChangeLog, capture_mode, read_changes
+from .config import DEFAULT_BUSY_TIMEOUT
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
 from .locking import ProcessLock
 from .requestkeys import KeyConflict, RequestKeys
@@ -198,7 +199,7 @@ class Engine:
         path: str,
         *,
         synchronous: str = "full",
-        busy_timeout: float = 5.0,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         read_only: bool = False,
         wal_autocheckpoint: int | None = None,
     ) -> sqlite3.Connection:

@@ -52,6 +52,7 @@ from ..protocol.errors import (
     TransactionTimeoutError,
 )
 from ..protocol.messages import READ_OPS, has_request_key
+from .config import EMBEDDED
 from .executor import Engine, Outcome
 from .runner import EngineThread
 from .work import WorkerStats, WorkItem
@@ -106,9 +107,9 @@ class BatchWorker:
         self,
         thread: EngineThread,
         *,
-        max_batch: int = 256,
-        max_queue: int = 4096,
-        transaction_timeout: float = 30.0,
+        max_batch: int = EMBEDDED.max_batch,
+        max_queue: int = EMBEDDED.max_queue,
+        transaction_timeout: float = EMBEDDED.transaction_timeout,
         idle_timeout: float | None = None,
         inline_reads: str | None = None,
         stop_grace: float | None = None,
