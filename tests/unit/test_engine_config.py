@@ -92,3 +92,24 @@ def test_a_changed_daemon_preset_changes_the_daemon_defaults(
         if name != "busy_timeout":
             assert getattr(args, name) == getattr(other, name), name
     assert config.transaction_idle_timeout == 3.0
+
+
+def test_a_changed_embedded_preset_changes_the_embedded_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fails if the worker, the connection or the embedded transport writes a number again."""
+    from fastquartdb.client import manager, transports
+    from fastquartdb.engine import connection, runner, worker
+
+    other = EngineConfig(busy_timeout=7.5, max_batch=17, max_queue=33, transaction_timeout=41.0)
+    monkeypatch.setattr(engine_config, "EMBEDDED", other)
+    monkeypatch.setattr(engine_config, "DEFAULT_BUSY_TIMEOUT", other.busy_timeout)
+    got = _defaults(_fresh(worker, monkeypatch).BatchWorker.__init__)
+    for name in ("max_batch", "max_queue", "transaction_timeout"):
+        assert got[name] == getattr(other, name), name
+    got = _defaults(_fresh(transports, monkeypatch).EmbeddedTransport.open)
+    assert got["busy_timeout"] == 7.5 and got["transaction_timeout"] == 41.0
+    assert _defaults(_fresh(connection, monkeypatch).connect)["busy_timeout"] == 7.5
+    assert _defaults(_fresh(runner, monkeypatch).EngineThread.open)["busy_timeout"] == 7.5
+    fresh_manager = _fresh(manager, monkeypatch).AsyncDatabaseManager
+    assert _defaults(fresh_manager.init_engine)["busy_timeout"] == 7.5
