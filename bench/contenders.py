@@ -30,6 +30,7 @@ import sqlite3
 from typing import Any
 
 from fastquartdb import AsyncDatabaseManager, BaseModel, Column
+from fastquartdb.engine.config import DEFAULT_BUSY_TIMEOUT
 
 __all__ = [
     "BUSY_TIMEOUT",
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 #: Seconds any contender waits for another process's write lock (fastquartdb's default too).
-BUSY_TIMEOUT = 5.0
+BUSY_TIMEOUT = DEFAULT_BUSY_TIMEOUT
 
 #: The table every scenario uses; the same DDL fastquartdb's ``ensure_table`` writes for ``User``.
 USER_DDL = 'CREATE TABLE "user" ("id" INTEGER PRIMARY KEY, "username" TEXT NOT NULL, "age" INTEGER)'

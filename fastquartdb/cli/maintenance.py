@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import TextIO
 
+from ..engine.config import DEFAULT_BUSY_TIMEOUT
 from ..server.replication import ReplicationError, find_litestream, replica_url
 from .errors import CommandError
 
@@ -49,7 +50,7 @@ def require_file(path: str) -> str:
     return path
 
 
-def open_read_only(path: str, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
+def open_read_only(path: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
     """A read-only connection to ``path``: it can neither create nor change the file.
 
     Raises:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import BatchWorker, EngineThread, WorkItem
+from ..engine.config import EMBEDDED
 from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import (
     DEFAULT_MAX_FRAME,
@@ -155,8 +156,8 @@ class EmbeddedTransport(Transport):
         *,
         use_filelock: bool = False,
         synchronous: str = "full",
-        busy_timeout: float = 5.0,
-        transaction_timeout: float = 30.0,
+        busy_timeout: float = EMBEDDED.busy_timeout,
+        transaction_timeout: float = EMBEDDED.transaction_timeout,
         wire_check: bool | None = None,
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
         changes_max_age: float | None = None,

@@ -1,5 +1,6 @@
 """Requests to SQL and their execution on one sqlite connection; shared by daemon and embedded mode."""
 
+from .config import DAEMON, EMBEDDED, EngineConfig
 from .executor import LOCAL_READ_OPS, Engine, Outcome
 from .readers import ReaderPool
 from .resultcodes import error_for_code, translate_sqlite_error
@@ -11,10 +12,13 @@ from .work import Session, WorkItem
 from .worker import BatchWorker
 
 __all__ = [
+    "DAEMON",
+    "EMBEDDED",
     "LOCAL_READ_OPS",
     "OPERATORS",
     "BatchWorker",
     "Engine",
+    "EngineConfig",
     "EngineThread",
     "Outcome",
     "ReaderPool",

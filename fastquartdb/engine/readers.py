@@ -43,6 +43,7 @@ import urllib.parse
 from typing import Any
 
 from ..protocol.errors import OperationalError
+from .config import DEFAULT_BUSY_TIMEOUT
 from .executor import Engine, Outcome, translate_sqlite_error
 
 __all__ = ["ReaderPool", "open_reader"]
@@ -51,7 +52,7 @@ __all__ = ["ReaderPool", "open_reader"]
 _Job = tuple[dict[str, Any], "asyncio.Future[Outcome]", asyncio.AbstractEventLoop] | None
 
 
-def open_reader(path: str, busy_timeout: float = 5.0) -> sqlite3.Connection:
+def open_reader(path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sqlite3.Connection:
     """A read-only connection to ``path``, or :class:`OperationalError` saying why not.
 
     Refused: a file this user may not open, a file not in WAL mode (a reader in a
@@ -133,7 +134,12 @@ class ReaderPool:
 
     @classmethod
     def open(
-        cls, path: str, *, threads: int = 2, raw_sql: bool = True, busy_timeout: float = 5.0
+        cls,
+        path: str,
+        *,
+        threads: int = 2,
+        raw_sql: bool = True,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> ReaderPool:
         """Open ``threads + 1`` read-only connections to ``path`` and start the threads.
 

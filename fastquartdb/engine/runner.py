@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from ..protocol.errors import InterfaceError
+from .config import DEFAULT_BUSY_TIMEOUT
 from .deadline import DEFAULT_STATEMENT_TIMEOUT
 from .executor import Engine
 
@@ -107,7 +108,7 @@ class EngineThread:
         path: str,
         *,
         synchronous: str = "full",
-        busy_timeout: float = 5.0,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         read_only: bool = False,
         raw_sql: bool = True,
         lock_path: str | None = None,

@@ -52,6 +52,8 @@ from ..protocol.errors import (
     TransactionTimeoutError,
 )
 from ..protocol.messages import READ_OPS, has_request_key
+from .batches import is_top, op_of, take_holder_requests
+from .config import EMBEDDED
 from .executor import Engine, Outcome
 from .runner import EngineThread
 from .work import WorkerStats, WorkItem
@@ -62,16 +64,6 @@ log = logging.getLogger("fastquartdb.worker")
 
 #: What :meth:`BatchWorker.route` answers.
 INLINE, NOW, QUEUE = "inline", "now", "queue"
-
-
-def _op(request: dict[str, Any]) -> str:
-    op = request.get("op")
-    return op if type(op) is str else ""
-
-
-def _is_top(item: WorkItem, op: str) -> bool:
-    request = item.request
-    return request.get("op") == op and request.get("savepoint") is None
 
 
 def _waker(waiter: asyncio.Future[None]) -> Callable[[], None]:
@@ -95,10 +87,6 @@ _ABANDONED = OperationalError(
 )
 
 
-def _ends_holder_batch(item: WorkItem, taken: int, max_batch: int) -> bool:
-    return taken >= max_batch or _is_top(item, "commit") or _is_top(item, "rollback")
-
-
 class BatchWorker:
     """Owns the queue and the one task that runs batches on an :class:`EngineThread`."""
 
@@ -106,9 +94,9 @@ class BatchWorker:
         self,
         thread: EngineThread,
         *,
-        max_batch: int = 256,
-        max_queue: int = 4096,
-        transaction_timeout: float = 30.0,
+        max_batch: int = EMBEDDED.max_batch,
+        max_queue: int = EMBEDDED.max_queue,
+        transaction_timeout: float = EMBEDDED.transaction_timeout,
         idle_timeout: float | None = None,
         inline_reads: str | None = None,
         stop_grace: float | None = None,
@@ -196,7 +184,7 @@ class BatchWorker:
             return QUEUE
         mode = self.inline_reads
         if mode is not None and (
-            _op(item.request) in READ_OPS
+            op_of(item.request) in READ_OPS
             if mode == "all"
             else self.thread.engine.is_point_read(item.request)
         ):
@@ -436,9 +424,9 @@ class BatchWorker:
             error = ProgrammingError(
                 f"transaction {item.txn!r} is not open (it was committed or rolled back)"
             )
-        elif not _is_top(item, "rollback"):
+        elif not is_top(item, "rollback"):
             self._dead_txns[(item.session, item.txn)] = error
-        if _is_top(item, "rollback"):
+        if is_top(item, "rollback"):
             # Rolling back what is already rolled back is what the caller wanted.
             self._deliver(item, True, None)
         else:
@@ -452,7 +440,7 @@ class BatchWorker:
             while queue and len(batch) < limit:
                 item = queue[0]
                 if item.txn is not None:
-                    if _is_top(item, "begin"):
+                    if is_top(item, "begin"):
                         if not batch:
                             begin = queue.popleft()
                         break
@@ -566,27 +554,9 @@ class BatchWorker:
         if session.closed:
             await self._end_holder(OperationalError("client disconnected inside a transaction"))
             return
-        mine: list[WorkItem] = []
-        # The holder's requests may sit among the parked ones (its begin came from
-        # there); everyone else's stay parked in their order, new ones join the end.
-        kept: deque[WorkItem] = deque()
-        done = False
-        parked, items = self._parked, self._items
-        while parked:
-            item = parked.popleft()
-            if not done and item.session is session and item.txn == txn:
-                mine.append(item)
-                done = _ends_holder_batch(item, len(mine), self.max_batch)
-            else:
-                kept.append(item)
-        while items and not done:
-            item = items.popleft()
-            if item.session is session and item.txn == txn:
-                mine.append(item)
-                done = _ends_holder_batch(item, len(mine), self.max_batch)
-            else:
-                kept.append(item)
-        self._parked = kept
+        mine, self._parked = take_holder_requests(
+            self._parked, self._items, session, txn, self.max_batch
+        )
         self._release_space()
         now = time.monotonic()
         if not mine:
@@ -621,7 +591,7 @@ class BatchWorker:
         if not self.thread.engine.in_transaction:
             # Committed, rolled back, or lost to an error SQLite rolls back on its own.
             last = mine[-1]
-            ended = _is_top(last, "commit") or _is_top(last, "rollback")
+            ended = is_top(last, "commit") or is_top(last, "rollback")
             await self._end_holder(
                 None if ended else OperationalError("transaction was rolled back by an error")
             )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..engine.changelog import DEFAULT_CHANGES_MAX_AGE, DEFAULT_CHANGES_MAX_ROWS
+from ..engine.config import DAEMON
 from ..engine.deadline import DEFAULT_MAX_STATEMENT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT
 from ..engine.requestkeys import (
     DEFAULT_IDEMPOTENCY_MAX,
@@ -52,20 +53,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--synchronous",
         choices=("full", "normal"),
-        default="full",
+        default=DAEMON.synchronous,
         help="full: every commit survives power loss; normal: faster, may lose the "
         "last commits on power loss, never corrupts (default: %(default)s)",
     )
     parser.add_argument(
         "--max-batch",
         type=int,
-        default=256,
+        default=DAEMON.max_batch,
         help="most requests per group commit (default: %(default)s)",
     )
     parser.add_argument(
         "--max-queue",
         type=int,
-        default=8192,
+        default=DAEMON.max_queue,
         help="queued requests before reading pauses (default: %(default)s)",
     )
     parser.add_argument(
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--transaction-timeout",
         type=float,
-        default=30.0,
+        default=DAEMON.transaction_timeout,
         help="seconds an interactive transaction may stay open before it is rolled back "
         "(default: %(default)g)",
     )

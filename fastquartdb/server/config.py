@@ -7,6 +7,7 @@ import resource
 from dataclasses import dataclass, field
 
 from ..engine.changelog import DEFAULT_CHANGES_MAX_AGE, DEFAULT_CHANGES_MAX_ROWS
+from ..engine.config import DAEMON, DAEMON_IDLE_TIMEOUT
 from ..engine.deadline import DEFAULT_MAX_STATEMENT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT
 from ..engine.requestkeys import (
     DEFAULT_IDEMPOTENCY_MAX,
@@ -89,17 +90,17 @@ class ServerConfig:
 
     db: str
     socket: str | None = None
-    synchronous: str = "full"
-    max_batch: int = 256
-    max_queue: int = 8192
+    synchronous: str = DAEMON.synchronous
+    max_batch: int = DAEMON.max_batch
+    max_queue: int = DAEMON.max_queue
     max_frame: int = DEFAULT_MAX_FRAME
-    transaction_timeout: float = 30.0
+    transaction_timeout: float = DAEMON.transaction_timeout
     transaction_idle_timeout: float | None = None
     allow_gids: list[int] = field(default_factory=list)
     read_only: bool = False
     raw_sql: bool = True
     local_reads: bool = True
-    busy_timeout: float = 5.0
+    busy_timeout: float = DAEMON.busy_timeout
     replicate: str | None = None
     statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT
     max_statement_timeout: float = DEFAULT_MAX_STATEMENT_TIMEOUT
@@ -150,7 +151,7 @@ class ServerConfig:
         if self.changes_max_age <= 0 or self.changes_max_rows < 1:
             raise ValueError("changes_max_age must be positive and changes_max_rows at least 1")
         if self.transaction_idle_timeout is None:
-            self.transaction_idle_timeout = min(10.0, self.transaction_timeout)
+            self.transaction_idle_timeout = min(DAEMON_IDLE_TIMEOUT, self.transaction_timeout)
         if self.transaction_idle_timeout <= 0:
             raise ValueError("transaction_idle_timeout must be positive")
         if self.metrics is not None:
