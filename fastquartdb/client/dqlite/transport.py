@@ -38,6 +38,7 @@ import logging
 import time
 from typing import Any
 
+from ...engine.config import EMBEDDED
 from ...engine.requestkeys import RequestKeys
 from ...engine.schema import (
     check_identifier,
@@ -108,7 +109,7 @@ class DqliteTransport(Transport):
         *,
         connect_timeout: float = 2.0,
         failover_timeout: float = 20.0,
-        busy_timeout: float = 5.0,
+        busy_timeout: float = EMBEDDED.busy_timeout,
         read_timeout: float | None = 30.0,
     ) -> None:
         self.nodes = list(nodes)
