@@ -39,6 +39,9 @@ from .statements import (
     build_upsert,
     build_upsert_many,
     check_values,
+    inserted_key,
+    key_of_row,
+    upserted_key_query,
 )
 from .steps import run as run_steps
 
@@ -124,32 +127,13 @@ class RequestOps:
                     self._insert_sql.clear()
                 self._insert_sql[key] = sql
         cursor = self.conn.execute(sql, params)
-        if cursor.rowcount == 0:
-            return None  # on_conflict="ignore" and the row was there already
-        if len(table.pk) == 1 and not table.rowid_pk:
-            values = req["values"]
-            if table.pk[0] in values:
-                return values[table.pk[0]]
-        return cursor.lastrowid
+        return inserted_key(table, req, cursor.rowcount, cursor.lastrowid)
 
     def _upsert(self, req: dict[str, Any]) -> Any:
         table = self.table(req.get("table"))
         sql, params = build_upsert(table, req)
         self.conn.execute(sql, params)
-        # The row's key whether it was inserted, updated or left alone: look it up by
-        # the conflict target (lastrowid is not set when the update branch ran).
-        conflict = req["conflict"] if isinstance(req["conflict"], list) else [req["conflict"]]
-        values = req["values"]
-        key = table.pk if table.pk else ("rowid",)
-        where = " AND ".join(f"{quote(c)} IS ?" for c in conflict)
-        row = self.conn.execute(
-            f"SELECT {', '.join(quote(k) if k != 'rowid' else 'rowid' for k in key)} "
-            f"FROM {quote(table.name)} WHERE {where}",
-            [values[c] for c in conflict],
-        ).fetchone()
-        if row is None:
-            return None
-        return row[0] if len(row) == 1 else list(row)
+        return key_of_row(self.conn.execute(*upserted_key_query(table, req)).fetchone())
 
     def _upsert_many(self, req: dict[str, Any]) -> int:
         return self._executemany(*build_upsert_many(self.table(req.get("table")), req))

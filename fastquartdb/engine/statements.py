@@ -35,6 +35,9 @@ __all__ = [
     "check_value",
     "check_values",
     "check_where_size",
+    "inserted_key",
+    "key_of_row",
+    "upserted_key_query",
 ]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
@@ -445,6 +448,41 @@ def build_upsert(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[Any]]
     cols = ", ".join(quote(n) for n in names)
     sql = f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({', '.join('?' * len(names))})"
     return sql + _upsert_tail(table, req, names), params
+
+
+def inserted_key(table: TableInfo, req: dict[str, Any], changed: int, lastrowid: Any) -> Any:
+    """What an ``insert`` returns: the new row's key, or None if ``on_conflict="ignore"``
+    left the existing row (``changed`` 0). A single-column primary key that is not the
+    rowid is the value the request gave; otherwise the rowid SQLite assigned."""
+    if changed == 0:
+        return None
+    if len(table.pk) == 1 and not table.rowid_pk:
+        values = req["values"]
+        if table.pk[0] in values:
+            return values[table.pk[0]]
+    return lastrowid
+
+
+def upserted_key_query(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The SELECT of an upserted row's key by its conflict target, run after the upsert:
+    the key whether the row was inserted, updated or left alone (SQLite sets no rowid
+    when the update branch ran). Its one row gives the key (see :func:`key_of_row`)."""
+    conflict = req["conflict"] if isinstance(req["conflict"], list) else [req["conflict"]]
+    values = req["values"]
+    key = table.pk if table.pk else ("rowid",)
+    where = " AND ".join(f"{quote(c)} IS ?" for c in conflict)
+    columns = ", ".join(quote(k) if k != "rowid" else "rowid" for k in key)
+    return (
+        f"SELECT {columns} FROM {quote(table.name)} WHERE {where}",
+        [values[c] for c in conflict],
+    )
+
+
+def key_of_row(row: Any) -> Any:
+    """An upsert's result from the row :func:`upserted_key_query` found (None: no row)."""
+    if row is None:
+        return None
+    return row[0] if len(row) == 1 else list(row)
 
 
 def build_upsert_many(table: TableInfo, req: dict[str, Any]) -> tuple[str, list[list[Any]]]:

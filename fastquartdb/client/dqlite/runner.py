@@ -24,7 +24,6 @@ from ...engine.schema import (
     ensure_table,
     parse_column_sets,
     parse_column_specs,
-    quote,
     read_table,
     unknown_table,
 )
@@ -38,6 +37,9 @@ from ...engine.statements import (
     build_update,
     build_upsert,
     build_upsert_many,
+    inserted_key,
+    key_of_row,
+    upserted_key_query,
 )
 from ...protocol.errors import FQDBError, ValidationError, brief
 from ...protocol.messages import MULTI_STATEMENT_OPS, SCHEMA_RETRY_OPS
@@ -159,31 +161,14 @@ class OpRunner:
         table = await self._table(s, req.get("table"))
         sql, params = build_insert(table, req)
         result = await s.write(sql, params)
-        if result.rows_affected == 0:
-            return None  # on_conflict="ignore" and the row was there already
-        if len(table.pk) == 1 and not table.rowid_pk:
-            values = req["values"]
-            if table.pk[0] in values:
-                return values[table.pk[0]]
-        return result.last_insert_id
+        return inserted_key(table, req, result.rows_affected, result.last_insert_id)
 
     async def _upsert(self, s: Session, req: dict[str, Any]) -> Any:
         table = await self._table(s, req.get("table"))
         sql, params = build_upsert(table, req)
         await s.write(sql, params)
-        conflict = req["conflict"] if isinstance(req["conflict"], list) else [req["conflict"]]
-        values = req["values"]
-        key = table.pk if table.pk else ("rowid",)
-        where = " AND ".join(f"{quote(c)} IS ?" for c in conflict)
-        _, rows = await s.read(
-            f"SELECT {', '.join(quote(k) if k != 'rowid' else 'rowid' for k in key)} "
-            f"FROM {quote(table.name)} WHERE {where}",
-            [values[c] for c in conflict],
-        )
-        if not rows:
-            return None
-        row = rows[0]
-        return row[0] if len(row) == 1 else list(row)
+        _, rows = await s.read(*upserted_key_query(table, req))
+        return key_of_row(rows[0] if rows else None)
 
     async def _insert_many(self, s: Session, req: dict[str, Any]) -> int:
         sql, rows = build_insert_many(await self._table(s, req.get("table")), req)
