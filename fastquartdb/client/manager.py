@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
-from ..engine.config import DEFAULT_BUSY_TIMEOUT
+from ..engine.config import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS
 from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import KEYED_OPS, default_socket_path
 from ..protocol.errors import InterfaceError, NotInitializedError, ValidationError
@@ -97,7 +97,7 @@ class AsyncDatabaseManager:
         *,
         mode: str = "auto",
         socket: str | None = None,
-        synchronous: str = "full",
+        synchronous: str = DEFAULT_SYNCHRONOUS,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         request_timeout: float | None = None,
         statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,

@@ -155,7 +155,7 @@ class EmbeddedTransport(Transport):
         path: str,
         *,
         use_filelock: bool = False,
-        synchronous: str = "full",
+        synchronous: str = EMBEDDED.synchronous,
         busy_timeout: float = EMBEDDED.busy_timeout,
         transaction_timeout: float = EMBEDDED.transaction_timeout,
         wire_check: bool | None = None,

@@ -12,7 +12,7 @@ import sqlite3
 import time
 
 from ..protocol.errors import OperationalError, ValidationError, brief
-from .config import DEFAULT_BUSY_TIMEOUT
+from .config import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS
 from .resultcodes import translate_sqlite_error
 
 __all__ = ["connect"]
@@ -36,7 +36,7 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> str:
 def connect(
     path: str,
     *,
-    synchronous: str = "full",
+    synchronous: str = DEFAULT_SYNCHRONOUS,
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     read_only: bool = False,
     wal_autocheckpoint: int | None = None,

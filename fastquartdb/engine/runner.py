@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from ..protocol.errors import InterfaceError
-from .config import DEFAULT_BUSY_TIMEOUT
+from .config import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS
 from .deadline import DEFAULT_STATEMENT_TIMEOUT
 from .executor import Engine
 
@@ -107,7 +107,7 @@ class EngineThread:
         cls,
         path: str,
         *,
-        synchronous: str = "full",
+        synchronous: str = DEFAULT_SYNCHRONOUS,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         read_only: bool = False,
         raw_sql: bool = True,

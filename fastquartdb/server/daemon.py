@@ -155,16 +155,6 @@ class Daemon:
         self._uid = os.getuid()
         self._allowed_gids = frozenset(config.allow_gids)
 
-    @property
-    def stats_refused(self) -> int:
-        """Connections refused (access or load); for the metrics."""
-        return self.counters.refused
-
-    @property
-    def stats_protocol_errors(self) -> int:
-        """Connections closed for a protocol error; for the metrics."""
-        return self.counters.protocol_errors
-
     def connection_opened(self, conn: ClientConnection) -> None:
         """``conn`` was accepted: count it (by its peer's uid too) for the client limits."""
         self.connections.add(conn)

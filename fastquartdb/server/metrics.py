@@ -162,9 +162,9 @@ class DaemonCollector:
             yield GaugeMetricFamily(name, text, value=value)
         counters: list[tuple[str, str, float]] = [
             ("fqdb_clients_connected", "Connections accepted", daemon.clients_total),
-            ("fqdb_clients_refused", "Connections refused", daemon.stats_refused),
+            ("fqdb_clients_refused", "Connections refused", daemon.counters.refused),
             ("fqdb_protocol_errors", "Connections closed for a malformed frame",
-             daemon.stats_protocol_errors),
+             daemon.counters.protocol_errors),
             ("fqdb_transactions", "Interactive transactions begun", stats.transactions),
             ("fqdb_transaction_timeouts", "Transactions rolled back by a timeout",
              stats.txn_timeouts),
