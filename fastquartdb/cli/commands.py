@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from ..client import AsyncDatabaseManager
 from ..client.connection import SocketTransport
-from ..client.dqlite.rawsql import placeholders
+from ..engine.dqlite.rawsql import placeholders
 from ..protocol import default_socket_path
 from ..protocol.errors import DaemonUnavailableError, ReadOnlyError, ValidationError
 from . import maintenance

@@ -297,7 +297,7 @@ def test_messages_name_the_right_thing(shop: str, tmp_path: Path) -> None:
 
 
 def test_placeholders_skip_quotes_and_comments() -> None:
-    from fastquartdb.client.dqlite.rawsql import placeholders
+    from fastquartdb.engine.dqlite.rawsql import placeholders
 
     assert placeholders(
         "SELECT :a, ':b', \":c\", [:d], `:e` -- :f\n/* :g */ FROM t WHERE x = @a"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fastquartdb.client.dqlite.connection import NodeConnection
+from fastquartdb.engine.dqlite.connection import NodeConnection
 
 DEMO = "dqlite-demo"
 SHELL = "dqlite"

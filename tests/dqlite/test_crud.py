@@ -13,9 +13,10 @@ import struct
 import pytest
 
 from fastquartdb import AsyncDatabaseManager, BaseModel, Column
-from fastquartdb.client.dqlite import DqliteTransport, parse_dqlite_url, wire
-from fastquartdb.client.dqlite.connection import DqliteRequestError
+from fastquartdb.client.dqlite import DqliteTransport, parse_dqlite_url
 from fastquartdb.client.dqlite.transport import translate_dqlite_error
+from fastquartdb.engine.dqlite import wire
+from fastquartdb.engine.dqlite.connection import DqliteRequestError
 from fastquartdb.protocol.errors import (
     ConnectionLostError,
     DaemonUnavailableError,

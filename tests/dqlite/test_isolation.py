@@ -16,7 +16,7 @@ import pytest
 
 from fastquartdb import AsyncDatabaseManager
 from fastquartdb.client.dqlite import DqliteTransport
-from fastquartdb.client.dqlite.connection import NodeConnection
+from fastquartdb.engine.dqlite.connection import NodeConnection
 from fastquartdb.protocol.errors import (
     ConnectionLostError,
     DaemonUnavailableError,
@@ -108,7 +108,7 @@ async def test_quoted_pragma_is_refused(ddb: AsyncDatabaseManager, sql: str) -> 
 
 
 def test_raw_sql_is_read_as_sqlite_tokenizes_it() -> None:
-    from fastquartdb.client.dqlite.rawsql import Statement, classify, number_named
+    from fastquartdb.engine.dqlite.rawsql import Statement, classify, number_named
     from fastquartdb.engine.sandbox import check_statement
 
     def check_raw_sql(sql: str) -> None:  # what the dqlite transport checks, on a schema copy

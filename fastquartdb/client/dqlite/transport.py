@@ -3,8 +3,10 @@
 The SQL is the engine's (:mod:`fastquartdb.engine.statements` and
 :func:`fastquartdb.engine.schema.ensure_table`); only where it runs differs.
 Table shapes come from the same PRAGMAs the engine reads, fetched over dqlite.
-The ops themselves and their cache of table shapes are :mod:`.runner`'s; this
-module owns the connection to the leader, failover, resends and transactions.
+The ops themselves and their cache of table shapes are the engine's dqlite
+driver's (:mod:`fastquartdb.engine.dqlite.runner`), finding the leader is
+:mod:`fastquartdb.engine.dqlite.leader`'s; this module owns failover, resends
+and transactions: the transport is a driver plus failover, not an engine.
 
 Policy:
 
@@ -33,17 +35,18 @@ Policy:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from typing import Any
 
 from ...engine.config import EMBEDDED
+from ...engine.dqlite.connection import NodeConnection, split_address
+from ...engine.dqlite.keyed import is_keyed, record_commit, resolve, run_keyed
+from ...engine.dqlite.leader import Leader
+from ...engine.dqlite.runner import OpRunner
+from ...engine.dqlite.session import Lost, Session, translate_dqlite_error
 from ...engine.requestkeys import RequestKeys
-from ...engine.schema import (
-    check_identifier,
-    quote,
-)
+from ...engine.schema import check_identifier, quote
 from ...protocol.errors import (
     ConnectionLostError,
     DaemonUnavailableError,
@@ -55,19 +58,12 @@ from ...protocol.errors import (
 )
 from ...protocol.messages import READ_OPS
 from ..transports import Transport, check_wire_size
-from . import cluster, wire
-from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
-from .keyed import is_keyed, record_commit, resolve, run_keyed
-from .runner import OpRunner
-from .session import Lost, Session, translate_dqlite_error
 
 __all__ = ["DqliteTransport", "parse_dqlite_url", "translate_dqlite_error"]
 
 log = logging.getLogger("fastquartdb.client")
 
 URL_SCHEME = "dqlite://"
-
-_client_ids = itertools.count(1)
 
 
 def parse_dqlite_url(url: str) -> tuple[list[str], str]:
@@ -112,25 +108,22 @@ class DqliteTransport(Transport):
         busy_timeout: float = EMBEDDED.busy_timeout,
         read_timeout: float | None = 30.0,
     ) -> None:
-        self.nodes = list(nodes)
+        #: The connection to the leader, found again when the leader changes.
+        self.cluster = Leader(
+            nodes,
+            database,
+            connect_timeout=connect_timeout,
+            failover_timeout=failover_timeout,
+            read_timeout=read_timeout,
+        )
+        self.nodes = self.cluster.nodes
         self.database = database
-        self.connect_timeout = connect_timeout
         self.failover_timeout = failover_timeout
         self.busy_timeout = busy_timeout
-        #: The longest wait for one answer of the leader; ``None``: no limit. A leader
-        #: that stops answering is abandoned sooner, as soon as another node names a
-        #: new leader (see :meth:`_stalled`).
-        self.read_timeout = read_timeout
-        # Where to look first for the leader: the one another node named last.
-        self._hint: str | None = None
-        #: Times the transport had to find a new leader.
-        self.failovers = 0
         #: Keyed writes sent again after a lost leader (and commits resolved).
         self.resent = 0
-        #: The request keys' records on the cluster (the engine's logic, see :mod:`.keyed`).
+        #: The request keys' records on the cluster (the engine's logic, see its :mod:`.keyed`).
         self.keys = RequestKeys()
-        self._conn: NodeConnection | None = None
-        self._client_id = next(_client_ids)
         # _io: one request at a time on the connection. _gate: held by an open
         # interactive transaction, so other tasks' requests wait until it ends.
         self._io = asyncio.Lock()
@@ -158,116 +151,19 @@ class DqliteTransport(Transport):
     @property
     def leader(self) -> str | None:
         """The address of the node requests go to now, if connected."""
-        return None if self._conn is None or self._conn.closed else self._conn.address
+        return self.cluster.address
 
-    # ------------------------------------------------------------ leader
+    @property
+    def failovers(self) -> int:
+        """Times the transport had to find a new leader."""
+        return self.cluster.failovers
 
     async def _connection(self) -> NodeConnection:
         """The leader connection, finding the leader first if needed (caller holds ``_io``)."""
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        if self._closed:
-            # close() ran while this request waited: never reconnect behind the caller's back.
-            raise InterfaceError("the database is closed; call init_engine() again")
-        deadline = time.monotonic() + self.failover_timeout
-        delay = 0.05
-        problems: dict[str, str] = {}
-        while True:
-            for node in self._candidates():
-                try:
-                    conn = await self._try_leader(node)
-                except (NodeUnavailable, DqliteRequestError, wire.WireError) as exc:
-                    problems[node] = str(exc)
-                    continue
-                if conn is not None:
-                    conn.stalled = self._stalled
-                    self._conn = conn
-                    self._hint = None
-                    return conn
-                problems[node] = "knows no leader yet"
-            if self._closed:
-                raise InterfaceError("the database is closed; call init_engine() again")
-            if time.monotonic() >= deadline:
-                _, state = await cluster.describe(self.nodes, min(self.connect_timeout, 1.0))
-                raise DaemonUnavailableError(
-                    f"no dqlite leader among {', '.join(self.nodes)} within "
-                    f"{self.failover_timeout:g} s: {state} ("
-                    + "; ".join(f"{n}: {p}" for n, p in problems.items())
-                    + ")"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
-
-    def _candidates(self) -> list[str]:
-        # The leader another node named, else the last leader: usually still leading.
-        first = self._hint or (self._conn.address if self._conn is not None else None)
-        if first in self.nodes:
-            return [first] + [n for n in self.nodes if n != first]
-        return list(self.nodes)
-
-    async def _stalled(self, conn: NodeConnection, waited: float) -> None:
-        """The leader has not answered for ``waited`` s: give up on it if the cluster
-        has elected another leader (a frozen node keeps its sockets open, so only the
-        other nodes can tell), or past ``read_timeout``.
-
-        Raises:
-            NodeUnavailable: abandon the request (the transport fails over).
-        """
-        others = [n for n in self.nodes if n != conn.address]
-        answers = await asyncio.gather(
-            *(cluster.ask_leader(n, self._probe_timeout) for n in others)
-        )
-        named = {a for a in answers if a and a != conn.address}
-        if named:
-            self._hint = sorted(named)[0]
-            raise NodeUnavailable(
-                f"dqlite leader {conn.address} did not answer for {waited:.1f} s and the "
-                f"cluster elected {self._hint}"
-            )
-        if self.read_timeout is not None and waited >= self.read_timeout:
-            raise NodeUnavailable(
-                f"dqlite leader {conn.address} did not answer within read_timeout="
-                f"{self.read_timeout:g} s"
-            )
-
-    @property
-    def _probe_timeout(self) -> float:
-        return min(self.connect_timeout, 1.0)
-
-    async def _try_leader(self, node: str) -> NodeConnection | None:
-        """Ask ``node`` who leads; return an open connection to the leader, or None."""
-        conn = await NodeConnection.connect(node, self.connect_timeout)
-        try:
-            leader = await asyncio.wait_for(conn.leader(), self.connect_timeout)
-        except BaseException:
-            await conn.close()
-            raise
-        if not leader.address:
-            await conn.close()
-            return None
-        if leader.address != node:
-            await conn.close()
-            conn = await NodeConnection.connect(leader.address, self.connect_timeout)
-        try:
-            # The node we reached must itself say it leads (a stale answer is possible mid-election).
-            confirmed = await asyncio.wait_for(conn.leader(), self.connect_timeout)
-            if confirmed.address != leader.address:
-                await conn.close()
-                return None
-            await asyncio.wait_for(conn.register(self._client_id), self.connect_timeout)
-            await asyncio.wait_for(conn.open_database(self.database), self.connect_timeout)
-        except asyncio.TimeoutError:
-            await conn.close()
-            raise NodeUnavailable(f"dqlite node {conn.address} did not answer in time") from None
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+        return await self.cluster.connection()
 
     async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+        await self.cluster.drop()
 
     # ------------------------------------------------------------ requests
 
@@ -328,14 +224,14 @@ class DqliteTransport(Transport):
                     return await self._runner.run(session, request)
                 except Lost as lost:
                     await self._drop_connection()
-                    self.failovers += 1
+                    self.cluster.failovers += 1
                     # A new leader, a new busy budget: busy answers of the old one (another
                     # client's transaction) say nothing about the next, and the failover
                     # wait must not use the budget up.
                     busy_deadline = None
                     if not (read or lost.safe or not lost.committable):
                         if not keyed:
-                            _, state = await cluster.describe(self.nodes, self._probe_timeout)
+                            _, state = await self.cluster.describe()
                             raise ConnectionLostError(
                                 f"the connection to the dqlite leader was lost during "
                                 f"{op}: its outcome is unknown ({lost}); {state}"
@@ -345,7 +241,7 @@ class DqliteTransport(Transport):
                         resending = True
                         self.resent += 1
                     if time.monotonic() >= deadline:
-                        _, state = await cluster.describe(self.nodes, self._probe_timeout)
+                        _, state = await self.cluster.describe()
                         if resending:
                             raise ConnectionLostError(
                                 f"no dqlite leader took the resent {op} within "
@@ -369,7 +265,7 @@ class DqliteTransport(Transport):
                     elif time.monotonic() >= busy_deadline:
                         # Busy may be another client's transaction, or a cluster that
                         # cannot commit (a new leader still applying, no quorum): say which.
-                        healthy, state = await cluster.describe(self.nodes, self._probe_timeout)
+                        healthy, state = await self.cluster.describe()
                         if healthy:
                             raise
                         raise DatabaseBusyError(
@@ -380,8 +276,8 @@ class DqliteTransport(Transport):
 
     async def _in_transaction(self, request: dict[str, Any]) -> Any:
         async with self._io:
-            conn = self._conn
-            if self._txn_broken or conn is None or conn.closed:
+            conn = self.cluster.current
+            if self._txn_broken or conn is None:
                 raise ConnectionLostError(
                     "the connection to the dqlite leader was lost inside this transaction; "
                     "dqlite rolled it back"
@@ -411,7 +307,7 @@ class DqliteTransport(Transport):
                             break
                         except Lost:
                             await self._drop_connection()
-                            self.failovers += 1
+                            self.cluster.failovers += 1
                         except DatabaseBusyError:
                             if time.monotonic() >= deadline:
                                 raise
@@ -450,8 +346,8 @@ class DqliteTransport(Transport):
                     "dqlite rolled it back"
                 )
             async with self._io:
-                current = self._conn
-                if current is None or current.closed:
+                current = self.cluster.current
+                if current is None:
                     if op == "rollback":
                         return None
                     raise ConnectionLostError(
@@ -517,7 +413,7 @@ class DqliteTransport(Transport):
                 break
             except Lost as again:
                 await self._drop_connection()
-                self.failovers += 1
+                self.cluster.failovers += 1
                 cause = again
             except (DaemonUnavailableError, DatabaseBusyError) as exc:
                 cause = exc
@@ -539,5 +435,5 @@ class DqliteTransport(Transport):
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
+        self._closed = self.cluster.closed = True
         await self._drop_connection()

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ...engine.resultcodes import error_for_code
-from ...engine.schema import quote
-from ...engine.steps import Exec, Query, Steps
 from ...protocol.errors import ConnectionLostError, FQDBError, ValidationError
+from ..resultcodes import error_for_code
+from ..schema import quote
+from ..steps import Exec, Query, Steps
 from . import wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...engine.requestkeys import KeyConflict, RequestKeys
 from ...protocol.errors import OperationalError
+from ..requestkeys import KeyConflict, RequestKeys
 from .rawsql import classify
 from .session import Lost, Session, drive, quietly
 

@@ -15,9 +15,11 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...engine.resultcodes import translate_sqlite_error
-from ...engine.sandbox import check_statement, raw_request
-from ...engine.schema import (
+from ...protocol.errors import FQDBError, ValidationError, brief
+from ...protocol.messages import MULTI_STATEMENT_OPS, SCHEMA_RETRY_OPS
+from ..resultcodes import translate_sqlite_error
+from ..sandbox import check_statement, raw_request
+from ..schema import (
     LIVE_TABLES_SQL,
     TableInfo,
     check_identifier,
@@ -27,7 +29,7 @@ from ...engine.schema import (
     read_table,
     unknown_table,
 )
-from ...engine.statements import (
+from ..statements import (
     build_aggregate,
     build_count,
     build_delete,
@@ -41,8 +43,6 @@ from ...engine.statements import (
     key_of_row,
     upserted_key_query,
 )
-from ...protocol.errors import FQDBError, ValidationError, brief
-from ...protocol.messages import MULTI_STATEMENT_OPS, SCHEMA_RETRY_OPS
 from .rawsql import TRANSACTION_WORDS, classify, first_word, number_named
 from .session import Lost, Session, all_or_nothing, drive
 

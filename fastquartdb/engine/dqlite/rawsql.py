@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ...engine.sandbox import ARGUMENT_PRAGMAS
 from ...protocol.errors import ProgrammingError
+from ..sandbox import ARGUMENT_PRAGMAS
 
 __all__ = [
     "DML_WORDS",
