@@ -32,7 +32,7 @@ from ..protocol import (
     encode_frame,
     error_from_code,
 )
-from ..protocol.address import private_dir_problem, runtime_dir
+from ..protocol.address import DQLITE_URL_SCHEME, private_dir_problem, runtime_dir
 from ..protocol.errors import (
     AccessDeniedError,
     ConnectionLostError,
@@ -199,7 +199,8 @@ class SocketTransport(Transport):
         if not isinstance(hello, dict):
             transport.close()
             raise InterfaceError(f"unexpected hello from {socket_path}: {hello!r}")
-        expected = os.path.realpath(db_path)
+        # A cluster's URL is compared as written (both sides take it from the same string).
+        expected = db_path if db_path.startswith(DQLITE_URL_SCHEME) else os.path.realpath(db_path)
         if hello.get("db") != expected:
             transport.close()
             raise InterfaceError(
@@ -255,6 +256,12 @@ class SocketTransport(Transport):
 
     def local_reads(self) -> LocalReads:
         hello = self.server
+        if str(hello.get("db")).startswith(DQLITE_URL_SCHEME):
+            return LocalReads(
+                None,
+                f"the daemon on {self.socket_path} serves a dqlite cluster: every read goes "
+                "to its leader",
+            )
         if hello.get("local_reads") is False:
             return LocalReads(
                 None, f"the daemon on {self.socket_path} forbids local reads (--no-local-reads)"

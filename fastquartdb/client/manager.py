@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
@@ -18,7 +19,12 @@ from typing import Any, ClassVar, Protocol
 from ..engine.config import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS
 from ..engine.deadline import DEFAULT_STATEMENT_TIMEOUT
 from ..protocol import KEYED_OPS, default_socket_path
-from ..protocol.errors import InterfaceError, NotInitializedError, ValidationError
+from ..protocol.errors import (
+    DaemonUnavailableError,
+    InterfaceError,
+    NotInitializedError,
+    ValidationError,
+)
 from ..protocol.messages import check_idempotency_key
 from .changes import DEFAULT_POLL_INTERVAL, Change, ChangeWatch, check_after, follow_changes
 from .failover import FailoverTransport
@@ -31,6 +37,8 @@ from .transports import EmbeddedTransport, Transport
 __all__ = ["AsyncDatabaseManager", "Transaction"]
 
 _MODES = ("auto", "daemon", "embedded")
+
+log = logging.getLogger("fastquartdb.client")
 
 
 class TableSource(Protocol):
@@ -525,11 +533,29 @@ async def _open_transport(
         "changes_max_age": changes_max_age,
         "changes_max_rows": changes_max_rows,
     }
+    daemon_options: dict[str, Any] = {
+        "request_timeout": request_timeout,
+        "reconnect_window": 2.0,
+        "probe_interval": 1.0,
+        "connect_timeout": connect_timeout,
+    }
     if path.startswith("dqlite://"):
-        if mode not in ("auto", "dqlite"):
+        if mode == "embedded":
             raise ValidationError(
-                f"a dqlite:// URL runs on the cluster; mode={mode!r} does not apply"
+                "a dqlite:// URL runs on the cluster; mode='embedded' does not apply"
             )
+        # A per-host daemon on the cluster (fqdb-server dqlite://...): always with
+        # mode="daemon"; in "auto" when its socket is named or exists, else direct.
+        sock = socket or default_socket_path(path)
+        if mode == "daemon" or (mode == "auto" and (socket is not None or os.path.exists(sock))):
+            try:
+                return await FailoverTransport.start(
+                    path, sock, allow_embedded=False, embedded_options={}, **daemon_options
+                )
+            except DaemonUnavailableError as exc:
+                if mode == "daemon":
+                    raise
+                log.warning("not using the daemon for %s, going to the cluster: %s", path, exc)
         # Imported here: only applications that use dqlite pay for loading it.
         from .dqlite import DqliteTransport
 
@@ -545,8 +571,5 @@ async def _open_transport(
         socket or default_socket_path(path),
         allow_embedded=mode == "auto",
         embedded_options=embedded_options,
-        request_timeout=request_timeout,
-        reconnect_window=2.0,
-        probe_interval=1.0,
-        connect_timeout=connect_timeout,
+        **daemon_options,
     )

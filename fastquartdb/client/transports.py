@@ -208,7 +208,9 @@ class EmbeddedTransport(Transport):
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                     loop.call_soon_threadsafe(callback, tip)
 
-            self._worker.thread.engine.changes.listener = listener
+            changes = self._worker.thread.engine.changes
+            assert changes is not None  # a file's engine always keeps its change log
+            changes.listener = listener
         return True
 
     async def request(self, request: dict[str, Any]) -> Any:

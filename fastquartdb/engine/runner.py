@@ -47,7 +47,7 @@ from typing import Any, NamedTuple, TypeVar
 from ..protocol.errors import InterfaceError
 from .config import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS
 from .deadline import DEFAULT_STATEMENT_TIMEOUT
-from .executor import Engine
+from .executor import Engine, Outcome
 
 __all__ = ["EngineThread"]
 
@@ -186,6 +186,13 @@ class EngineThread:
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put(_Job(fn, args, future, loop))
         return future
+
+    def run(
+        self, requests: list[dict[str, Any]], interactive: bool = False
+    ) -> asyncio.Future[list[Outcome]]:
+        """Queue one batch for the thread (the worker's :class:`~.work.Backend` door):
+        ``Engine.run_in_transaction`` if ``interactive``, else ``Engine.run_batch``."""
+        return self.submit(Engine.run_in_transaction if interactive else Engine.run_batch, requests)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(engine, *args)`` on the connection's thread and return its result.

@@ -54,9 +54,7 @@ from ..protocol.errors import (
 from ..protocol.messages import READ_OPS, has_request_key
 from .batches import is_top, op_of, take_holder_requests
 from .config import EMBEDDED
-from .executor import Engine, Outcome
-from .runner import EngineThread
-from .work import WorkerStats, WorkItem
+from .work import Backend, Outcome, WorkerStats, WorkItem
 
 __all__ = ["INLINE", "NOW", "QUEUE", "BatchWorker"]
 
@@ -88,11 +86,12 @@ _ABANDONED = OperationalError(
 
 
 class BatchWorker:
-    """Owns the queue and the one task that runs batches on an :class:`EngineThread`."""
+    """Owns the queue and the one task that runs batches on a :class:`~.work.Backend`
+    (an :class:`~.runner.EngineThread` on a file, or a dqlite cluster's writer)."""
 
     def __init__(
         self,
-        thread: EngineThread,
+        thread: Backend,
         *,
         max_batch: int = EMBEDDED.max_batch,
         max_queue: int = EMBEDDED.max_queue,
@@ -282,7 +281,7 @@ class BatchWorker:
         stats.requests += 1
         stats.batch_sizes.add(1)
         try:
-            job = self._submit(Engine.run_batch, [item.request], [item])
+            job = self._submit([item.request], [item], False)
         except Exception as exc:
             self._idle_again()
             ((ok, value),) = _thread_failed(exc, 1)
@@ -303,13 +302,11 @@ class BatchWorker:
         self._wake()
 
     def _submit(
-        self,
-        fn: Callable[..., list[Outcome]],
-        requests: list[dict[str, Any]],
-        items: list[WorkItem],
+        self, requests: list[dict[str, Any]], items: list[WorkItem], interactive: bool
     ) -> asyncio.Future[list[Outcome]]:
-        """Hand ``requests`` to the thread as one batch; ``items`` are in flight until it ends."""
-        job = self.thread.submit(fn, requests)
+        """Hand ``requests`` to the backend as one batch (of an interactive transaction, if
+        ``interactive``); ``items`` are in flight until it ends."""
+        job = self.thread.run(requests, interactive)
         self._inflight = items
         job.add_done_callback(self._batch_over)
         return job
@@ -458,15 +455,15 @@ class BatchWorker:
                 break
         self._release_space()
         if batch:
-            await self._execute(batch, Engine.run_batch)
+            await self._execute(batch, False)
         elif begin is not None:
             await self._begin(begin)
 
     async def _hop(
         self,
-        fn: Callable[..., list[Outcome]],
         requests: list[dict[str, Any]],
         items: list[WorkItem] | None = None,
+        interactive: bool = False,
     ) -> list[Outcome]:
         """Run a batch on the thread from the worker task and return its outcomes.
 
@@ -475,7 +472,7 @@ class BatchWorker:
         what is queued (see the module docstring).
         """
         try:
-            job = self._submit(fn, requests, items or [])
+            job = self._submit(requests, items or [], interactive)
         except Exception as exc:
             return _thread_failed(exc, len(requests))
         try:
@@ -497,7 +494,7 @@ class BatchWorker:
         except Exception as exc:
             return _thread_failed(exc, size)
 
-    async def _execute(self, batch: list[WorkItem], fn: Callable[..., list[Outcome]]) -> None:
+    async def _execute(self, batch: list[WorkItem], interactive: bool) -> None:
         stats = self.stats
         stats.batches += 1
         stats.requests += len(batch)
@@ -506,7 +503,7 @@ class BatchWorker:
             stats.batch_max = len(batch)
         requests = [item.request for item in batch]
         try:
-            outcomes = await self._hop(fn, requests, batch)
+            outcomes = await self._hop(requests, batch, interactive)
         except asyncio.CancelledError:  # cancelled twice: the batch runs on, unobserved
             error = OperationalError(
                 "the database worker was cancelled while this request ran; "
@@ -527,7 +524,7 @@ class BatchWorker:
             item.session.deliver(item, False, OperationalError("session closed"))
             return
         self.stats.requests += 1
-        ((ok, value),) = await self._hop(Engine.run_in_transaction, [item.request], [item])
+        ((ok, value),) = await self._hop([item.request], [item], True)
         if ok and self.thread.engine.in_transaction:
             self.stats.transactions += 1
             self._holder = (item.session, item.txn)
@@ -541,7 +538,7 @@ class BatchWorker:
         holder = self._holder
         assert holder is not None
         if error is not None:
-            await self._hop(Engine.run_in_transaction, [{"op": "rollback"}])
+            await self._hop([{"op": "rollback"}], None, True)
             if not holder[0].closed:
                 self._dead_txns[holder] = error
             log.warning("%s", error)
@@ -586,7 +583,7 @@ class BatchWorker:
             )
             return
         self._holder_active = now
-        await self._execute(mine, Engine.run_in_transaction)
+        await self._execute(mine, True)
         self._holder_active = time.monotonic()
         if not self.thread.engine.in_transaction:
             # Committed, rolled back, or lost to an error SQLite rolls back on its own.

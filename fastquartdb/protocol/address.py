@@ -1,6 +1,8 @@
 """Where the daemon for a database file listens: one rule shared by server and clients.
 
-Rule: ``$FQDB_SOCKET`` if set; else ``<absolute db path>.sock`` beside the file;
+Rule: ``$FQDB_SOCKET`` if set; else ``<absolute db path>.sock`` beside the file
+(for a ``dqlite://`` cluster URL, which names no file:
+``<runtime dir>/fqdb-<first 16 hex of sha256(url)>.sock``);
 if that path is longer than a Unix socket address can hold (107 bytes on
 Linux), ``<runtime dir>/fqdb-<first 16 hex of sha256(absolute db path)>.sock``
 where the runtime dir is ``$XDG_RUNTIME_DIR`` if set, else
@@ -21,7 +23,16 @@ import os
 import stat
 import tempfile
 
-__all__ = ["SOCKET_PATH_MAX", "default_socket_path", "private_dir_problem", "runtime_dir"]
+__all__ = [
+    "DQLITE_URL_SCHEME",
+    "SOCKET_PATH_MAX",
+    "default_socket_path",
+    "private_dir_problem",
+    "runtime_dir",
+]
+
+#: How a dqlite cluster's URL begins (``dqlite://h1:p1,h2:p2/app``).
+DQLITE_URL_SCHEME = "dqlite://"
 
 #: sun_path holds 108 bytes on Linux, one of which is the terminating NUL.
 SOCKET_PATH_MAX = 107
@@ -80,7 +91,12 @@ def default_socket_path(db_path: str | os.PathLike[str], *, use_env: bool = True
         override = os.environ.get("FQDB_SOCKET")
         if override:
             return override
-    absolute = os.path.realpath(os.fspath(db_path))
+    name = os.fspath(db_path)
+    if name.startswith(DQLITE_URL_SCHEME):
+        # A cluster's per-host daemon: no file to sit beside.
+        digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+        return os.path.join(runtime_dir(), f"fqdb-{digest}.sock")
+    absolute = os.path.realpath(name)
     beside = absolute + ".sock"
     if len(os.fsencode(beside)) <= SOCKET_PATH_MAX:
         return beside

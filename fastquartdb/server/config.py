@@ -15,6 +15,7 @@ from ..engine.requestkeys import (
     DEFAULT_KEY_WINDOW,
 )
 from ..protocol import DEFAULT_MAX_FRAME, default_socket_path
+from ..protocol.address import DQLITE_URL_SCHEME
 from .metrics import check_metrics_address
 
 __all__ = [
@@ -44,7 +45,8 @@ class ServerConfig:
     """Everything ``serve()`` needs.
 
     Attributes:
-        db: the SQLite file to own (created if missing).
+        db: the SQLite file to own (created if missing), or a dqlite cluster's URL
+            (``dqlite://h1:p1,h2:p2/app``): the daemon then group-commits onto the cluster.
         socket: the Unix socket to listen on; default from the DB path (see PROTOCOL.md).
         synchronous: ``"full"`` (survives power loss) or ``"normal"`` (faster; a power
             cut may lose the last commits, never corrupts).
@@ -119,7 +121,8 @@ class ServerConfig:
     max_decoded: int = DEFAULT_MAX_DECODED
 
     def __post_init__(self) -> None:
-        self.db = os.path.realpath(self.db)
+        if not self.on_cluster:
+            self.db = os.path.realpath(self.db)
         if self.socket is None:
             self.socket = default_socket_path(self.db)
         self.socket = os.path.abspath(self.socket)
@@ -156,11 +159,20 @@ class ServerConfig:
             raise ValueError("transaction_idle_timeout must be positive")
         if self.metrics is not None:
             check_metrics_address(self.metrics, self.metrics_public)
+        if self.on_cluster and self.replicate is not None:
+            raise ValueError(
+                "--replicate backs up a file; a dqlite cluster is replicated by dqlite itself"
+            )
         if self.replicate is not None and self.read_only:
             raise ValueError(
                 "--replicate needs a daemon that writes (Litestream checkpoints the file); "
                 "drop --read-only"
             )
+
+    @property
+    def on_cluster(self) -> bool:
+        """Whether ``db`` is a dqlite cluster's URL: the daemon is the cluster's client."""
+        return self.db.startswith(DQLITE_URL_SCHEME)
 
     def client_limit(self) -> int:
         """``max_clients``, or what the open-files limit allows after :data:`FD_RESERVE`."""

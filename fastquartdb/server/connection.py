@@ -67,6 +67,7 @@ from ..protocol import (
 from ..protocol.codec import REFUSED_OP, RefusedRequest
 from ..protocol.errors import (
     AccessDeniedError,
+    InterfaceError,
     OperationalError,
     ProtocolError,
     TooManyClientsError,
@@ -75,8 +76,8 @@ from ..protocol.errors import (
 )
 from ..protocol.messages import READ_OPS
 from .host import ConnectionHost
+from .replies import NO_CHANGE_LOG, peer_credentials
 from .replies import frame as _frame
-from .replies import peer_credentials
 from .replies import too_large as _too_large
 
 __all__ = ["ClientConnection", "peer_credentials"]
@@ -315,10 +316,14 @@ class ClientConnection(asyncio.Protocol):
         if op == "subscribe":
             # From now on this connection gets a "changes" event after each commit that
             # logged changes (PROTOCOL.md, "Change feeds"); the reply says the tip now.
+            changes = self.host.worker.thread.engine.changes
+            if changes is None:  # a dqlite cluster keeps no change log
+                self._count(op, InterfaceError.code)
+                self.send(error_reply(request_id, InterfaceError.code, NO_CHANGE_LOG))
+                return
             self._count(op, "ok")
             self.host.subscribe(self)
-            tip = self.host.worker.thread.engine.changes.tip
-            self.send(ok_reply(request_id, {"tip": tip}))
+            self.send(ok_reply(request_id, {"tip": changes.tip}))
             return
         if op == REFUSED_OP:
             # A frame too large once decoded (the decoder never built it): it fails alone.

@@ -4,6 +4,7 @@
 ``shutdown_trigger`` fires (the CLI wires SIGTERM/SIGINT to it)::
 
     take <db>.server.lock ─> open the engine thread ─> [start Litestream]
+      (a dqlite:// URL instead: find the cluster's leader, no lock, no file)
     ─> start the worker ─> listen on the socket (0600) ─> print the ready line ─> wait
     ─> stop accepting ─> stop reading ─> run what is queued, answer it
     ─> roll back an open transaction ─> [sync and stop Litestream]
@@ -17,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
-import socket
 import sqlite3
-import stat
 import time
 import urllib.parse
 from collections import Counter, deque
@@ -31,15 +29,22 @@ from typing import Any
 
 from .._version import __version__
 from ..engine import BatchWorker, EngineThread
+from ..engine.dqlite.writer import DqliteBackend, DqliteWriter
 from ..engine.histogram import LATENCY_BOUNDS, Buckets
+from ..engine.work import Backend
 from ..protocol import ALL_OPS, PROTOCOL_VERSION
 from .config import ServerConfig
 from .connection import ClientConnection
 from .files import (
+    DatabasePathError,
+    SocketInUseError,
+    check_database_path,
     database_mode,
     fix_group,
     prepare_database,
     prepare_socket_dir,
+    prepare_socket_path,
+    remove_socket,
     warn_if_readable,
 )
 from .host import ConnectionCounters
@@ -47,7 +52,7 @@ from .metrics import MetricsExporter, parse_metrics_address
 from .ownership import OwnerLock
 from .replication import Replicator
 
-__all__ = ["Daemon", "serve"]
+__all__ = ["Daemon", "DatabasePathError", "SocketInUseError", "serve"]
 
 #: Seconds a statement still running at SIGTERM may go on before it is stopped.
 STOP_GRACE = 2.0
@@ -60,73 +65,18 @@ SOCKET_CHECK_INTERVAL = 1.0
 log = logging.getLogger("fastquartdb.server")
 
 
-class SocketInUseError(RuntimeError):
-    """The socket path cannot be used: some other server listens there, or its directory is unsafe."""
-
-
-class DatabasePathError(RuntimeError):
-    """The database path cannot name a database file (a directory, or its directory is missing)."""
-
-
-def check_database_path(path: str) -> None:
-    """Refuse a path that cannot be a database file before anything is created.
-
-    The file itself is created if missing; missing parent directories are not
-    (a typo in a path must not quietly grow a directory tree).
-
-    Raises:
-        DatabasePathError: ``path`` is a directory, or its directory does not exist.
-    """
-    if os.path.isdir(path):
-        raise DatabasePathError(
-            f"{path} is a directory, not a database file; "
-            f"name a file, e.g. {os.path.join(path, 'app.db')}"
-        )
-    parent = os.path.dirname(path) or "."
-    if not os.path.isdir(parent):
-        what = "is not a directory" if os.path.exists(parent) else "does not exist"
-        raise DatabasePathError(
-            f"cannot create {path}: directory {parent} {what}; "
-            f"create it first (mkdir -p {parent}) or choose another path"
-        )
-
-
-def _prepare_socket_path(path: str) -> None:
-    """Remove a stale socket left by a killed daemon; refuse one somebody still serves."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise SocketInUseError(f"{path} exists and is not a socket; remove it or choose --socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            os.unlink(path)  # stale: nobody listens
-            return
-        raise
-    else:
-        raise SocketInUseError(
-            f"another server is listening on {path}; stop it or choose another --socket"
-        )
-    finally:
-        probe.close()
-
-
 class Daemon:
     """A running daemon: its worker, connections and counters."""
 
     def __init__(
         self,
         config: ServerConfig,
-        thread: EngineThread,
+        thread: Backend,
         worker: BatchWorker,
         replicator: Replicator | None = None,
     ) -> None:
         self.config = config
+        #: Where the worker's batches run: the file's engine thread, or a cluster's writer.
         self.thread = thread
         self.worker = worker
         self.replicator = replicator
@@ -252,7 +202,8 @@ class Daemon:
             "max_reply": self.config.max_reply,
             "read_only": self.config.read_only,
             "raw_sql": self.config.raw_sql,
-            "local_reads": self.config.local_reads,
+            # A cluster has no file here for clients to read: every read goes to the leader.
+            "local_reads": self.config.local_reads and not self.config.on_cluster,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -281,14 +232,33 @@ class Daemon:
             "hello_timeouts": self.counters.hello_timeouts,
             "max_clients": self.client_limit,
             "request_keys": self.worker.thread.engine.keys.stats.as_dict(),
-            "changes": {
-                "tip": self.worker.thread.engine.changes.tip,
-                "subscribers": len(self.subscribers),
-                "events": self.counters.events,
-                "events_merged": self.counters.events_merged,
-                "pruned": self.worker.thread.engine.changes.pruned,
-            },
+            "changes": self._change_stats(),
             "replication": self.replicator.stats() if self.replicator else None,
+            "dqlite": self._cluster_stats(),
+        }
+
+    def _change_stats(self) -> dict[str, Any] | None:
+        changes = self.worker.thread.engine.changes
+        if changes is None:
+            return None  # a cluster keeps no change log
+        return {
+            "tip": changes.tip,
+            "subscribers": len(self.subscribers),
+            "events": self.counters.events,
+            "events_merged": self.counters.events_merged,
+            "pruned": changes.pruned,
+        }
+
+    def _cluster_stats(self) -> dict[str, Any] | None:
+        """On a dqlite cluster: the leader now, leader changes, batches run again."""
+        writer = self.worker.thread.engine
+        if not isinstance(writer, DqliteWriter):
+            return None
+        return {
+            "leader": writer.leader.address,
+            "nodes": list(writer.leader.nodes),
+            "failovers": writer.leader.failovers,
+            "batches_resent": writer.resent,
         }
 
     def _per_client(self) -> list[dict[str, Any]]:
@@ -358,69 +328,78 @@ async def serve(
             not private, or (while serving) the socket was replaced by another file.
         ReplicationError: ``config.replicate`` is set and Litestream cannot run.
         FQDBError: the file is not a database SQLite can open.
+        DaemonUnavailableError: ``config.db`` is a dqlite URL and no leader answered.
     """
-    check_database_path(config.db)
     assert config.socket is not None
+    cluster = config.on_cluster
+    if not cluster:
+        check_database_path(config.db)
     problem = prepare_socket_dir(config.socket)
     if problem is not None:
         raise SocketInUseError(f"cannot put the socket in {config.socket}: {problem}")
-    created = [p for p in (config.db, config.lock_path) if not os.path.exists(p)]
     started: list[Daemon] = []
-    prepare_database(config.db, config.allow_gids)
     # Everything opened below is closed in reverse order, however far start-up got.
     async with contextlib.AsyncExitStack() as stack:
-        owner = OwnerLock(config.lock_path, config.db, mode=database_mode(config.allow_gids))
-        owner.acquire(config.socket)
-        stack.callback(owner.release)  # last of all: after SQLite has closed the file
-        # Runs after everything else has closed, while the lock is still held.
-        stack.push(_undo_failed_start(config, owner, created, started))
-        _prepare_socket_path(config.socket)
-        # Removed after everything else has closed: until then clients find a socket
-        # that refuses them, not none (and a restarting daemon cannot take the path).
+        replicator = None
         ours: list[int] = []  # the inode of our socket, once it exists
-        stack.callback(_remove_socket, config.socket, ours)
-        replicator = Replicator(config.db, config.replicate) if config.replicate else None
-        thread = await EngineThread.open(
-            config.db,
-            synchronous=config.synchronous,
-            busy_timeout=config.busy_timeout,
-            read_only=config.read_only,
-            raw_sql=config.raw_sql,
-            # Replicating: Litestream checkpoints, never the daemon (see replication.py).
-            wal_autocheckpoint=0 if replicator else None,
-            statement_timeout=config.statement_timeout,
-            max_statement_timeout=config.max_statement_timeout,
-        )
-        stack.push_async_callback(thread.close)  # last: the final checkpoint
-        fix_group(config.db, config.allow_gids)
-        warn_if_readable(config.db, config.allow_gids)
-        # Results are measured while they are read, so a huge one fails before it is in memory.
-        thread.engine.result_limit = config.max_reply
-        keys = thread.engine.keys
+        if cluster:
+            # The cluster is dqlite's to own: this daemon is one host's client of it.
+            prepare_socket_path(config.socket)
+            stack.callback(remove_socket, config.socket, ours)
+            backend: Backend = await DqliteBackend.open(
+                config.db,
+                busy_timeout=config.busy_timeout,
+                raw_sql=config.raw_sql,
+                read_only=config.read_only,
+            )
+            stack.push_async_callback(backend.close)
+        else:
+            replicator = _open_file(config, stack, started, ours)
+            thread = await EngineThread.open(
+                config.db,
+                synchronous=config.synchronous,
+                busy_timeout=config.busy_timeout,
+                read_only=config.read_only,
+                raw_sql=config.raw_sql,
+                # Replicating: Litestream checkpoints, never the daemon (see replication.py).
+                wal_autocheckpoint=0 if replicator else None,
+                statement_timeout=config.statement_timeout,
+                max_statement_timeout=config.max_statement_timeout,
+            )
+            stack.push_async_callback(thread.close)  # last: the final checkpoint
+            fix_group(config.db, config.allow_gids)
+            warn_if_readable(config.db, config.allow_gids)
+            # Results are measured while they are read, so a huge one fails before it is in memory.
+            thread.engine.result_limit = config.max_reply
+            backend = thread
+        keys = backend.engine.keys
         keys.window = config.request_key_window
         keys.idempotency_window = config.idempotency_window
         keys.idempotency_max = config.idempotency_max
-        changes = thread.engine.changes
-        changes.max_age = config.changes_max_age
-        changes.max_rows = config.changes_max_rows
+        changes = backend.engine.changes
+        if changes is not None:
+            changes.max_age = config.changes_max_age
+            changes.max_rows = config.changes_max_rows
         if replicator is not None:
             await replicator.start()
             # After the last commit, before the checkpoint.
             stack.push_async_callback(replicator.stop)
         worker = BatchWorker(
-            thread,
+            backend,
             max_batch=config.max_batch,
             max_queue=config.max_queue,
             transaction_timeout=config.transaction_timeout,
             idle_timeout=config.transaction_idle_timeout,
             # Only primary-key lookups run on the loop's thread: anything costlier (a count
-            # with 999 LIKE filters) would stall hello, stats and every other client.
-            inline_reads="point",
+            # with 999 LIKE filters) would stall hello, stats and every other client. On a
+            # cluster every request goes to the leader.
+            inline_reads=None if cluster else "point",
             stop_grace=STOP_GRACE,
         )
         worker.start()
-        daemon = Daemon(config, thread, worker, replicator)
-        changes.listener = daemon.changes_listener()
+        daemon = Daemon(config, backend, worker, replicator)
+        if changes is not None:
+            changes.listener = daemon.changes_listener()
         stack.push_async_callback(daemon.drain)
         if config.metrics is not None:
             # Its own thread: scrapes never run on this loop. Stopped before the drain.
@@ -433,6 +412,29 @@ async def serve(
         if ready is not None:
             ready(daemon)
         await _serve_until(daemon, servers, ours, shutdown_trigger)
+
+
+def _open_file(
+    config: ServerConfig,
+    stack: contextlib.AsyncExitStack,
+    started: list[Daemon],
+    ours: list[int],
+) -> Replicator | None:
+    """Take the file: its owner lock, the socket path, and (if asked) Litestream's
+    replicator (not started yet). What a failed start-up created is removed again."""
+    assert config.socket is not None
+    created = [p for p in (config.db, config.lock_path) if not os.path.exists(p)]
+    prepare_database(config.db, config.allow_gids)
+    owner = OwnerLock(config.lock_path, config.db, mode=database_mode(config.allow_gids))
+    owner.acquire(config.socket)
+    stack.callback(owner.release)  # last of all: after SQLite has closed the file
+    # Runs after everything else has closed, while the lock is still held.
+    stack.push(_undo_failed_start(config, owner, created, started))
+    prepare_socket_path(config.socket)
+    # Removed after everything else has closed: until then clients find a socket
+    # that refuses them, not none (and a restarting daemon cannot take the path).
+    stack.callback(remove_socket, config.socket, ours)
+    return Replicator(config.db, config.replicate) if config.replicate else None
 
 
 async def _listen(daemon: Daemon, servers: list[asyncio.AbstractServer], ours: list[int]) -> None:
@@ -544,10 +546,3 @@ def _holds_nothing(path: str) -> bool:
             conn.close()
     except sqlite3.Error:
         return False
-
-
-def _remove_socket(path: str, ours: list[int]) -> None:
-    """Unlink our socket (if we made one), unless another daemon has since put its own there."""
-    with contextlib.suppress(FileNotFoundError):
-        if ours and os.stat(path).st_ino == ours[0]:
-            os.unlink(path)

@@ -1,4 +1,4 @@
-"""The daemon's files on disk: the database, its WAL and SHM, the socket's directory.
+"""The daemon's files on disk: the database, its WAL and SHM, the socket and its directory.
 
 The database is as private as the socket: a missing file is created with mode
 0600 (0640 and the first ``--allow-gid`` group with one) *whatever the umask*,
@@ -12,17 +12,24 @@ every local user, with the ``chmod`` that fixes it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import socket
 import stat
 
 from ..protocol.address import private_dir_problem, runtime_dir
 
 __all__ = [
+    "DatabasePathError",
+    "SocketInUseError",
+    "check_database_path",
     "database_mode",
     "fix_group",
     "prepare_database",
     "prepare_socket_dir",
+    "prepare_socket_path",
+    "remove_socket",
     "warn_if_readable",
 ]
 
@@ -113,3 +120,66 @@ def prepare_socket_dir(socket_path: str) -> str | None:
     with contextlib.suppress(FileExistsError):
         os.mkdir(directory, 0o700)  # the umask can only take bits away
     return private_dir_problem(directory)
+
+
+class SocketInUseError(RuntimeError):
+    """The socket path cannot be used: some other server listens there, or its directory is unsafe."""
+
+
+class DatabasePathError(RuntimeError):
+    """The database path cannot name a database file (a directory, or its directory is missing)."""
+
+
+def check_database_path(path: str) -> None:
+    """Refuse a path that cannot be a database file before anything is created.
+
+    The file itself is created if missing; missing parent directories are not
+    (a typo in a path must not quietly grow a directory tree).
+
+    Raises:
+        DatabasePathError: ``path`` is a directory, or its directory does not exist.
+    """
+    if os.path.isdir(path):
+        raise DatabasePathError(
+            f"{path} is a directory, not a database file; "
+            f"name a file, e.g. {os.path.join(path, 'app.db')}"
+        )
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise DatabasePathError(
+            f"cannot create {path}: directory {parent} {what}; "
+            f"create it first (mkdir -p {parent}) or choose another path"
+        )
+
+
+def prepare_socket_path(path: str) -> None:
+    """Remove a stale socket left by a killed daemon; refuse one somebody still serves."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise SocketInUseError(f"{path} exists and is not a socket; remove it or choose --socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            os.unlink(path)  # stale: nobody listens
+            return
+        raise
+    else:
+        raise SocketInUseError(
+            f"another server is listening on {path}; stop it or choose another --socket"
+        )
+    finally:
+        probe.close()
+
+
+def remove_socket(path: str, ours: list[int]) -> None:
+    """Unlink our socket (if we made one), unless another daemon has since put its own there."""
+    with contextlib.suppress(FileNotFoundError):
+        if ours and os.stat(path).st_ino == ours[0]:
+            os.unlink(path)

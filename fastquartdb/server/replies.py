@@ -14,10 +14,14 @@ from typing import Any
 from ..protocol import encode_body, error_reply
 from ..protocol.errors import ResultTooLargeError, ValidationError
 
-__all__ = ["frame", "peer_credentials", "too_large"]
+__all__ = ["NO_CHANGE_LOG", "frame", "peer_credentials", "too_large"]
 
 _HEADER = struct.Struct(">I")
 _CREDS = struct.Struct("3i")
+
+
+#: The answer to ``subscribe`` where the writer keeps no change log (a dqlite cluster).
+NO_CHANGE_LOG = "change feeds are not available on a dqlite cluster yet (README, 'Change feeds')"
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:

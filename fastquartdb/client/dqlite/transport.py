@@ -40,9 +40,9 @@ import time
 from typing import Any
 
 from ...engine.config import EMBEDDED
-from ...engine.dqlite.connection import NodeConnection, split_address
+from ...engine.dqlite.connection import NodeConnection
 from ...engine.dqlite.keyed import is_keyed, record_commit, resolve, run_keyed
-from ...engine.dqlite.leader import Leader
+from ...engine.dqlite.leader import Leader, parse_dqlite_url
 from ...engine.dqlite.runner import OpRunner
 from ...engine.dqlite.session import Lost, Session, translate_dqlite_error
 from ...engine.requestkeys import RequestKeys
@@ -54,7 +54,6 @@ from ...protocol.errors import (
     FQDBError,
     InterfaceError,
     ValidationError,
-    brief,
 )
 from ...protocol.messages import READ_OPS
 from ..transports import Transport, check_wire_size
@@ -62,30 +61,6 @@ from ..transports import Transport, check_wire_size
 __all__ = ["DqliteTransport", "parse_dqlite_url", "translate_dqlite_error"]
 
 log = logging.getLogger("fastquartdb.client")
-
-URL_SCHEME = "dqlite://"
-
-
-def parse_dqlite_url(url: str) -> tuple[list[str], str]:
-    """``dqlite://h1:p1,h2:p2/app`` -> ``(["h1:p1", "h2:p2"], "app")``.
-
-    Raises:
-        ValidationError: not a dqlite URL with at least one ``host:port`` and a database name.
-    """
-    if not url.startswith(URL_SCHEME):
-        raise ValidationError(f"a dqlite URL starts with {URL_SCHEME!r}, got {brief(url)}")
-    hosts, _, database = url[len(URL_SCHEME) :].partition("/")
-    nodes = [h.strip() for h in hosts.split(",") if h.strip()]
-    if not nodes or not database or "/" in database:
-        raise ValidationError(
-            f"dqlite URL must look like dqlite://127.0.0.1:9001,127.0.0.1:9002/app, got {brief(url)}"
-        )
-    for node in nodes:
-        try:
-            split_address(node)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
-    return nodes, database
 
 
 class DqliteTransport(Transport):

@@ -32,7 +32,7 @@ from ..requestkeys import KeyConflict, RequestKeys
 from .rawsql import classify
 from .session import Lost, Session, drive, quietly
 
-__all__ = ["is_keyed", "record_commit", "resolve", "run_keyed"]
+__all__ = ["is_keyed", "record_commit", "resolve", "run_keyed", "worth_recording"]
 
 Run = Callable[[Session, dict[str, Any]], Awaitable[Any]]
 
@@ -56,7 +56,7 @@ def is_keyed(req: dict[str, Any]) -> bool:
     return True
 
 
-def _worth_recording(req: dict[str, Any], result: Any) -> bool:
+def worth_recording(req: dict[str, Any], result: Any) -> bool:
     # As in the engine: a raw statement that only read (rows, no change) is not recorded.
     if req.get("op") != "execute" or not isinstance(result, dict) or not result.get("columns"):
         return True
@@ -118,7 +118,7 @@ async def run_keyed(keys: RequestKeys, session: Session, req: dict[str, Any], ru
             outcome = await drive(inner, keys.lookup(req))
         if outcome is None:
             result = await run(inner, req)
-            if _worth_recording(req, result):
+            if worth_recording(req, result):
                 keys.stage(req, result)
             outcome = (True, result)
         return outcome

@@ -14,13 +14,37 @@ import asyncio
 import itertools
 import time
 
-from ...protocol.errors import DaemonUnavailableError, InterfaceError
+from ...protocol.errors import DaemonUnavailableError, InterfaceError, ValidationError, brief
 from . import cluster, wire
-from .connection import DqliteRequestError, NodeConnection, NodeUnavailable
+from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, split_address
 
-__all__ = ["Leader"]
+__all__ = ["URL_SCHEME", "Leader", "parse_dqlite_url"]
 
 _client_ids = itertools.count(1)
+
+URL_SCHEME = "dqlite://"
+
+
+def parse_dqlite_url(url: str) -> tuple[list[str], str]:
+    """``dqlite://h1:p1,h2:p2/app`` -> ``(["h1:p1", "h2:p2"], "app")``.
+
+    Raises:
+        ValidationError: not a dqlite URL with at least one ``host:port`` and a database name.
+    """
+    if not url.startswith(URL_SCHEME):
+        raise ValidationError(f"a dqlite URL starts with {URL_SCHEME!r}, got {brief(url)}")
+    hosts, _, database = url[len(URL_SCHEME) :].partition("/")
+    nodes = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not nodes or not database or "/" in database:
+        raise ValidationError(
+            f"dqlite URL must look like dqlite://127.0.0.1:9001,127.0.0.1:9002/app, got {brief(url)}"
+        )
+    for node in nodes:
+        try:
+            split_address(node)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+    return nodes, database
 
 
 class Leader:
