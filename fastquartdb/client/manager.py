@@ -264,7 +264,7 @@ class AsyncDatabaseManager:
     def info(self) -> dict[str, Any]:
         """What requests run on now: ``{"mode": ..., "raw_sql": ...}``, and for a daemon its
         ``socket``, ``server`` and ``server_pid``."""
-        return self.transport.info()
+        return self.transport.info().as_dict()
 
     # ------------------------------------------------------------ requests
 
