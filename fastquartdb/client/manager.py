@@ -258,7 +258,7 @@ class AsyncDatabaseManager:
 
     @property
     def mode(self) -> str:
-        """``"daemon"`` or ``"embedded"``: where requests run now."""
+        """``"daemon"``, ``"embedded"`` or ``"dqlite"``: where requests run now."""
         return self.transport.mode
 
     def info(self) -> dict[str, Any]:
