@@ -3,7 +3,9 @@
 A transport takes a request map and returns its result or raises the
 :class:`FQDBError` subclass its error code names. The same models run over
 :class:`EmbeddedTransport` (the engine in-process) and the socket transport
-(the daemon); the conformance suite holds them to the same results.
+(the daemon); the conformance suite holds them to the same results. Each says what it
+is in a frozen :class:`TransportInfo`, and what became of its connection in
+:attr:`Transport.lost_cause`, so callers never test a transport's class.
 """
 
 from __future__ import annotations
