@@ -42,7 +42,7 @@ from ..protocol.errors import (
     RequestTimeoutError,
 )
 from ..protocol.messages import has_request_key
-from .transports import LocalReads, Transport
+from .transports import LocalReads, Transport, TransportInfo
 
 __all__ = ["SocketTransport"]
 
@@ -220,15 +220,24 @@ class SocketTransport(Transport):
             self._decoder.max_frame = max_reply + REPLY_ENVELOPE
         return self
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> TransportInfo:
         """The daemon's own account of itself, from its hello (see :meth:`Transport.info`)."""
-        return {
-            "mode": self.mode,
-            "socket": self.socket_path,
-            "server": self.server.get("server"),
-            "server_pid": self.server.get("pid"),
-            "raw_sql": bool(self.server.get("raw_sql", True)),
-        }
+        return TransportInfo(
+            self.mode,
+            raw_sql=bool(self.server.get("raw_sql", True)),
+            socket=self.socket_path,
+            server=self.server.get("server"),
+            server_pid=self.server.get("pid"),
+        )
+
+    @property
+    def lost_cause(self) -> BaseException | None:
+        """:attr:`lost`: why this connection is gone (see :attr:`Transport.lost_cause`)."""
+        return self.lost
+
+    def request_timed_out(self) -> None:
+        """Abandon this connection (see :meth:`Transport.request_timed_out`)."""
+        self.abandon(f"no reply within {self.request_timeout:g} s")
 
     async def _hello(self, timeout: float, db_path: str) -> Any:
         request = {

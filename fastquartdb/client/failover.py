@@ -43,7 +43,7 @@ from ..protocol.errors import (
 )
 from ..protocol.messages import has_request_key
 from .connection import SocketTransport
-from .transports import EmbeddedTransport, LocalReads, Transport
+from .transports import EmbeddedTransport, LocalReads, Transport, TransportInfo
 
 __all__ = ["FailoverTransport"]
 
@@ -110,8 +110,9 @@ class FailoverTransport(Transport):
         assert self._current is not None
         return self._current.mode
 
-    def info(self) -> dict[str, Any]:
-        """The :meth:`Transport.info` of the transport requests go to now."""
+    def info(self) -> TransportInfo:
+        """The :meth:`Transport.info` of the transport requests go to now (its ``mode``
+        changes as this switches between the daemon and embedded)."""
         return self.current.info()
 
     @property
@@ -179,8 +180,7 @@ class FailoverTransport(Transport):
                 raise
             # No reply in time (a stopped daemon): give up on that connection, so whatever
             # it still answers goes nowhere, and resend, keyed, where a writer answers.
-            if isinstance(transport, SocketTransport):
-                transport.abandon(f"no reply within {transport.request_timeout:g} s")
+            transport.request_timed_out()
             return await self._resend(transport, request)
 
     async def _resend(self, failed: Transport, request: dict[str, Any]) -> Any:
@@ -213,8 +213,8 @@ class FailoverTransport(Transport):
                     raise ConnectionLostError(
                         _not_resent(request, f"it was resent and failed again ({exc})")
                     ) from None
-                if isinstance(exc, RequestTimeoutError) and isinstance(transport, SocketTransport):
-                    transport.abandon(f"no reply within {transport.request_timeout:g} s")
+                if isinstance(exc, RequestTimeoutError):
+                    transport.request_timed_out()
                 elif isinstance(exc, DatabaseBusyError):
                     await asyncio.sleep(0.05)
 
@@ -224,7 +224,7 @@ class FailoverTransport(Transport):
         if op == "begin" and top:
             owner = self._current
             assert owner is not None
-            if isinstance(owner, SocketTransport) and owner.lost is not None:
+            if owner.lost_cause is not None:
                 # Nothing but transactions since the daemon went away: nothing else would
                 # ever notice and reconnect, so a new transaction does (nothing was sent).
                 owner = await self._recover(owner)
@@ -233,7 +233,7 @@ class FailoverTransport(Transport):
             owner = self._txn_owner.get(txn, self._current)
             assert owner is not None
         ends = top and op in ("commit", "rollback")
-        if isinstance(owner, SocketTransport) and owner.lost is not None:
+        if owner.lost_cause is not None:
             self._txn_owner.pop(txn, None)
             self._recover_in_background(owner)
             if ends and op == "rollback":
@@ -247,10 +247,10 @@ class FailoverTransport(Transport):
         except (ConnectionLostError, RequestTimeoutError) as exc:
             self._txn_owner.pop(txn, None)
             if ends and op == "commit" and "key" in request and not self._closed:
-                if isinstance(exc, RequestTimeoutError) and isinstance(owner, SocketTransport):
+                if isinstance(exc, RequestTimeoutError):
                     # Give up on that connection first: the daemon then rolls the
                     # transaction back, unless it commits before it notices; resolve says.
-                    owner.abandon(f"no reply within {owner.request_timeout:g} s")
+                    owner.request_timed_out()
                 return await self._resolve_commit(owner, request, exc)
             if isinstance(exc, ConnectionLostError):
                 self._recover_in_background(owner)

@@ -266,13 +266,13 @@ class AsyncDatabaseManager:
 
     @property
     def mode(self) -> str:
-        """``"daemon"`` or ``"embedded"``: where requests run now."""
+        """``"daemon"``, ``"embedded"`` or ``"dqlite"``: where requests run now."""
         return self.transport.mode
 
     def info(self) -> dict[str, Any]:
         """What requests run on now: ``{"mode": ..., "raw_sql": ...}``, and for a daemon its
         ``socket``, ``server`` and ``server_pid``."""
-        return self.transport.info()
+        return self.transport.info().as_dict()
 
     # ------------------------------------------------------------ requests
 

@@ -3,7 +3,9 @@
 A transport takes a request map and returns its result or raises the
 :class:`FQDBError` subclass its error code names. The same models run over
 :class:`EmbeddedTransport` (the engine in-process) and the socket transport
-(the daemon); the conformance suite holds them to the same results.
+(the daemon); the conformance suite holds them to the same results. Each says what it
+is in a frozen :class:`TransportInfo`, and what became of its connection in
+:attr:`Transport.lost_cause`, so callers never test a transport's class.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "EmbeddedTransport",
     "LocalReads",
     "Transport",
+    "TransportInfo",
     "check_wire_size",
     "wire_check_default",
 ]
@@ -91,10 +94,56 @@ class LocalReads:
     raw_sql: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class TransportInfo:
+    """What a transport is, for the callers that must know (``fqdb ping``, the CLI's
+    catalog, ``AsyncDatabaseManager.info``): they ask this, never the transport's class.
+
+    Attributes:
+        mode: where requests run.
+
+            * ``"embedded"``: the engine in this process, on the file
+              (:class:`EmbeddedTransport`).
+            * ``"daemon"``: an ``fqdb-server`` over its Unix socket (``SocketTransport``).
+            * ``"dqlite"``: a dqlite cluster (``DqliteTransport``).
+
+            ``mode="auto"`` and ``mode="daemon"`` hold a ``FailoverTransport``, which
+            reports the transport in use now: ``"daemon"``, then ``"embedded"`` after it
+            fell back, then ``"daemon"`` again once it is back. So ask each time; do not keep it.
+        raw_sql: whether the writer accepts raw SQL (the ``execute`` op); False for a daemon
+            started with ``--no-raw-sql``.
+        socket: the daemon's socket path (set only in ``"daemon"`` mode).
+        server: the daemon's name and version from its ``hello`` (``"fastquartdb/<version>"``).
+        server_pid: the daemon's process id, from its ``hello``.
+
+    What changes while a transport runs (a lost connection, a reply that timed out) is
+    not here but in :attr:`Transport.lost_cause` and :meth:`Transport.request_timed_out`.
+    """
+
+    mode: str
+    raw_sql: bool = True
+    socket: str | None = None
+    server: str | None = None
+    server_pid: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The public form (``AsyncDatabaseManager.info``): ``{"mode": ..., "raw_sql": ...}``,
+        with ``socket``, ``server`` and ``server_pid`` too for a daemon."""
+        if self.socket is None:
+            return {"mode": self.mode, "raw_sql": self.raw_sql}
+        return {
+            "mode": self.mode,
+            "socket": self.socket,
+            "server": self.server,
+            "server_pid": self.server_pid,
+            "raw_sql": self.raw_sql,
+        }
+
+
 class Transport(abc.ABC):
     """Carries requests to a database and brings back results."""
 
-    #: ``"embedded"`` or ``"daemon"``.
+    #: ``"embedded"``, ``"daemon"`` or ``"dqlite"`` (see :attr:`TransportInfo.mode`).
     mode: str
 
     def local_reads(self) -> LocalReads:
@@ -120,12 +169,25 @@ class Transport(abc.ABC):
         """
         return False
 
-    def info(self) -> dict[str, Any]:
-        """What this transport is, for callers that must know (``fqdb ping``, the CLI's
-        catalog): always ``mode``; a daemon adds ``socket``, ``server``, ``server_pid``
-        and ``raw_sql`` (whether it accepts the ``execute`` op). Callers ask this rather
-        than test the transport's class."""
-        return {"mode": self.mode, "raw_sql": True}
+    def info(self) -> TransportInfo:
+        """What this transport is (see :class:`TransportInfo`). Callers ask this rather than
+        test the transport's class."""
+        return TransportInfo(self.mode)
+
+    @property
+    def lost_cause(self) -> BaseException | None:
+        """Why this transport's connection to its writer is gone, or None while it works.
+
+        Only a daemon connection is ever lost this way (its peer went away, or it was
+        abandoned or closed); the failover layer then reconnects. None by default.
+        """
+        return None
+
+    def request_timed_out(self) -> None:
+        """A request got no reply within its ``request_timeout``: give up on this transport,
+        so that whatever it still answers goes nowhere (a daemon connection closes, and what
+        is in flight fails with ``ConnectionLostError``). By default nothing happens."""
+        return None
 
 
 class EmbeddedTransport(Transport):
