@@ -48,7 +48,7 @@ pytest: $(STAMP)
 test-dqlite: $(STAMP)
 	FQDB_REQUIRE_DQLITE=1 $(BIN)/pytest tests/dqlite
 
-## bench: the benchmark suite (all scenarios, 3 interleaved repeats, ~8 min)
+## bench: the benchmark suite (all scenarios, 3 interleaved repeats, ~9 min)
 bench: $(BENCH_STAMP) bench-deps
 	$(BIN)/python -m bench
 
@@ -56,10 +56,12 @@ bench: $(BENCH_STAMP) bench-deps
 soak-keys: $(BENCH_STAMP)
 	$(BIN)/python -m bench.soak_keys --minutes 10
 
-## bench-deps: wrk for S8/S9 (the Debian package), installed when missing and we are root
+## bench-deps: wrk for S8/S9 and go-dqlite's dqlite-demo for D1 (Debian packages), installed when missing and we are root
 bench-deps:
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y wrk >/dev/null; } \
 		|| echo "wrk is not installed (apt-get install -y wrk): the bench skips S8 and S9"
+	@command -v dqlite-demo >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y go-dqlite >/dev/null; } \
+		|| echo "dqlite-demo is not installed (apt-get install -y go-dqlite): the bench skips D1"
 
 ## bench-quick: the same code on tiny sizes (< 1 min); results in a git-ignored folder
 bench-quick: $(BENCH_STAMP)

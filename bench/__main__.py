@@ -24,6 +24,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from .contenders import CONTENDERS, unavailable
+from .dqlite_daemon import dqlite_missing
 from .machine import describe, source_fingerprint
 from .report import MIB, print_tables, write_charts, write_json, write_markdown
 from .results import METRICS, evaluate_targets, summarize
@@ -93,18 +94,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plan(args: argparse.Namespace) -> tuple[dict[str, Scenario], list[str]]:
+def _plan(args: argparse.Namespace) -> tuple[dict[str, Scenario], list[str], dict[str, str]]:
+    """The scenarios at their sizes, those selected, and those left out here -> why."""
     sizes = QUICK if args.quick else FULL
     if args.seconds:
         sizes = replace(
-            sizes, s1_seconds=args.seconds, s3_seconds=args.seconds, s5_seconds=args.seconds
+            sizes,
+            s1_seconds=args.seconds,
+            s3_seconds=args.seconds,
+            s5_seconds=args.seconds,
+            d1_seconds=args.seconds,
         )
     scenarios = scenarios_for(sizes)
     selected = [s for s in SCENARIOS if not args.scenario or s in args.scenario]
+    skipped: dict[str, str] = {}
     why = wrk_missing()
     if why is not None and any(scenarios[s].workload == "web" for s in selected):
         _progress(f"skipping S8 and S9 (the web app under wrk): {why}")
-        selected = [s for s in selected if scenarios[s].workload != "web"]
+        skipped.update((s, why) for s in selected if scenarios[s].workload == "web")
+    why = dqlite_missing()
+    if why is not None and "D1" in selected:
+        _progress(f"skipping D1 (dqlite, direct and through a daemon): {why}")
+        skipped["D1"] = why
+    selected = [s for s in selected if s not in skipped]
 
     missing = unavailable()
     for name, why in missing.items():
@@ -119,7 +131,7 @@ def _plan(args: argparse.Namespace) -> tuple[dict[str, Scenario], list[str]]:
 
     for sid, scn in scenarios.items():
         scenarios[sid] = replace(scn, cases=tuple(c for c in scn.cases if keep(c)))
-    return scenarios, selected
+    return scenarios, selected, skipped
 
 
 def _progress(text: str) -> None:
@@ -130,6 +142,8 @@ def _describe_run(case: Case, run: dict[str, Any], unit: str) -> str:
     if "error" in run:
         first = run["error"].strip().splitlines()[-1] if run["error"].strip() else "?"
         return f"FAILED: {first}"
+    if "not_run" in run:
+        return f"NOT RUN: {run['not_run']}"
     text = (
         f"{run['throughput']:,.0f} {unit}  p50 {run['p50_ms']:.3f} ms  p99 {run['p99_ms']:.2f} ms"
         f"  max {run['max_ms']:.1f} ms"
@@ -141,10 +155,31 @@ def _describe_run(case: Case, run: dict[str, Any], unit: str) -> str:
     return text
 
 
+def _play(runner: Runner, to_run: list[Scenario], repeats: int) -> dict[str, list[dict[str, Any]]]:
+    """Every case of ``to_run`` ``repeats`` times, interleaved; case key -> its runs."""
+    total = sum(len(s.cases) for s in to_run) * repeats
+    done = 0
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for scn in to_run:
+        n = len(scn.cases)
+        for repeat in range(repeats):
+            # Interleaved: every contender once per repeat, each repeat starting one further on.
+            order = [scn.cases[(i + repeat) % n] for i in range(n)]
+            for case in order:
+                done += 1
+                run = runner.run(scn, case, repeat)
+                runs.setdefault(case.key, []).append(run)
+                _progress(
+                    f"[{done}/{total}] {scn.id} r{repeat + 1} {case.label} {case.synchronous.upper()}: "
+                    f"{_describe_run(case, run, scn.unit)}  ({run['wall_s']:.1f} s)"
+                )
+    return runs
+
+
 def run_all(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the selected scenarios, interleaving contenders, and return the results document."""
     began = time.monotonic()
-    scenarios, selected = _plan(args)
+    scenarios, selected, skipped = _plan(args)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     if repeats < 1:
         raise SystemExit("--repeats must be at least 1")
@@ -166,22 +201,10 @@ def run_all(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         s1 = scenarios["S1"]
         to_run.insert(0, replace(s1, cases=tuple(c for c in s1.cases if c.contender == "daemon")))
 
-    total = sum(len(s.cases) for s in to_run) * repeats
-    done = 0
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for scn in to_run:
-        n = len(scn.cases)
-        for repeat in range(repeats):
-            # Interleaved: every contender once per repeat, each repeat starting one further on.
-            order = [scn.cases[(i + repeat) % n] for i in range(n)]
-            for case in order:
-                done += 1
-                run = runner.run(scn, case, repeat)
-                runs.setdefault(case.key, []).append(run)
-                _progress(
-                    f"[{done}/{total}] {scn.id} r{repeat + 1} {case.label} {case.synchronous.upper()}: "
-                    f"{_describe_run(case, run, scn.unit)}  ({run['wall_s']:.1f} s)"
-                )
+    try:
+        runs = _play(runner, to_run, repeats)
+    finally:
+        runner.close()  # D1's dqlite cluster, stopped by pid
 
     all_cases: dict[str, dict[str, Any]] = {}
     out_scenarios: dict[str, Any] = {}
@@ -229,7 +252,8 @@ def run_all(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "sizes": asdict(QUICK if args.quick else FULL),
         "elapsed_s": time.monotonic() - began,
         "machine": machine,
-        "targets": evaluate_targets(all_cases),
+        "targets": evaluate_targets(all_cases, skipped),
+        "skipped": skipped,
         "scenarios": out_scenarios,
     }
 
@@ -300,6 +324,13 @@ def _notes(sid: str) -> list[str]:
             "`hypercorn examples.quart_app:app -w 4 -k uvloop` (daemon: FQDB_MODE=daemon; embedded: "
             "FQDB_MODE=embedded) against `hypercorn bench.web_app:app` (the two routes on plain "
             "aiosqlite); `wrk -t2 -c64 --latency -s bench/wrk_mix.lua`. Latency is wrk's."
+        ],
+        "D1": [
+            "A 3-node dqlite-demo cluster on loopback (tests/dqlite/cluster.py), started once for "
+            "the invocation and stopped by pid at its end; every run on a fresh database name.",
+            "direct: `init_engine(url)` in each process, one dqlite transaction per insert. "
+            "via fqdb-server: `fqdb-server dqlite://... --socket S` started for the run and "
+            "stopped by pid, the workers on `init_engine(url, socket=S, mode='daemon')`.",
         ],
         "S6": [
             "Daemon peak RSS is the kernel's VmHWM of the fresh daemon process of each S1 run "

@@ -22,6 +22,10 @@ Contenders (names used on the command line, in JSON and in charts):
 ``sqlalchemy``        SQLAlchemy 2 async Core over aiosqlite, default pool, one
                       ``engine.begin()`` transaction per insert.
 ``sqlite3``           plain synchronous sqlite3 on the event loop's thread: the floor.
+``dqlite``            the models on a dqlite cluster, each process a direct client
+                      (``init_engine(url)``): D1's baseline.
+``dqlite_daemon``     the same through one ``fqdb-server dqlite://...`` per host
+                      (``init_engine(url, socket=..., mode="daemon")``), D1 (bench/dqlite_daemon.py).
 """
 
 from __future__ import annotations
@@ -157,6 +161,30 @@ class FastQuartDBClient(Client):
         return await User.insert_many(payload)
 
 
+class DqliteClient(Client):
+    """The models on a dqlite cluster: ``db`` is its URL; direct, or through a daemon's socket.
+
+    Only the URL (and for the daemon its socket): ``synchronous`` and ``busy_timeout``
+    are a file's settings, a dqlite commit waits for a Raft quorum instead.
+    """
+
+    async def open(self) -> None:
+        if self.socket is None:
+            db = await AsyncDatabaseManager.init_engine(self.db)
+            wanted = "dqlite"
+        else:
+            db = await AsyncDatabaseManager.init_engine(self.db, socket=self.socket, mode="daemon")
+            wanted = "daemon"
+        if db.mode != wanted:
+            raise RuntimeError(f"wanted mode {wanted!r}, got {db.mode!r}")
+
+    async def close(self) -> None:
+        await AsyncDatabaseManager.close()
+
+    async def insert(self, username: str, age: int) -> Any:
+        return await User.insert({"username": username, "age": age})
+
+
 class AiosqliteClient(Client):
     """One aiosqlite connection per process, shared by its tasks: what a careful user writes.
 
@@ -289,6 +317,8 @@ CONTENDERS: dict[str, tuple[str, bool]] = {
     "aiosqlite": ("aiosqlite per process", False),
     "sqlalchemy": ("SQLAlchemy async Core", False),
     "sqlite3": ("sqlite3 (floor)", False),
+    "dqlite": ("fastquartdb on dqlite, direct", False),
+    "dqlite_daemon": ("fastquartdb on dqlite via fqdb-server", True),
 }
 
 
@@ -328,4 +358,6 @@ def make_client(contender: str, db: str, synchronous: str, socket: str | None) -
         return SQLAlchemyClient(*args)
     if contender == "sqlite3":
         return Sqlite3Client(*args)
+    if contender in ("dqlite", "dqlite_daemon"):
+        return DqliteClient(*args)
     raise ValueError(f"unknown contender {contender!r} (known: {', '.join(CONTENDERS)})")

@@ -36,8 +36,8 @@ class BenchDaemon:
     """``python -m fastquartdb.server DB --synchronous S`` for one benchmark run.
 
     Args:
-        db: the database file to serve.
-        synchronous: ``"full"`` or ``"normal"``.
+        db: the database file (or ``dqlite://`` URL) to serve.
+        synchronous: ``"full"`` or ``"normal"``; None passes no ``--synchronous`` (dqlite).
         log_path: where the daemon's stderr goes.
         wrapper: a command prefix (``py-spy record -o x.svg --``) for profiling, or None.
         cprofile: write a cProfile of the daemon's main thread to this path, or None.
@@ -47,7 +47,7 @@ class BenchDaemon:
     def __init__(
         self,
         db: str,
-        synchronous: str,
+        synchronous: str | None,
         log_path: str,
         *,
         wrapper: list[str] | None = None,
@@ -83,8 +83,7 @@ class BenchDaemon:
             "-m",
             "fastquartdb.server",
             self.db,
-            "--synchronous",
-            self.synchronous,
+            *(["--synchronous", self.synchronous] if self.synchronous else []),
             "--log-level",
             "WARNING",
             *self.extra,

@@ -85,6 +85,8 @@ def _rows(data: dict[str, Any], sid: str, dash: str) -> tuple[list[str], list[li
         errors = str(summary.get("errors", 0))
         if failed:
             errors += f", {failed} run(s) failed"
+        if summary.get("runs_not_run"):
+            errors += f", {summary['runs_not_run']} run(s) not run"
         row.append(errors)
         rows.append(row)
     return header, rows
@@ -102,7 +104,8 @@ def _target_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         else:
             measured = f"{value:.2f}x"
         per = ", ".join(f"{v:.2f}" for v in t.get("per_repeat", []))
-        rows.append([t["id"], t["target"], measured, per or "-", t["verdict"].upper()])
+        verdict = t["verdict"].upper() + (f": {t['reason']}" if t.get("reason") else "")
+        rows.append([t["id"], t["target"], measured, per or "-", verdict])
     return header, rows
 
 

@@ -5,6 +5,10 @@ scenario (with its ``synchronous`` setting) over all repeats. Per run we keep
 throughput, latency percentiles and CPU; per case the median and min-max of
 each over the repeats. Targets compare medians of two cases of the *same*
 invocation: the machine is noisy, ratios measured together are what count.
+
+A run that could not be played here (``{"not_run": why}``: D1's daemon when
+``fqdb-server`` does not serve ``dqlite://`` yet) is neither a result nor a
+failure: a target that needs it says "not run", with the reason.
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ def run_metrics(workers: list[dict[str, Any]], unit_per_op: int = 1) -> dict[str
 def summarize(runs: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
     """Median and min-max over the successful runs of a case, for each metric."""
     summary: dict[str, Any] = {}
-    good = [r for r in runs if "error" not in r]
+    good = [r for r in runs if "error" not in r and "not_run" not in r]
     for name in metrics:
         values = [r[name] for r in good if isinstance(r.get(name), (int, float))]
         values = [v for v in values if not math.isnan(v)]
@@ -104,7 +108,11 @@ def summarize(runs: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) ->
         else:
             summary[name] = {"median": math.nan, "min": math.nan, "max": math.nan}
     summary["runs_ok"] = len(good)
-    summary["runs_failed"] = len(runs) - len(good)
+    summary["runs_failed"] = sum(1 for r in runs if "error" in r)
+    not_run = [r["not_run"] for r in runs if "not_run" in r]
+    if not_run:
+        summary["runs_not_run"] = len(not_run)
+        summary["not_run"] = not_run[0]
     summary["errors"] = sum(int(r.get("errors", 0)) for r in good)
     return summary
 
@@ -179,6 +187,9 @@ TARGETS: tuple[Target, ...] = (
            "p99_ms", "S11:daemon_changes:normal", None, 5.0, "<="),
     Target("C2b", "S12", "S12 send-to-feed p99, 100 subscribed connections ≤ 5 ms (daemon)",
            "p99_ms", "S12:daemon_changes:normal", None, 5.0, "<="),
+    # Issue 15: dqlite through a per-host daemon.
+    Target("DQ1", "D1", "D1 dqlite writes 4x16: through fqdb-server ≥ 10x the direct dqlite client",
+           "throughput", "D1:dqlite_daemon:raft", "D1:dqlite:raft", 10.0, ">="),
 )  # fmt: skip
 
 
@@ -194,13 +205,26 @@ def _median(runs: list[dict[str, Any]], metric: str) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def evaluate_targets(cases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _not_run(runs: list[dict[str, Any]] | None) -> str | None:
+    """Why a case was not run here: every one of its runs says ``not_run``; else None."""
+    if runs and all("not_run" in r for r in runs):
+        return str(runs[0]["not_run"])
+    return None
+
+
+def evaluate_targets(
+    cases: dict[str, dict[str, Any]], skipped: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Every target with its measured value, verdict and the per-repeat spread.
 
     ``cases`` maps ``scenario:contender:synchronous`` to ``{"runs": [...]}``.
     A ratio target's value is the ratio of the two medians; ``per_repeat``
     pairs repeat r of one with repeat r of the other (they ran side by side).
+    ``skipped`` maps a scenario left out of the run to why (``dqlite-demo``
+    missing): its targets are "not run" with that ``reason``, as are those of a
+    case whose every run was not run.
     """
+    skipped = skipped or {}
     verdicts = []
     for target in TARGETS:
         entry: dict[str, Any] = {
@@ -212,8 +236,11 @@ def evaluate_targets(cases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         }
         num_runs = _case_runs(cases, target.numerator)
         den_runs = _case_runs(cases, target.denominator) if target.denominator else None
-        if num_runs is None or (target.denominator and den_runs is None):
+        reason = skipped.get(target.scenario) or _not_run(num_runs) or _not_run(den_runs)
+        if num_runs is None or (target.denominator and den_runs is None) or reason:
             entry.update(value=None, met=None, verdict="not run")
+            if reason:
+                entry["reason"] = reason
             verdicts.append(entry)
             continue
         if target.denominator is None:
@@ -230,7 +257,10 @@ def evaluate_targets(cases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             paired = [
                 a[target.metric] / b[target.metric]
                 for a, b in zip(num_runs, den_runs)
-                if "error" not in a and "error" not in b and b[target.metric]
+                if "error" not in a
+                and "error" not in b
+                and a.get(target.metric) is not None
+                and b.get(target.metric)
             ]
             entry["per_repeat"] = paired
         if math.isnan(value):

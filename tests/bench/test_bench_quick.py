@@ -6,7 +6,9 @@ and produced numbers, never what the numbers are.
 ``make test`` installs no bench extra (matplotlib, SQLAlchemy, py-spy: hundreds of
 MB): without it the harness leaves the SQLAlchemy contender and the charts out and
 says so, and this test checks exactly that; with it (``make bench`` installed it)
-they are expected too.
+they are expected too. S8/S9 need ``wrk`` and D1 ``dqlite-demo``: without them the
+bench skips those scenarios and their targets say "not run" with the reason; so does
+D1's daemon case while ``fqdb-server`` refuses ``dqlite://`` URLs.
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ TARGETS |= {"R6a", "R6b"}
 #: Targets of scenarios that cannot run here: reported, with the verdict "not run".
 NOT_RUN = set() if WEB else {"R6a", "R6b"}
 TARGETS |= {"C1", "C2a", "C2b"}
+# D1 needs dqlite-demo (Debian's go-dqlite); without it the bench skips it and says why.
+DQLITE = {"D1"} if shutil.which("dqlite-demo") and shutil.which("dqlite") else set()
+if DQLITE:
+    EXPECTED["D1"] = {"dqlite", "dqlite_daemon"}
+TARGETS |= {"DQ1"}
+#: Until fqdb-server serves dqlite:// URLs, its D1 runs are "not run" with the server's reason.
+SERVER_REFUSED = "fqdb-server does not serve dqlite:// yet ("
 #: Scenarios run at synchronous=NORMAL only (the change-feed latency: the write is not measured).
 NORMAL_ONLY = {"S11", "S12"}
 
@@ -94,16 +103,25 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
         "S10",
         "S11",
         "S12",
+        *DQLITE,
     }
+    refused = False
     for sid, contenders in EXPECTED.items():
         cases = data["scenarios"][sid]["cases"]
         assert {c["contender"] for c in cases.values()} == contenders, sid
         settings = {"full", "normal"} if sid == "S1" else {"full"}
         if sid in NORMAL_ONLY:
             settings = {"normal"}
+        if sid == "D1":
+            settings = {"raft"}  # dqlite: no PRAGMA synchronous, a Raft quorum
         assert {c["synchronous"] for c in cases.values()} == settings, sid
         for key, case in cases.items():
             assert case["runs"], key
+            if case["contender"] == "dqlite_daemon" and "not_run" in case["runs"][0]:
+                # The server refused the URL: every run says so, none failed.
+                assert all(r["not_run"].startswith(SERVER_REFUSED) for r in case["runs"]), key
+                refused = True
+                continue
             for run in case["runs"]:
                 assert "error" not in run, (key, run.get("error"))
                 for metric in ("throughput", "p50_ms", "p99_ms", "max_ms"):
@@ -127,12 +145,18 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
 
     verdicts = {t["id"]: t for t in data["targets"]}
     assert set(verdicts) == TARGETS
+    not_run = NOT_RUN | ({"DQ1"} if refused or not DQLITE else set())
     for tid, target in verdicts.items():
-        if tid in NOT_RUN:
+        if tid in not_run:
             assert target["verdict"] == "not run" and target["value"] is None, tid
             continue
         assert _number(target["value"]), tid
         assert target["verdict"] in ("met", "missed"), tid
+    if not DQLITE:
+        assert "skipping D1" in proc.stderr, proc.stderr[-3000:]
+        assert "dqlite-demo" in verdicts["DQ1"]["reason"], verdicts["DQ1"]
+    elif refused:
+        assert verdicts["DQ1"]["reason"].startswith(SERVER_REFUSED), verdicts["DQ1"]
 
     machine = data["machine"]
     assert machine["nproc"] >= 1 and machine["sqlite"] and machine["python"]
