@@ -265,6 +265,11 @@ class AsyncDatabaseManager:
             await self.transport.close()
 
     @property
+    def on_cluster(self) -> bool:
+        """Whether the database is a dqlite cluster (directly, or through a per-host daemon)."""
+        return self.path.startswith("dqlite://")
+
+    @property
     def mode(self) -> str:
         """``"daemon"``, ``"embedded"`` or ``"dqlite"``: where requests run now."""
         return self.transport.mode
@@ -421,7 +426,7 @@ class AsyncDatabaseManager:
             ChangesExpiredError: (while iterating) the cursor fell off the retained log.
             InterfaceError: the database is a dqlite cluster (README, "Change feeds").
         """
-        if self.mode == "dqlite":
+        if self.on_cluster:
             raise InterfaceError(
                 "change feeds are not available on a dqlite cluster yet (README, 'Change "
                 "feeds'); poll the tables, or run the daemon on a single host"

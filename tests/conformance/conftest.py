@@ -8,8 +8,10 @@ and round-trips every request through the wire codec; ``daemon-writer-reads`` is
 ``daemon`` with local readers off (``FQDB_READERS=0``), so every read goes to
 the daemon as before issue 18 (``FQDB_READERS=0 pytest`` runs every transport so);
 ``dqlite`` runs on a
-3-node ``dqlite-demo`` cluster (one per session, a new database per test).
-Tests that cannot apply to dqlite are skipped with their reason in
+3-node ``dqlite-demo`` cluster (one per session, a new database per test), and
+``dqlite-daemon`` on the same cluster through an in-process ``fqdb-server
+dqlite://...`` (group commit onto the cluster; the client in daemon mode).
+Tests that cannot apply to dqlite are skipped on both with their reason in
 ``DQLITE_SKIPS``.
 """
 
@@ -26,7 +28,9 @@ from fastquartdb import AsyncDatabaseManager
 from tests.dqlite.cluster import Cluster, require
 from tests.helpers import daemon_in_process
 
-TRANSPORTS = ["embedded", "daemon", "daemon-writer-reads", "dqlite"]
+TRANSPORTS = ["embedded", "daemon", "daemon-writer-reads", "dqlite", "dqlite-daemon"]
+#: The transports on a dqlite cluster: directly, and through a per-host daemon.
+DQLITE_TRANSPORTS = ("dqlite", "dqlite-daemon")
 
 #: Conformance tests that cannot apply to a dqlite cluster: test name -> (reason, parameter id
 #: substring the skip is limited to, or "" for every parameter).
@@ -61,7 +65,7 @@ DQLITE_SKIPS: dict[str, tuple[str, str]] = {
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is None or callspec.params.get("transport") != "dqlite":
+        if callspec is None or callspec.params.get("transport") not in DQLITE_TRANSPORTS:
             continue
         reason, only = DQLITE_SKIPS.get(getattr(item, "originalname", ""), ("", ""))
         if reason and only in item.name:
@@ -81,12 +85,14 @@ def _dqlite_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
 @pytest.fixture(params=TRANSPORTS)
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The name of the transport under test (its ``mode``)."""
-    if request.param == "dqlite":
+    if request.param in DQLITE_TRANSPORTS:
         require()
     if request.param == "daemon-writer-reads":
         # Every init_engine of the test: no local readers, reads go to the daemon.
         monkeypatch.setenv("FQDB_READERS", "0")
         return "daemon"
+    if request.param == "dqlite-daemon":
+        return "daemon"  # its mode: the client talks to a daemon (see the db fixture)
     return str(request.param)
 
 
@@ -111,6 +117,17 @@ async def db(
         assert manager.mode == "dqlite"
         yield manager
         await AsyncDatabaseManager.close()
+        return
+    if request.node.callspec.params.get("transport") == "dqlite-daemon":
+        cluster = request.getfixturevalue("_dqlite_cluster")
+        url = cluster.url()
+        # On the URL's default socket, as an application finds it (a new URL per test).
+        async with daemon_in_process(url):
+            manager = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+            assert manager.mode == "daemon"
+            assert (await manager.stats())["reads"]["local_reads"] is False
+            yield manager
+            await AsyncDatabaseManager.close()
         return
     async with serving(transport, db_path):
         manager = await AsyncDatabaseManager.init_engine(db_path, mode=transport)

@@ -33,7 +33,7 @@ async def take(feed: Any, count: int) -> list[Change]:
 
 
 async def test_backlog_then_live_changes_with_no_gap(db: AsyncDatabaseManager) -> None:
-    if db.mode == "dqlite":
+    if db.on_cluster:  # directly or through a per-host daemon
         with pytest.raises(InterfaceError, match="not available on a dqlite cluster"):
             db.changes(["feed_item"])
         return
@@ -71,7 +71,7 @@ async def test_backlog_then_live_changes_with_no_gap(db: AsyncDatabaseManager) -
 
 
 async def test_now_starts_at_the_tip(db: AsyncDatabaseManager) -> None:
-    if db.mode == "dqlite":
+    if db.on_cluster:  # directly or through a per-host daemon
         pytest.skip("not on dqlite: change feeds are not available there (README)")
     await Item.insert({"name": "old"})
     feed = Item.changes(after="now")
@@ -87,7 +87,7 @@ async def test_now_starts_at_the_tip(db: AsyncDatabaseManager) -> None:
 
 
 async def test_every_captured_table_by_default(db: AsyncDatabaseManager) -> None:
-    if db.mode == "dqlite":
+    if db.on_cluster:  # directly or through a per-host daemon
         pytest.skip("not on dqlite: change feeds are not available there (README)")
     await Item.insert({"name": "x"})
     got = await take(db.changes(None, after=None), 1)  # every captured table

@@ -10,7 +10,7 @@ driver of that logic, as :func:`fastquartdb.engine.steps.run` is the sqlite3 one
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from ...protocol.errors import ConnectionLostError, FQDBError, ValidationError
@@ -187,8 +187,8 @@ async def drive(session: Session, steps: Steps[T]) -> T:
                         await session.write(statement.sql, list(statement.params))
                     ).rows_affected
                 else:
-                    for row in statement[1]:
-                        await session.write(statement.sql, list(row))
+                    for sql, params in _multi_row(statement.sql, statement[1]):
+                        await session.write(sql, params)
                     value = None
             except FQDBError as exc:
                 statement = steps.throw(exc)
@@ -199,3 +199,23 @@ async def drive(session: Session, steps: Steps[T]) -> T:
         return result
     finally:
         steps.close()
+
+
+def _multi_row(sql: str, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
+    """``ExecMany`` as few statements: an ``INSERT ... VALUES (?, ...)`` becomes one
+    statement of many value rows (up to dqlite's bound-value limit each), so the
+    records of a batch of 64 writes cost one round trip to the leader, not 64. All
+    rows or none: a statement's failure undoes all of it, as the caller's transaction
+    would. Any other statement runs once per row."""
+    head, sep, values = sql.rpartition(" VALUES ")
+    width = len(rows[0]) if rows else 0
+    if not sep or not width or values.replace(" ", "") != "(" + ",".join("?" * width) + ")":
+        return [(sql, list(row)) for row in rows]
+    per = max(1, wire.MAX_PARAMS // width)
+    return [
+        (
+            f"{head} VALUES " + ", ".join([values] * len(rows[at : at + per])),
+            [value for row in rows[at : at + per] for value in row],
+        )
+        for at in range(0, len(rows), per)
+    ]
