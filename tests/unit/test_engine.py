@@ -856,3 +856,5 @@ def test_golden_session_replays_on_the_engine(engine: Engine) -> None:
     engine.changes._next_prune = 0.0
     ok(engine.run_batch([{"op": "insert", "table": "note", "values": {"body": "x"}}])[0])
     check("error_changes_expired")
+    # What the engine knows of a table (PROTOCOL.md 7.18).
+    check("describe")
