@@ -2,11 +2,12 @@
 
 Reads and writes go through :func:`open_session`: the file's daemon when
 one serves it (``--mode auto``, the default), else the same engine embedded.
-``tables``/``schema``/``query`` use the raw ``execute`` op (the schema is
-read from a read-only connection when a daemon refuses raw SQL); ``rows``,
-``count`` and ``insert`` use the structured ``fetch``, ``count``,
-``insert_many`` and ``upsert_many`` ops, whose table and column names (and
-conflict target) the engine checks against the live schema. Inspection
+Every command uses the engine's ops: ``tables`` and ``schema`` its ``describe``
+(see :mod:`.catalog`); ``rows``, ``count`` and ``insert`` the structured
+``fetch``, ``count``, ``insert_many`` and ``upsert_many`` ops, whose table and
+column names (and conflict target) the engine checks against the live schema,
+with the values checked per column as ``describe`` gives it; only ``query`` runs
+SQL, the statement the user typed, with the raw ``execute`` op. Inspection
 commands never change the file (see :mod:`.session`). ``dump``, ``backup`` and ``vacuum`` work on the file itself
 (see :mod:`.maintenance`); ``stats`` needs a daemon.
 """
@@ -71,9 +72,7 @@ async def _conditions(args: argparse.Namespace, catalog: Catalog) -> list[list[l
         if not any(isinstance(item, bool) for item in items):
             continue
         if values is None:
-            await catalog.require_table(args.table)
-            described = (await catalog.columns(args.table)).rows
-            values = ColumnValues(args.table, [(row[1], row[2]) for row in described])
+            values = ColumnValues.described(args.table, await catalog.describe(args.table))
         try:
             checked = [values.check(column, item) for item in items]
         except ValidationError as exc:
@@ -132,8 +131,6 @@ async def cmd_schema(args: argparse.Namespace) -> int:
     if args.sql and args.format != "table":
         raise UsageError("--sql prints SQL text; leave out --json, --nl and --csv")
     async with open_session(args.db, mode=args.mode, socket=args.socket, read_only=True) as session:
-        if args.table is not None:
-            await session.catalog.require_table(args.table)
         if args.sql:
             statements = await session.catalog.schema_sql(args.table)
         else:
@@ -229,10 +226,7 @@ async def _insert(
     args: argparse.Namespace, stream: BinaryIO, name: str, size: int | None
 ) -> tuple[str, int]:
     async with open_session(args.db, mode=args.mode, socket=args.socket) as session:
-        catalog = session.catalog
-        await catalog.require_table(args.table)
-        described = (await catalog.columns(args.table)).rows
-        values = ColumnValues(args.table, [(row[1], row[2]) for row in described])
+        values = ColumnValues.described(args.table, await session.catalog.describe(args.table))
         db = session.db
         assert isinstance(db, AsyncDatabaseManager)  # a session that writes is the manager's
         key = None

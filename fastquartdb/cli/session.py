@@ -120,11 +120,9 @@ async def open_session(
     else:
         require_file(path)
     db = await _open(path, mode, socket, read_only)
-    catalog = Catalog(db)
     try:
-        yield Session(db, catalog)
+        yield Session(db, Catalog(db))
     finally:
-        catalog.close()
         if isinstance(db, ReadOnlyFile):
             db.close()
         else:

@@ -15,7 +15,8 @@ Before the check, input is read the way a user of each format means it:
   BOOLEAN column.
 * A **JSON column** takes JSON text (what ``fqdb rows`` prints for it), which
   must parse; a JSON number or boolean is stored as JSON too.
-* In a column of **BLOB affinity** (declared BLOB, or with no type) text written
+* In a column of **BLOB affinity** (declared BLOB, or with no type: the affinity
+  the engine's ``describe`` gives) text written
   as SQLite's literal ``X'00ff'`` is those bytes, so ``fqdb rows --nl`` output
   loads back unchanged.
 * A column with **no declared type**, or one the models do not know (another
@@ -29,11 +30,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..engine import parse_type
-from ..engine.sqltypes import affinity_of
 from ..models import Column
 from ..protocol.errors import ValidationError, brief
 
@@ -56,9 +56,8 @@ def _csv_number(text: str, integer_only: bool) -> Any:
 class _Converter:
     """How one column reads an input value (CSV text or a JSON value) before its check."""
 
-    def __init__(self, table: str, name: str, declared: str) -> None:
+    def __init__(self, table: str, name: str, declared: str, affinity: str) -> None:
         self.name = name
-        affinity = affinity_of(declared)
         self.blob = affinity == "BLOB"
         self.column: Column | None = None
         try:
@@ -111,13 +110,20 @@ class ColumnValues:
 
     Args:
         table: the table's name (for messages).
-        columns: ``(name, declared type)`` of each column, as ``PRAGMA table_info`` gives.
+        columns: ``(name, declared type, affinity)`` of each column, as the engine's
+            ``describe`` gives them (see :meth:`described`).
     """
 
-    def __init__(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, table: str, columns: Sequence[tuple[str, str, str]]) -> None:
         self._converters: dict[str, Callable[[Any, bool], Any]] = {
-            name: _Converter(table, name, declared or "") for name, declared in columns
+            name: _Converter(table, name, declared or "", affinity)
+            for name, declared, affinity in columns
         }
+
+    @classmethod
+    def described(cls, table: str, description: Mapping[str, Any]) -> ColumnValues:
+        """The checks of the table the engine's ``describe`` result ``description`` is of."""
+        return cls(table, [(c["name"], c["type"], c["affinity"]) for c in description["columns"]])
 
     def check(self, column: str, value: Any) -> Any:
         """``value`` (not text) as column ``column`` stores it; a column it does not have

@@ -75,7 +75,7 @@ _MAX_RESTARTS = 3
 
 #: Ops a local read-only connection runs (see :meth:`Engine.run_read`); ``execute`` only for
 #: raw statements the caller expects to read (a write is refused there and goes to the writer).
-LOCAL_READ_OPS = frozenset({"fetch", "count", "aggregate", "execute", "changes"})
+LOCAL_READ_OPS = frozenset({"fetch", "count", "aggregate", "execute", "changes", "describe"})
 
 
 def _malformed(req: dict[str, Any], exc: Exception) -> ValidationError:
@@ -136,6 +136,7 @@ class Engine(RequestOps):
             "update": self._update,
             "delete": self._delete,
             "ensure_table": self._ensure_table,
+            "describe": self._describe,
             "execute": self._execute,
             "ping": lambda req: "pong",
             "begin": self._begin,
@@ -344,8 +345,8 @@ class Engine(RequestOps):
     def run_read(self, req: dict[str, Any], *, check_schema: bool = False) -> Outcome:
         """Run one read outside any transaction: what a local reader does with a request.
 
-        The same ops as the writer runs (``fetch``, ``count``, ``aggregate``, raw
-        ``execute``), on this engine's connection, in SQLite's autocommit mode: the
+        The same ops as the writer runs (``fetch``, ``count``, ``aggregate``, ``changes``,
+        ``describe``, raw ``execute``), on this engine's connection, in SQLite's autocommit mode: the
         statement's read snapshot ends when its rows are fetched, so nothing is held
         between requests. On a read-only connection a raw statement that writes fails
         with :class:`ReadOnlyError`; the caller then sends it to the writer.

@@ -1,5 +1,5 @@
-"""What each request op does on the connection: CRUD, aggregates, ``ensure_table``, raw
-``execute`` and the transaction ops (``begin``/``commit``/``rollback``, savepoints).
+"""What each request op does on the connection: CRUD, aggregates, ``ensure_table``,
+``describe``, raw ``execute`` and the transaction ops (``begin``/``commit``/``rollback``, savepoints).
 
 :class:`RequestOps` is the base of :class:`~fastquartdb.engine.executor.Engine`,
 which owns the connection, the schema cache and the running of batches; each
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol.errors import FQDBError, ProgrammingError, brief
 from .changelog import ChangeLog, capture_mode
+from .describe import describe
 from .requestkeys import RequestKeys
 from .resultcodes import translate_sqlite_error
 from .results import fetch_rows
@@ -170,6 +171,10 @@ class RequestOps:
             assert info is not None  # just created or checked
             result["changes"] = self.changes.capture(info, capture)
         return result
+
+    def _describe(self, req: dict[str, Any]) -> Any:
+        name = req.get("table")
+        return run_steps(self.conn, describe(None if name is None else self.table(name)))
 
     def _execute(self, req: dict[str, Any]) -> dict[str, Any]:
         if not self.raw_sql:

@@ -112,8 +112,10 @@ class TableInfo:
         "column_set",
         "columns",
         "declared",
+        "defaults",
         "foreign_keys",
         "name",
+        "notnull",
         "pk",
         "quoted_columns",
         "rowid_pk",
@@ -131,6 +133,10 @@ class TableInfo:
         self.columns: tuple[str, ...] = tuple(row[1] for row in rows)
         self.column_set = frozenset(self.columns)
         self.declared: dict[str, str] = {row[1]: row[2] or "" for row in rows}
+        #: The columns declared NOT NULL.
+        self.notnull = frozenset(row[1] for row in rows if row[3])
+        #: Each column's default as SQL text (as the file stores it), or None.
+        self.defaults: dict[str, str | None] = {row[1]: row[4] for row in rows}
         pk_rows = sorted((row for row in rows if row[5]), key=lambda row: row[5])
         self.pk: tuple[str, ...] = tuple(row[1] for row in pk_rows)
         # Only a lone column declared exactly INTEGER is an alias of the rowid.

@@ -34,7 +34,7 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 
 #: Ops that never change the database.
-READ_OPS: Final = frozenset({"fetch", "count", "aggregate", "ping", "changes"})
+READ_OPS: Final = frozenset({"fetch", "count", "aggregate", "ping", "changes", "describe"})
 #: Ops that may change the database (they run inside the batch's write transaction).
 WRITE_OPS: Final = frozenset(
     {

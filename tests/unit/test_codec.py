@@ -99,6 +99,7 @@ def test_golden_set_is_complete() -> None:
         "commit",
         "rollback",
         "begin_savepoint",
+        "describe",
     ]:
         assert f"{op}_request" in names
         assert f"{op}_reply" in names

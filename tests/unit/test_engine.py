@@ -300,6 +300,21 @@ def test_every_advertised_op_is_implemented(engine: Engine) -> None:
     assert sorted(_supported(engine) | SERVER_OPS) == sorted(ALL_OPS)
 
 
+def test_describe_runs_on_a_local_reader(users: Engine, path: str) -> None:
+    """describe is a read (PROTOCOL.md 7.18): a read-only reader runs it, and sees a column
+    another connection just added."""
+    reader = Engine(Engine.connect(path, read_only=True), read_only=True)
+    try:
+        success, described = reader.run_read({"op": "describe", "table": "user"})
+        assert success and [c["name"] for c in described["columns"]] == ["id", "username", "age"]
+        assert reader.run_read({"op": "describe"}) == (True, [{"name": "user", "type": "table"}])
+        ok(users.run_batch([execute("ALTER TABLE user ADD COLUMN email TEXT")])[0])
+        success, described = reader.run_read({"op": "describe", "table": "user"}, check_schema=True)
+        assert success and described["columns"][-1]["name"] == "email"
+    finally:
+        reader.conn.close()
+
+
 def test_unknown_table_lists_the_tables(users: Engine) -> None:
     (outcome,) = users.run_batch([{"op": "fetch", "table": "usr"}])
     assert str(failed(outcome, ValidationError)) == "unknown table 'usr' (tables: user)"
@@ -856,3 +871,5 @@ def test_golden_session_replays_on_the_engine(engine: Engine) -> None:
     engine.changes._next_prune = 0.0
     ok(engine.run_batch([{"op": "insert", "table": "note", "values": {"body": "x"}}])[0])
     check("error_changes_expired")
+    # What the engine knows of a table (PROTOCOL.md 7.18).
+    check("describe")

@@ -17,6 +17,7 @@ from typing import Any
 
 from ...protocol.errors import FQDBError, ValidationError, brief
 from ...protocol.messages import MULTI_STATEMENT_OPS, SCHEMA_RETRY_OPS
+from ..describe import describe
 from ..resultcodes import translate_sqlite_error
 from ..sandbox import check_statement, raw_request
 from ..schema import (
@@ -270,6 +271,11 @@ class OpRunner:
                 if attempt:
                     raise translate_sqlite_error(exc) from None
 
+    async def _describe(self, s: Session, req: dict[str, Any]) -> Any:
+        # The engine's describe steps, on the table the engine's read_table gives.
+        name = req.get("table")
+        return await drive(s, describe(None if name is None else await self._table(s, name)))
+
     async def _ping(self, s: Session, req: dict[str, Any]) -> str:
         await s.read("SELECT 1")
         return "pong"
@@ -287,4 +293,5 @@ class OpRunner:
         "ensure_table": _ensure_table,
         "execute": _execute,
         "ping": _ping,
+        "describe": _describe,
     }
