@@ -258,7 +258,7 @@ class Daemon:
             "leader": writer.leader.address,
             "nodes": list(writer.leader.nodes),
             "failovers": writer.leader.failovers,
-            "batches_resent": writer.resent,
+            "batches_lost": writer.batches_lost,
         }
 
     def _per_client(self) -> list[dict[str, Any]]:

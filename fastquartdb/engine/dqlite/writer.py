@@ -113,8 +113,9 @@ class DqliteWriter:
         self.keys = RequestKeys()
         #: No change log on a cluster (README, "Change feeds").
         self.changes = None
-        #: Batches whose leader was lost and that ran again (or were resolved).
-        self.resent = 0
+        #: Batches whose leader was lost while they ran: run again on the next leader, or
+        #: (lost at COMMIT) resolved as committed by their record.
+        self.batches_lost = 0
         self._runner = OpRunner()
         self._in_txn = False
         # The batch's own record ([writer id, batch number]): what resolves a lost COMMIT.
@@ -321,6 +322,7 @@ class DqliteWriter:
                 await session.commit()
             except Lost as lost:
                 await self._lost(lost)
+                self.batches_lost += 1
                 if failover_deadline is None:
                     failover_deadline = time.monotonic() + self.leader.failover_timeout
                 if committing and lost.committable:
@@ -339,7 +341,6 @@ class DqliteWriter:
                         for i, outcome in results:
                             outcomes[i] = outcome
                         return
-                self.resent += 1
                 if time.monotonic() >= failover_deadline:
                     error = ConnectionLostError(
                         f"no dqlite leader took this request within "
@@ -513,7 +514,7 @@ class DqliteWriter:
                     f"{self.leader.failover_timeout:g} s"
                 )
             await asyncio.sleep(0.05)
-        self.resent += 1
+        self.batches_lost += 1
         if answer.get("committed") is not True:
             raise ConnectionLostError(
                 f"the dqlite leader was lost during COMMIT ({lost}): the transaction was "

@@ -1,0 +1,203 @@
+"""``fqdb-server dqlite://...``: a per-host daemon group-committing onto a real cluster.
+
+Real processes and signals: writer processes insert through one daemon
+(``tests/dqlite/writer.py`` with a socket), and the test SIGKILLs the cluster's
+leader, or the daemon itself (restarted after 0.5 s). Every write carries a
+request key and every batch a record of its own, so nothing is lost, nothing
+is stored twice, and no error reaches the application (the ``key`` column is
+not unique: a write run twice would be two rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastquartdb import AsyncDatabaseManager
+from fastquartdb.protocol.errors import InterfaceError
+from tests.helpers import DaemonProcess, daemon_in_process
+
+from .cluster import Cluster
+from .test_failover import _read, _wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _writers(
+    url: str, socket: str, tmp_path: Path, count: int = 3, unkeyed: int = 0
+) -> tuple[list[Any], list[Path]]:
+    """``count`` writer processes through the daemon; the last ``unkeyed`` without keys."""
+    stop = tmp_path / "stop"
+    reports = [tmp_path / f"writer{i}.jsonl" for i in range(count)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.dqlite.writer",
+                url,
+                f"w{i}",
+                str(reports[i]),
+                str(stop),
+                socket,
+                "nokeys" if i >= count - unkeyed else "keys",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(count)
+    ]
+    return procs, reports
+
+
+def _finish(procs: list[Any], stop: Path) -> None:
+    stop.touch()
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+async def _check_exactly_once(url: str, reports: list[Path]) -> int:
+    """No error reached the application; every acknowledged write is there once."""
+    outcomes = [r for p in reports for r in _read(p)]
+    errors = [r for r in outcomes if not r["ok"]]
+    assert not errors, f"{len(errors)} errors reached the application: {errors[:3]}"
+    acknowledged = {r["key"] for r in outcomes}
+    assert len(outcomes) == len(acknowledged), "a write was acknowledged twice"
+    db = await AsyncDatabaseManager.init_engine(url)  # directly: what the cluster holds
+    try:
+        rows = await db.fetch_all("SELECT key FROM event")
+    finally:
+        await AsyncDatabaseManager.close()
+    counts = Counter(row["key"] for row in rows)
+    assert not sorted(acknowledged - counts.keys()), "acknowledged writes lost"
+    assert not [k for k, n in counts.items() if n > 1], "writes stored twice"
+    assert not sorted(counts.keys() - acknowledged), "rows nobody wrote"
+    return len(acknowledged)
+
+
+@pytest.mark.slow
+def test_leader_sigkill_under_load_through_the_daemon(own_cluster: Cluster, tmp_path: Path) -> None:
+    url = own_cluster.url("viadaemon")
+    daemon = DaemonProcess(url, socket=str(tmp_path / "fqdb.sock")).start()
+    assert daemon.socket is not None
+    # Two of the writers without request keys: their writes in the batch lost at COMMIT
+    # are kept from running twice only by the batch's own record.
+    procs, reports = _writers(url, daemon.socket, tmp_path, count=4, unkeyed=2)
+    try:
+        _wait_for(
+            lambda: all(sum(r["ok"] for r in _read(p)) >= 100 for p in reports),
+            60,
+            "every writer to acknowledge 100 writes",
+        )
+        before = daemon.stats()
+        assert before["batch_max"] > 1, "the daemon never grouped writes into one batch"
+        leader = own_cluster.leader()
+        followers = [node for node in own_cluster.nodes if node is not leader]
+        # Followers frozen first: the leader cannot commit, so the daemon's batch surely
+        # waits at its COMMIT when the leader dies (see test_failover.py).
+        for node in followers:
+            os.kill(node.pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.5)
+            killed_at = time.time()
+            leader.kill()
+        finally:
+            for node in followers:
+                os.kill(node.pid, signal.SIGCONT)
+        _wait_for(
+            lambda: all(
+                sum(1 for r in _read(p) if r["ok"] and r["t"] > killed_at) >= 50 for p in reports
+            ),
+            60,
+            "every writer to acknowledge 50 writes after the leader was killed",
+        )
+        cluster_stats = daemon.stats()["dqlite"]
+        _finish(procs, tmp_path / "stop")
+    finally:
+        (tmp_path / "stop").touch()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        daemon.stop()
+    assert cluster_stats["failovers"] >= 1, cluster_stats
+    # The batch at its COMMIT was resolved by its record, or run again: never "unknown".
+    assert cluster_stats["batches_lost"] >= 1, cluster_stats
+    assert cluster_stats["leader"] != leader.address
+    asyncio.run(_check_exactly_once(url, reports))
+
+
+@pytest.mark.slow
+def test_daemon_sigkill_on_a_cluster_is_resent_exactly_once(
+    own_cluster: Cluster, tmp_path: Path
+) -> None:
+    url = own_cluster.url("daemonkill")
+    socket = str(tmp_path / "fqdb.sock")
+    daemon = DaemonProcess(url, socket=socket).start()
+    procs, reports = _writers(url, socket, tmp_path)
+    try:
+        _wait_for(
+            lambda: all(sum(r["ok"] for r in _read(p)) >= 100 for p in reports),
+            60,
+            "every writer to acknowledge 100 writes",
+        )
+        killed_at = time.time()
+        daemon.kill()  # SIGKILL: writes in flight, replies lost
+        time.sleep(0.5)
+        daemon = DaemonProcess(url, socket=socket).start()
+        _wait_for(
+            lambda: all(
+                sum(1 for r in _read(p) if r["ok"] and r["t"] > killed_at) >= 50 for p in reports
+            ),
+            60,
+            "every writer to acknowledge 50 writes after the daemon was killed",
+        )
+        keys = daemon.stats()["request_keys"]
+        _finish(procs, tmp_path / "stop")
+    finally:
+        (tmp_path / "stop").touch()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        daemon.stop()
+    # The writes in flight at the kill came back with their keys (resent), and those the
+    # killed daemon had committed were answered from their records on the cluster.
+    assert keys["resent"] >= 1, keys
+    asyncio.run(_check_exactly_once(url, reports))
+
+
+async def test_change_feeds_are_refused_alike_through_the_daemon(dqlite_cluster: Cluster) -> None:
+    url = dqlite_cluster.url()
+    async with daemon_in_process(url):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            assert db.mode == "daemon" and db.on_cluster
+            with pytest.raises(InterfaceError, match="not available on a dqlite cluster"):
+                await db.changes(["note"]).__anext__()
+            stats = await db.stats()
+            assert stats["reads"]["local_reads"] is False
+            assert stats["daemon"]["changes"] is None
+            assert stats["daemon"]["dqlite"]["nodes"] == url[len("dqlite://") :].split("/")[
+                0
+            ].split(",")
+        finally:
+            await AsyncDatabaseManager.close()
