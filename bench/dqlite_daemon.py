@@ -17,10 +17,7 @@ What this module owns::
                     first D1 run, shared by every D1 run of the invocation (each on a fresh
                     database name), stopped by pid when the bench ends
     start_daemon    ``python -m fastquartdb.server URL --socket WORKDIR/fqdb.sock`` as a
-                    BenchDaemon (stopped by pid by the runner like the file daemon); a server
-                    that refuses the URL (exits before its ready line, no traceback) raises
-                    ServerRefused, which the runner turns into a run that is *not run* rather
-                    than a failure of the whole bench
+                    BenchDaemon (stopped by pid by the runner like the file daemon)
     dqlite_missing  why D1 cannot run here (no ``dqlite-demo``), like ``wrk_missing`` for S8/S9
 """
 
@@ -41,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DQLITE_CONTENDERS",
     "DqliteCluster",
-    "ServerRefused",
     "dqlite_missing",
     "start_daemon",
 ]
@@ -61,10 +57,6 @@ def dqlite_missing() -> str | None:
             "(or make bench-deps)"
         )
     return None
-
-
-class ServerRefused(RuntimeError):
-    """``fqdb-server`` exited before serving: it does not take a ``dqlite://`` URL (yet)."""
 
 
 class DqliteCluster:
@@ -122,10 +114,7 @@ def start_daemon(url: str, workdir: str) -> BenchDaemon:
     log has it, there is no ``PRAGMA synchronous`` to choose.
 
     Raises:
-        ServerRefused: the server exited before serving, with an error line of its
-            own (no traceback): it does not serve ``dqlite://`` yet. The message is
-            that line.
-        RuntimeError: it crashed or did not announce itself in time (a real failure).
+        RuntimeError: it exited, crashed or did not announce itself in time (the run fails).
     """
     log_path = os.path.join(workdir, "daemon.log")
     daemon = BenchDaemon(
@@ -134,14 +123,4 @@ def start_daemon(url: str, workdir: str) -> BenchDaemon:
         log_path,
         extra=["--socket", os.path.join(workdir, "fqdb.sock")],
     )
-    try:
-        return daemon.start()
-    except RuntimeError:
-        with open(log_path) as fh:
-            err = fh.read()
-        lines = [line.strip() for line in err.splitlines() if line.strip()]
-        # Exited by itself (not killed after the timeout), or said why in its own words.
-        exited = daemon.proc is not None and daemon.proc.returncode not in (None, -9)
-        if lines and "Traceback" not in err and (exited or lines[-1].startswith("fqdb-server:")):
-            raise ServerRefused(lines[-1]) from None
-        raise
+    return daemon.start()

@@ -6,9 +6,8 @@ throughput, latency percentiles and CPU; per case the median and min-max of
 each over the repeats. Targets compare medians of two cases of the *same*
 invocation: the machine is noisy, ratios measured together are what count.
 
-A run that could not be played here (``{"not_run": why}``: D1's daemon when
-``fqdb-server`` does not serve ``dqlite://`` yet) is neither a result nor a
-failure: a target that needs it says "not run", with the reason.
+A run that could not be played here (``{"not_run": why}``) is neither a result
+nor a failure: a target that needs it says "not run", with the reason.
 """
 
 from __future__ import annotations

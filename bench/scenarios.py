@@ -28,7 +28,7 @@ from typing import Any
 from . import worker
 from .contenders import CONTENDERS, RANGE_ROWS, USER_DDL
 from .daemon import BenchDaemon
-from .dqlite_daemon import DQLITE_CONTENDERS, DqliteCluster, ServerRefused, start_daemon
+from .dqlite_daemon import DQLITE_CONTENDERS, DqliteCluster, start_daemon
 from .feed import FEED_SUBSCRIBERS, run_feed
 from .results import run_metrics
 from .web import WEB_CONNECTIONS, WEB_WORKERS, WebRunFailed, run_web
@@ -449,9 +449,6 @@ class Runner:
         workdir = tempfile.mkdtemp(prefix=f"fqdb-bench-{scenario.id}-", dir=self.tmp_root)
         try:
             metrics = self._run(scenario, case, repeat, workdir)
-        except ServerRefused as exc:
-            # Not this bench's failure: the server does not do this yet. Reported, not failed.
-            metrics = {"not_run": f"fqdb-server does not serve dqlite:// yet ({exc})"}
         except RunFailed as exc:
             metrics = {"error": str(exc)}
         finally:
@@ -473,7 +470,7 @@ class Runner:
 
     def _start_daemon(self, case: Case, repeat: int, db: str, workdir: str) -> BenchDaemon:
         if case.contender in DQLITE_CONTENDERS:
-            return start_daemon(db, workdir)  # ServerRefused passes: see run()
+            return start_daemon(db, workdir)
         wrapper: list[str] | None = None
         cprofile: str | None = None
         if self.profiling.daemon == "cprofile":
@@ -522,8 +519,6 @@ class Runner:
         if CONTENDERS[case.contender][1]:
             try:
                 daemon = self._start_daemon(case, repeat, db, workdir)
-            except ServerRefused:
-                raise
             except RuntimeError as exc:
                 raise RunFailed(str(exc)) from None
         try:

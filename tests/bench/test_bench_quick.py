@@ -7,8 +7,7 @@ and produced numbers, never what the numbers are.
 MB): without it the harness leaves the SQLAlchemy contender and the charts out and
 says so, and this test checks exactly that; with it (``make bench`` installed it)
 they are expected too. S8/S9 need ``wrk`` and D1 ``dqlite-demo``: without them the
-bench skips those scenarios and their targets say "not run" with the reason; so does
-D1's daemon case while ``fqdb-server`` refuses ``dqlite://`` URLs.
+bench skips those scenarios and their targets say "not run" with the reason.
 """
 
 from __future__ import annotations
@@ -66,8 +65,6 @@ DQLITE = {"D1"} if shutil.which("dqlite-demo") and shutil.which("dqlite") else s
 if DQLITE:
     EXPECTED["D1"] = {"dqlite", "dqlite_daemon"}
 TARGETS |= {"DQ1"}
-#: Until fqdb-server serves dqlite:// URLs, its D1 runs are "not run" with the server's reason.
-SERVER_REFUSED = "fqdb-server does not serve dqlite:// yet ("
 #: Scenarios run at synchronous=NORMAL only (the change-feed latency: the write is not measured).
 NORMAL_ONLY = {"S11", "S12"}
 
@@ -105,7 +102,6 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
         "S12",
         *DQLITE,
     }
-    refused = False
     for sid, contenders in EXPECTED.items():
         cases = data["scenarios"][sid]["cases"]
         assert {c["contender"] for c in cases.values()} == contenders, sid
@@ -117,11 +113,6 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
         assert {c["synchronous"] for c in cases.values()} == settings, sid
         for key, case in cases.items():
             assert case["runs"], key
-            if case["contender"] == "dqlite_daemon" and "not_run" in case["runs"][0]:
-                # The server refused the URL: every run says so, none failed.
-                assert all(r["not_run"].startswith(SERVER_REFUSED) for r in case["runs"]), key
-                refused = True
-                continue
             for run in case["runs"]:
                 assert "error" not in run, (key, run.get("error"))
                 for metric in ("throughput", "p50_ms", "p99_ms", "max_ms"):
@@ -145,7 +136,7 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
 
     verdicts = {t["id"]: t for t in data["targets"]}
     assert set(verdicts) == TARGETS
-    not_run = NOT_RUN | ({"DQ1"} if refused or not DQLITE else set())
+    not_run = NOT_RUN | (set() if DQLITE else {"DQ1"})
     for tid, target in verdicts.items():
         if tid in not_run:
             assert target["verdict"] == "not run" and target["value"] is None, tid
@@ -155,8 +146,6 @@ def test_quick_benchmark_runs_and_reports_everything(tmp_path: Path) -> None:
     if not DQLITE:
         assert "skipping D1" in proc.stderr, proc.stderr[-3000:]
         assert "dqlite-demo" in verdicts["DQ1"]["reason"], verdicts["DQ1"]
-    elif refused:
-        assert verdicts["DQ1"]["reason"].startswith(SERVER_REFUSED), verdicts["DQ1"]
 
     machine = data["machine"]
     assert machine["nproc"] >= 1 and machine["sqlite"] and machine["python"]
