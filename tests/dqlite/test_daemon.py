@@ -130,6 +130,7 @@ def test_leader_sigkill_under_load_through_the_daemon(own_cluster: Cluster, tmp_
             "every writer to acknowledge 50 writes after the leader was killed",
         )
         cluster_stats = daemon.stats()["dqlite"]
+        resumed = min(r["t"] for p in reports for r in _read(p) if r["t"] > killed_at)
         _finish(procs, tmp_path / "stop")
     finally:
         (tmp_path / "stop").touch()
@@ -142,7 +143,12 @@ def test_leader_sigkill_under_load_through_the_daemon(own_cluster: Cluster, tmp_
     # The batch at its COMMIT was resolved by its record, or run again: never "unknown".
     assert cluster_stats["batches_lost"] >= 1, cluster_stats
     assert cluster_stats["leader"] != leader.address
-    asyncio.run(_check_exactly_once(url, reports))
+    writes = asyncio.run(_check_exactly_once(url, reports))
+    print(
+        f"RELIABILITY D7: {writes} writes through the daemon, 0 errors, 0 lost, 0 twice; "
+        f"batches lost with the leader {cluster_stats['batches_lost']}, failovers "
+        f"{cluster_stats['failovers']}; writes resumed {resumed - killed_at:.1f} s after the kill"
+    )
 
 
 @pytest.mark.slow
@@ -163,6 +169,7 @@ def test_daemon_sigkill_on_a_cluster_is_resent_exactly_once(
         daemon.kill()  # SIGKILL: writes in flight, replies lost
         time.sleep(0.5)
         daemon = DaemonProcess(url, socket=socket).start()
+        restarted = time.time()
         _wait_for(
             lambda: all(
                 sum(1 for r in _read(p) if r["ok"] and r["t"] > killed_at) >= 50 for p in reports
@@ -171,6 +178,7 @@ def test_daemon_sigkill_on_a_cluster_is_resent_exactly_once(
             "every writer to acknowledge 50 writes after the daemon was killed",
         )
         keys = daemon.stats()["request_keys"]
+        resumed = min(r["t"] for p in reports for r in _read(p) if r["t"] > restarted)
         _finish(procs, tmp_path / "stop")
     finally:
         (tmp_path / "stop").touch()
@@ -182,7 +190,13 @@ def test_daemon_sigkill_on_a_cluster_is_resent_exactly_once(
     # The writes in flight at the kill came back with their keys (resent), and those the
     # killed daemon had committed were answered from their records on the cluster.
     assert keys["resent"] >= 1, keys
-    asyncio.run(_check_exactly_once(url, reports))
+    writes = asyncio.run(_check_exactly_once(url, reports))
+    print(
+        f"RELIABILITY D8: {writes} writes, 0 errors, 0 lost, 0 twice; resent {keys['resent']}, "
+        f"answered from their records {keys['deduplicated']}; writes resumed "
+        f"{resumed - killed_at:.1f} s after the kill (the new daemon was up after "
+        f"{restarted - killed_at:.1f} s)"
+    )
 
 
 async def test_change_feeds_are_refused_alike_through_the_daemon(dqlite_cluster: Cluster) -> None:
