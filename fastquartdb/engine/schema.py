@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol.errors import SchemaError, ValidationError, brief
+from ..protocol.errors import IntegrityError, SchemaError, ValidationError, brief
 from .sqltypes import SqlType, affinity_of, parse_type
-from .steps import Query, Steps
+from .steps import Exec, Query, Steps
 from .steps import run as run_steps
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "check_expression",
     "check_identifier",
     "ensure_table",
+    "ensure_table_steps",
     "load_table",
     "parse_column_sets",
     "parse_column_specs",
@@ -440,29 +441,28 @@ def _index_sql(table: str, column: str) -> str:
 
 
 def _create_indexes(
-    conn: sqlite3.Connection,
     table: str,
     indexes: list[tuple[str, ...]],
     unique: list[tuple[str, ...]],
-) -> None:
+) -> Steps[None]:
     for prefix, sets in (("ix", indexes), ("ux", unique)):
         kind = "UNIQUE INDEX" if prefix == "ux" else "INDEX"
         for cols in sets:
             name = quote(f"{prefix}_{table}_{'_'.join(cols)}")
-            conn.execute(
+            yield Exec(
                 f"CREATE {kind} IF NOT EXISTS {name} ON {quote(table)} "
                 f"({', '.join(quote(c) for c in cols)})"
             )
 
 
-def _add_unique_index(conn: sqlite3.Connection, table: str, column: str) -> None:
+def _add_unique_index(table: str, column: str) -> Steps[None]:
     """The unique index of ``Column(unique=True)``; duplicates already in the file are a SchemaError."""
     try:
-        conn.execute(
+        yield Exec(
             f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(f'ux_{table}_{column}')} "
             f"ON {quote(table)} ({quote(column)})"
         )
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         raise SchemaError(
             f"cannot make column {brief(column)} of table {brief(table)} unique: the file already "
             "holds duplicate values in it; remove the duplicates first, or drop unique=True"
@@ -476,26 +476,38 @@ def ensure_table(
     indexes: list[tuple[str, ...]] | None = None,
     unique: list[tuple[str, ...]] | None = None,
 ) -> dict[str, Any]:
+    """:func:`ensure_table_steps` run on a ``sqlite3`` connection (inside its transaction)."""
+    return run_steps(conn, ensure_table_steps(table, specs, indexes, unique))
+
+
+def ensure_table_steps(
+    table: str,
+    specs: list[ColumnSpec],
+    indexes: list[tuple[str, ...]] | None = None,
+    unique: list[tuple[str, ...]] | None = None,
+) -> Steps[dict[str, Any]]:
     """Create ``table`` or bring it up to ``specs`` without dropping anything.
 
-    Runs inside the caller's transaction. Returns ``{"created": bool, "added": [names]}``.
+    I/O-free (:mod:`.steps`): the same decisions and DDL on a file and on a dqlite
+    cluster, inside the caller's transaction. Returns ``{"created": bool, "added": [names]}``.
 
     Raises:
         SchemaError: a column's type or primary key differs from the live table,
-            or a new column cannot be added in place (primary key, NOT NULL without default).
+            a new column cannot be added in place (primary key, NOT NULL without
+            default), or a column made unique holds duplicates.
     """
     pk_cols = [s.name for s in specs if s.primary_key]
-    live = load_table(conn, table)
+    live = yield from read_table(table)
     if live is None:
         inline = len(pk_cols) == 1
         defs = [_column_sql(s, inline and s.primary_key) for s in specs]
         if len(pk_cols) > 1:
             defs.append(f"PRIMARY KEY ({', '.join(quote(c) for c in pk_cols)})")
-        conn.execute(f"CREATE TABLE {quote(table)} ({', '.join(defs)})")
+        yield Exec(f"CREATE TABLE {quote(table)} ({', '.join(defs)})")
         for spec in specs:
             if spec.index and not spec.primary_key:
-                conn.execute(_index_sql(table, spec.name))
-        _create_indexes(conn, table, indexes or [], unique or [])
+                yield Exec(_index_sql(table, spec.name))
+        yield from _create_indexes(table, indexes or [], unique or [])
         return {"created": True, "added": [s.name for s in specs]}
 
     live_lower = {c.lower(): c for c in live.columns}
@@ -518,7 +530,7 @@ def ensure_table(
                 )
             if spec.unique and frozenset([existing]) not in live.unique_sets:
                 # Column(unique=True) on a column the file already has: added like a column.
-                _add_unique_index(conn, table, spec.name)
+                yield from _add_unique_index(table, spec.name)
         else:
             if spec.primary_key:
                 raise SchemaError(
@@ -531,11 +543,11 @@ def ensure_table(
                     "a default: give it default=... or make it nullable"
                 )
             plain = dataclasses.replace(spec, unique=False, index=False)
-            conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {_column_sql(plain, False)}")
+            yield Exec(f"ALTER TABLE {quote(table)} ADD COLUMN {_column_sql(plain, False)}")
             if spec.unique:
-                _add_unique_index(conn, table, spec.name)
+                yield from _add_unique_index(table, spec.name)
             added.append(spec.name)
         if spec.index and not spec.primary_key:
-            conn.execute(_index_sql(table, spec.name))
-    _create_indexes(conn, table, indexes or [], unique or [])
+            yield Exec(_index_sql(table, spec.name))
+    yield from _create_indexes(table, indexes or [], unique or [])
     return {"created": False, "added": added}

@@ -49,11 +49,6 @@ DQLITE_SKIPS: dict[str, tuple[str, str]] = {
         "leader, which FastQuartDB cannot interrupt",
         "",
     ),
-    "test_unique_on_a_column_with_duplicates_is_a_schema_error": (
-        "the dqlite transport decides ensure_table's DDL on a data-less scratch copy, so the "
-        "duplicates show only on the cluster, as IntegrityError (issue 15: one engine everywhere)",
-        "",
-    ),
     "test_values_with_sql_are_stored_literally": (
         "dqlite's wire protocol sends text NUL-terminated, so text containing NUL cannot be "
         "carried (the transport refuses it with ValidationError)",

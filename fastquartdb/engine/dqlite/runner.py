@@ -24,7 +24,7 @@ from ..schema import (
     LIVE_TABLES_SQL,
     TableInfo,
     check_identifier,
-    ensure_table,
+    ensure_table_steps,
     parse_column_sets,
     parse_column_specs,
     read_table,
@@ -44,7 +44,7 @@ from ..statements import (
     key_of_row,
     upserted_key_query,
 )
-from .rawsql import TRANSACTION_WORDS, classify, first_word, number_named
+from .rawsql import classify, number_named
 from .session import Lost, Session, all_or_nothing, drive
 
 __all__ = ["OpRunner"]
@@ -197,26 +197,8 @@ class OpRunner:
         names = {spec.name for spec in specs}
         indexes = parse_column_sets(req.get("indexes"), "indexes", names)
         unique = parse_column_sets(req.get("unique"), "unique", names)
-        # The engine's own ensure_table decides the DDL: run it on an in-memory copy
-        # of the live table and replay on the leader the statements it issued.
-        _, rows = await s.read(
-            "SELECT type, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
-            "ORDER BY type = 'table' DESC",
-            [name],
-        )
-        scratch = sqlite3.connect(":memory:", isolation_level=None)
-        statements: list[str] = []
-        try:
-            for _, ddl in rows:
-                scratch.execute(ddl)
-            scratch.set_trace_callback(statements.append)
-            result = ensure_table(scratch, name, specs, indexes, unique)
-        finally:
-            scratch.close()
-        for statement in statements:
-            if first_word(statement) in ("PRAGMA", "SELECT", *TRANSACTION_WORDS):
-                continue
-            await s.write(statement)
+        # The engine's own migration logic, its statements run here (one engine).
+        result = await drive(s, ensure_table_steps(name, specs, indexes, unique))
         self.tables.clear()
         return result
 
