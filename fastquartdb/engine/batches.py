@@ -1,6 +1,7 @@
 """Which queued items the worker takes next while a transaction is open.
 
-Pure functions over :class:`~.work.WorkItem` queues, without the worker's state:
+Pure functions over :class:`~.work.WorkItem` queues, without the worker's state (and
+the two rules every writer's batch keeps: :data:`NO_TXN_ERROR`, :data:`MAX_RESTARTS`):
 what a request's op is, whether an item begins or ends a top-level (not
 savepoint) transaction, and :func:`take_holder_requests`, which picks the holder's
 next batch out of the parked and queued items, leaving everyone else's in order.
@@ -12,9 +13,42 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from ..protocol.errors import OperationalError, ValidationError
 from .work import WorkItem
 
-__all__ = ["ends_holder_batch", "is_top", "op_of", "take_holder_requests"]
+__all__ = [
+    "MAX_RESTARTS",
+    "NO_TXN_ERROR",
+    "ends_holder_batch",
+    "is_top",
+    "op_of",
+    "take_holder_requests",
+    "without_culprit",
+]
+
+#: What a ``begin``/``commit``/``rollback`` without ``txn`` gets, in a batch on any writer.
+NO_TXN_ERROR = ValidationError(
+    "begin/commit/rollback need 'txn': the id of the interactive transaction they belong to"
+)
+#: How often one batch may lose its transaction to single requests before all of it fails.
+MAX_RESTARTS = 3
+
+
+def without_culprit(
+    todo: list[int], outcomes: list[Any], culprit: int, reason: Exception, restarts: int
+) -> list[int]:
+    """A request's failure took the batch's transaction with it: it fails with ``reason``,
+    and the rest of ``todo`` is returned to run again in a new transaction. After
+    :data:`MAX_RESTARTS` such losses (``restarts`` counts this one) the rest fail too,
+    "rolled back with its batch", and the list returned is empty."""
+    outcomes[culprit] = (False, reason)
+    rest = [i for i in todo if i != culprit]
+    if restarts > MAX_RESTARTS:
+        sunk = OperationalError(f"rolled back with its batch: {reason}")
+        for i in rest:
+            outcomes[i] = (False, sunk)
+        return []
+    return rest
 
 
 def op_of(request: dict[str, Any]) -> str:

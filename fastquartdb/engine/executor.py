@@ -42,6 +42,7 @@ from ..protocol.errors import (
 from ..protocol.messages import MULTI_STATEMENT_OPS as _SAVEPOINT_OPS
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from ..protocol.messages import SCHEMA_RETRY_OPS as _SCHEMA_SAFE_RETRY
+from .batches import NO_TXN_ERROR, without_culprit
 from .changelog import ChangeLog, read_changes
 from .connection import connect
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
@@ -64,14 +65,9 @@ __all__ = ["LOCAL_READ_OPS", "Engine", "Outcome", "translate_sqlite_error"]
 #: (True, result) or (False, exception) for one request.
 Outcome = tuple[bool, Any]
 
-_NO_TXN_ERROR = ValidationError(
-    "begin/commit/rollback need 'txn': the id of the interactive transaction they belong to"
-)
 
 #: Seconds between checks that no other process changed the schema.
 SCHEMA_CHECK_INTERVAL = 0.05
-# How often one batch may lose its transaction to single requests before all of it fails.
-_MAX_RESTARTS = 3
 
 #: Ops a local read-only connection runs (see :meth:`Engine.run_read`); ``execute`` only for
 #: raw statements the caller expects to read (a write is refused there and goes to the writer).
@@ -389,7 +385,7 @@ class Engine(RequestOps):
             return [(False, error)] * len(requests)
         if all(_op(req) in READ_OPS for req in requests):
             return [self._run_one(req, False) for req in requests]
-        outcomes: list[Outcome] = [(False, _NO_TXN_ERROR)] * len(requests)
+        outcomes: list[Outcome] = [(False, NO_TXN_ERROR)] * len(requests)
         self.keys.check_all = False
         # Outside an interactive transaction begin/commit/rollback would end the shared batch.
         todo = [i for i, req in enumerate(requests) if _op(req) not in TRANSACTION_OPS]
@@ -415,7 +411,7 @@ class Engine(RequestOps):
         * SQLite rolls the transaction back during a request (an interrupted write,
           SQLITE_FULL, an I/O error): that request fails, and the others run again in
           a new transaction (their first run is undone, and nobody was told of it). After
-          ``_MAX_RESTARTS`` such losses the world is broken: the rest fail too.
+          ``MAX_RESTARTS`` such losses the world is broken: the rest fail too.
         * COMMIT fails on a constraint checked only then (a deferred foreign key): the
           group is rolled back and split in halves, each committed on its own, in order,
           down to the single requests that cannot commit.
@@ -447,15 +443,8 @@ class Engine(RequestOps):
                 results.append((i, outcome))
             if lost is not None:
                 self._rolled_back()  # DDL of the lost transaction is undone too
-                culprit, reason = lost
-                outcomes[culprit] = (False, reason)
-                todo = [i for i in todo if i != culprit]
                 restarts += 1
-                if restarts > _MAX_RESTARTS:
-                    sunk = OperationalError(f"rolled back with its batch: {reason}")
-                    for i in todo:
-                        outcomes[i] = (False, sunk)
-                    return
+                todo = without_culprit(todo, outcomes, lost[0], lost[1], restarts)
                 continue
             try:
                 run_steps(conn, keys.flush())
@@ -465,13 +454,11 @@ class Engine(RequestOps):
                 # writer was stopped): undo, and run the group again looking every key up.
                 conn.execute("ROLLBACK")
                 self._rolled_back()
-                if keys.check_all:  # looked up and still colliding: do not loop
-                    keys.check_all = False
-                    error = OperationalError("request keys collided twice in one batch")
+                collided = keys.retry_after_conflict()
+                if collided is not None:
                     for i in todo:
-                        outcomes[i] = (False, error)
+                        outcomes[i] = (False, collided)
                     return
-                keys.check_all = True
                 continue
             except Exception as exc:  # the disk is full, or the like: nothing commits
                 if conn.in_transaction:

@@ -70,6 +70,7 @@ from ..protocol.errors import (
     ConnectionLostError,
     IdempotencyKeyError,
     IntegrityError,
+    OperationalError,
     RequestTimeoutError,
     ValidationError,
     brief,
@@ -452,6 +453,16 @@ class RequestKeys:
                 raise KeyConflict() from None
         if self._ready and (self._acks or time.monotonic() >= self._next_prune):
             yield from self._prune()
+
+    def retry_after_conflict(self) -> OperationalError | None:
+        """After a :class:`KeyConflict` (the transaction rolled back): None to run the
+        batch again with every key looked up, or the error for all of it when it had
+        already been looked up and still collided (never loop)."""
+        if self.check_all:
+            self.check_all = False
+            return OperationalError("request keys collided twice in one batch")
+        self.check_all = True
+        return None
 
     def committed(self) -> None:
         """The transaction of :meth:`begin` committed: count what it did."""

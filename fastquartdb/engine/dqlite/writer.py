@@ -47,12 +47,11 @@ from ...protocol.errors import (
     DatabaseBusyError,
     FQDBError,
     IntegrityError,
-    OperationalError,
     ProgrammingError,
     ReadOnlyError,
-    ValidationError,
 )
 from ...protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
+from ..batches import NO_TXN_ERROR, op_of, without_culprit
 from ..requestkeys import KeyConflict, RequestKeys
 from ..schema import check_identifier, quote
 from ..work import Outcome
@@ -64,17 +63,6 @@ from .session import Lost, Session, drive
 __all__ = ["DqliteBackend", "DqliteWriter"]
 
 log = logging.getLogger("fastquartdb.server")
-
-_NO_TXN_ERROR = ValidationError(
-    "begin/commit/rollback need 'txn': the id of the interactive transaction they belong to"
-)
-# How often one batch may lose its transaction to single requests before all of it fails.
-_MAX_RESTARTS = 3
-
-
-def _op(req: dict[str, Any]) -> str:
-    op = req.get("op")
-    return op if type(op) is str else ""
 
 
 class _NoDeadlines:
@@ -139,7 +127,7 @@ class DqliteWriter:
     # ------------------------------------------------------------ one request
 
     def _refusal(self, req: dict[str, Any]) -> FQDBError | None:
-        op = _op(req)
+        op = op_of(req)
         if self.read_only and op in WRITE_OPS and op != "ensure_table":
             return ReadOnlyError(f"{op} refused: the database is served read-only")
         if op == "execute" and not self.raw_sql:
@@ -162,7 +150,7 @@ class DqliteWriter:
         """A request with a key: answered from its record, or run and recorded (the
         engine's ``_run_keyed``, over dqlite)."""
         keys = self.keys
-        if _op(req) == "resolve":
+        if op_of(req) == "resolve":
             try:
                 return True, await drive(session, keys.resolve(req))
             except FQDBError as exc:
@@ -202,12 +190,12 @@ class DqliteWriter:
 
     async def run_batch_async(self, requests: list[dict[str, Any]]) -> list[Outcome]:
         """Run ``requests`` as one dqlite transaction; one outcome per request, in order."""
-        outcomes: list[Outcome] = [(False, _NO_TXN_ERROR)] * len(requests)
+        outcomes: list[Outcome] = [(False, NO_TXN_ERROR)] * len(requests)
         # Outside an interactive transaction begin/commit/rollback would end the shared batch.
-        todo = [i for i, req in enumerate(requests) if _op(req) not in TRANSACTION_OPS]
+        todo = [i for i, req in enumerate(requests) if op_of(req) not in TRANSACTION_OPS]
         if not todo:
             return outcomes
-        if all(_op(requests[i]) in READ_OPS for i in todo):
+        if all(op_of(requests[i]) in READ_OPS for i in todo):
             for i in todo:
                 outcomes[i] = await self._read(requests[i])
             return outcomes
@@ -294,14 +282,8 @@ class DqliteWriter:
                     # The failure took the transaction with it: it fails, the others run again.
                     self._runner.tables.clear()
                     keys.forget_schema()
-                    outcomes[culprit[0]] = (False, culprit[1])
-                    todo = [i for i in todo if i != culprit[0]]
                     restarts += 1
-                    if restarts > _MAX_RESTARTS:
-                        sunk = OperationalError(f"rolled back with its batch: {culprit[1]}")
-                        for i in todo:
-                            outcomes[i] = (False, sunk)
-                        return
+                    todo = without_culprit(todo, outcomes, culprit[0], culprit[1], restarts)
                     continue
                 keys.stage({"key": marker}, None)
                 try:
@@ -310,13 +292,11 @@ class DqliteWriter:
                     await inner.control("ROLLBACK")
                     self._runner.tables.clear()
                     keys.forget_schema()
-                    if keys.check_all:  # looked up and still colliding: do not loop
-                        keys.check_all = False
-                        error = OperationalError("request keys collided twice in one batch")
+                    collided = keys.retry_after_conflict()
+                    if collided is not None:
                         for i in todo:
-                            outcomes[i] = (False, error)
+                            outcomes[i] = (False, collided)
                         return
-                    keys.check_all = True
                     continue
                 committing = True
                 await session.commit()
@@ -406,7 +386,7 @@ class DqliteWriter:
         return outcomes
 
     async def _in_txn_one(self, req: dict[str, Any]) -> Any:
-        op = _op(req)
+        op = op_of(req)
         raw_name = req.get("savepoint")
         name = None if raw_name is None else check_identifier(raw_name, "savepoint name")
         if op == "begin" and name is None:
