@@ -163,6 +163,11 @@ class ServerConfig:
             raise ValueError(
                 "--replicate backs up a file; a dqlite cluster is replicated by dqlite itself"
             )
+        if self.on_cluster and self.read_only:
+            raise ValueError(
+                "--read-only serves a file read-only (SQLite's query_only); a daemon on a "
+                "dqlite cluster cannot be read-only yet: drop --read-only"
+            )
         if self.replicate is not None and self.read_only:
             raise ValueError(
                 "--replicate needs a daemon that writes (Litestream checkpoints the file); "

@@ -350,7 +350,6 @@ async def serve(
                 config.db,
                 busy_timeout=config.busy_timeout,
                 raw_sql=config.raw_sql,
-                read_only=config.read_only,
             )
             stack.push_async_callback(backend.close)
         else:

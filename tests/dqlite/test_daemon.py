@@ -215,3 +215,22 @@ async def test_change_feeds_are_refused_alike_through_the_daemon(dqlite_cluster:
             ].split(",")
         finally:
             await AsyncDatabaseManager.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"replicate": "file:///tmp/x"}, "a dqlite cluster is replicated by dqlite itself"),
+        ({"read_only": True}, "cannot be read-only yet"),
+    ],
+)
+def test_options_that_need_a_file_are_refused_for_a_cluster(
+    option: dict[str, Any], message: str
+) -> None:
+    from fastquartdb.server.config import ServerConfig
+
+    with pytest.raises(ValueError, match=message):
+        ServerConfig(db="dqlite://127.0.0.1:9001/app", **option)
+    config = ServerConfig(db="dqlite://127.0.0.1:9001/app")
+    assert config.on_cluster and config.db == "dqlite://127.0.0.1:9001/app"  # no realpath
+    assert config.socket is not None and config.socket.endswith(".sock")

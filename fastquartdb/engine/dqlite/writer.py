@@ -48,9 +48,8 @@ from ...protocol.errors import (
     FQDBError,
     IntegrityError,
     ProgrammingError,
-    ReadOnlyError,
 )
-from ...protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
+from ...protocol.messages import READ_OPS, TRANSACTION_OPS
 from ..batches import NO_TXN_ERROR, op_of, without_culprit
 from ..requestkeys import KeyConflict, RequestKeys
 from ..schema import check_identifier, quote
@@ -91,12 +90,10 @@ class DqliteWriter:
         *,
         busy_timeout: float,
         raw_sql: bool = True,
-        read_only: bool = False,
     ) -> None:
         self.leader = leader
         self.busy_timeout = busy_timeout
         self.raw_sql = raw_sql
-        self.read_only = read_only
         self.deadlines = _NoDeadlines()
         self.keys = RequestKeys()
         #: No change log on a cluster (README, "Change feeds").
@@ -128,8 +125,6 @@ class DqliteWriter:
 
     def _refusal(self, req: dict[str, Any]) -> FQDBError | None:
         op = op_of(req)
-        if self.read_only and op in WRITE_OPS and op != "ensure_table":
-            return ReadOnlyError(f"{op} refused: the database is served read-only")
         if op == "execute" and not self.raw_sql:
             return ProgrammingError(
                 "raw SQL is disabled on this server (fqdb-server --no-raw-sql); use the model API"
@@ -434,8 +429,6 @@ class DqliteWriter:
             ) from None
 
     async def _open_transaction(self) -> None:
-        if self.read_only:
-            raise ReadOnlyError("begin refused: the database is served read-only")
         deadline = time.monotonic() + self.leader.failover_timeout
         while True:
             conn = await self.leader.connection()
