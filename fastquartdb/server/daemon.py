@@ -350,6 +350,7 @@ async def serve(
                 config.db,
                 busy_timeout=config.busy_timeout,
                 raw_sql=config.raw_sql,
+                max_reply=config.max_reply,
             )
             stack.push_async_callback(backend.close)
         else:

@@ -234,3 +234,31 @@ def test_options_that_need_a_file_are_refused_for_a_cluster(
     config = ServerConfig(db="dqlite://127.0.0.1:9001/app")
     assert config.on_cluster and config.db == "dqlite://127.0.0.1:9001/app"  # no realpath
     assert config.socket is not None and config.socket.endswith(".sock")
+
+
+async def test_a_huge_result_fails_alone_before_it_is_in_the_daemons_memory(
+    dqlite_cluster: Cluster,
+) -> None:
+    from fastquartdb import BaseModel, Column
+    from fastquartdb.protocol.errors import ResultTooLargeError
+
+    class Blob(BaseModel):
+        id = Column("INTEGER", primary_key=True)
+        payload = Column("TEXT")
+
+    url = dqlite_cluster.url()
+    async with daemon_in_process(url, max_reply=64 * 1024):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await Blob.insert_many([{"payload": "x" * 1000} for _ in range(300)])  # ~300 KB
+            # Refused while the rows arrive from the leader ("is larger than"), not after they
+            # were all in the daemon's memory (the reply check would say "is N bytes").
+            with pytest.raises(ResultTooLargeError, match="result is larger than the daemon's"):
+                await Blob.fetch()
+            # The leader connection is still at a message boundary: everything goes on.
+            assert await Blob.count() == 300
+            assert len(await Blob.fetch(limit=10)) == 10
+            await Blob.insert({"payload": "after"})
+            assert await Blob.count() == 301
+        finally:
+            await AsyncDatabaseManager.close()

@@ -22,7 +22,13 @@ from typing import Any
 
 from . import wire
 
-__all__ = ["DqliteRequestError", "NodeConnection", "NodeUnavailable", "split_address"]
+__all__ = [
+    "DqliteRequestError",
+    "NodeConnection",
+    "NodeUnavailable",
+    "RowsTooLarge",
+    "split_address",
+]
 
 #: SQLite's ``SQLITE_IOERR_NOT_LEADER`` (dqlite): this node does not lead; nothing ran.
 NOT_LEADER = 10 | (40 << 8)
@@ -55,6 +61,15 @@ class DqliteRequestError(Exception):
         return self.code == LEADERSHIP_LOST or "leadership lost" in self.message.lower()
 
 
+class RowsTooLarge(Exception):
+    """A query's rows passed :attr:`NodeConnection.max_rows_bytes` (the connection is
+    left at a message boundary: the rest was read and dropped)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes of rows")
+        self.limit = limit
+
+
 def split_address(address: str) -> tuple[str, int]:
     """``"127.0.0.1:9001"`` -> ``("127.0.0.1", 9001)``."""
     host, _, port = address.rpartition(":")
@@ -80,6 +95,9 @@ class NodeConnection:
         #: it returns to go on waiting or raises NodeUnavailable to give up.
         self.stalled: Callable[[NodeConnection, float], Awaitable[None]] | None = None
         self.probe_interval = 0.5
+        #: The most bytes of rows one query may bring (a daemon's ``--max-reply``): past
+        #: it the rest is read and dropped and the query fails (None: no limit).
+        self.max_rows_bytes: int | None = None
 
     @classmethod
     async def connect(cls, address: str, timeout: float = 2.0) -> NodeConnection:
@@ -193,7 +211,12 @@ class NodeConnection:
         batch = wire.decode_rows(message)
         rows = list(batch.rows)
         typed = batch.typed
+        size = len(message.body)
         while batch.more:
+            if self.max_rows_bytes is not None and size > self.max_rows_bytes:
+                rows.clear()  # what is read already goes at once; the rest is read and dropped
+                await self._drain_rows(batch)
+                raise RowsTooLarge(self.max_rows_bytes)
             # Further batches arrive unasked, one message each.
             try:
                 next_message = await self._receive()
@@ -206,6 +229,9 @@ class NodeConnection:
             batch = wire.decode_rows(next_message)
             rows.extend(batch.rows)
             typed = typed or batch.typed
+            size += len(next_message.body)
+        if self.max_rows_bytes is not None and size > self.max_rows_bytes:
+            raise RowsTooLarge(self.max_rows_bytes)
         return batch.columns, rows, typed
 
     async def _drain_rows(self, batch: wire.Rows) -> None:

@@ -71,6 +71,8 @@ class Leader:
         self.failovers = 0
         #: Set by the owner when it closes: no reconnecting behind its back.
         self.closed = False
+        #: Each connection's :attr:`NodeConnection.max_rows_bytes` (a daemon's reply limit).
+        self.max_rows_bytes: int | None = None
         # Where to look first for the leader: the one another node named last.
         self._hint: str | None = None
         self._conn: NodeConnection | None = None
@@ -120,6 +122,7 @@ class Leader:
                     continue
                 if conn is not None:
                     conn.stalled = self._stalled
+                    conn.max_rows_bytes = self.max_rows_bytes
                     self._conn = conn
                     self._hint = None
                     return conn

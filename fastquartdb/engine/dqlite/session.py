@@ -13,12 +13,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from ...protocol.errors import ConnectionLostError, FQDBError, ValidationError
+from ...protocol.errors import (
+    ConnectionLostError,
+    FQDBError,
+    ResultTooLargeError,
+    ValidationError,
+)
 from ..resultcodes import error_for_code
 from ..schema import quote
 from ..steps import Exec, Query, Steps
 from . import wire
-from .connection import DqliteRequestError, NodeConnection, NodeUnavailable
+from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, RowsTooLarge
 
 __all__ = [
     "Lost",
@@ -71,6 +76,12 @@ class Session:
             if exc.leadership_lost:
                 raise Lost(exc.message, self.committable or commits, safe=False) from None
             raise translate_dqlite_error(exc) from None
+        except RowsTooLarge as exc:
+            raise ResultTooLargeError(
+                f"the result is larger than the daemon's reply limit of {exc.limit} bytes "
+                "(--max-reply); fetch fewer rows (limit=, fewer columns=) or stream them with "
+                "Model.iterate()"
+            ) from None
         except wire.WireError as exc:
             if self.conn.closed:
                 raise Lost(str(exc), self.committable or commits, safe=False) from None

@@ -533,6 +533,8 @@ class DqliteBackend:
             if k in options
         }
         leader = Leader(nodes, database, **leader_options)
+        # Rows are measured while they arrive, so a huge result fails before it is in memory.
+        leader.max_rows_bytes = options.pop("max_reply", None)
         await leader.connection()
         return cls(DqliteWriter(leader, **options))
 
