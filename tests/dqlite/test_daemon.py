@@ -248,7 +248,7 @@ async def test_a_huge_result_fails_alone_before_it_is_in_the_daemons_memory(
 
     url = dqlite_cluster.url()
     async with daemon_in_process(url, max_reply=64 * 1024):
-        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        await AsyncDatabaseManager.init_engine(url, mode="daemon")
         try:
             await Blob.insert_many([{"payload": "x" * 1000} for _ in range(300)])  # ~300 KB
             # Refused while the rows arrive from the leader ("is larger than"), not after they
