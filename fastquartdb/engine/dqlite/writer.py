@@ -191,6 +191,8 @@ class DqliteWriter:
 
     async def _still_open(self, session: Session) -> bool:
         """Whether the transaction survived a failed request: ``BEGIN`` is refused inside one."""
+        if session.conn.closed:
+            return False  # its clean-up failed and closed the connection: dqlite undid it all
         try:
             await session.control("BEGIN")
         except FQDBError:

@@ -1,0 +1,73 @@
+"""A review's findings on the daemon's writer on a dqlite cluster, each a test that failed.
+
+Every test runs a daemon in this process (``daemon_in_process``) on the shared
+cluster, or on a cluster of its own where it kills nodes, and asserts what the
+daemon on a file does in the same case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from fastquartdb import AsyncDatabaseManager
+from fastquartdb.protocol.errors import IntegrityError, OperationalError
+from tests.helpers import daemon_in_process
+
+from .cluster import Cluster
+
+
+async def test_a_failure_that_rolls_back_the_batch_fails_alone_and_at_once(
+    dqlite_cluster: Cluster,
+) -> None:
+    # ON CONFLICT ROLLBACK ends the whole transaction inside insert_many's savepoint: its
+    # ROLLBACK TO then fails and closes the leader connection. That is no lost leader:
+    # the request fails alone (IntegrityError, as on a file), the others commit, now.
+    url = dqlite_cluster.url()
+    async with daemon_in_process(url):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE ON CONFLICT ROLLBACK)"
+            )
+            await db.request({"op": "insert", "table": "t", "values": {"v": "a"}})
+            started = time.monotonic()
+            bad = {"op": "insert_many", "table": "t", "columns": ["v"], "rows": [["b"], ["a"]]}
+            good = [{"op": "insert", "table": "t", "values": {"v": f"g{i}"}} for i in range(4)]
+            outcomes = await asyncio.gather(
+                *(db.request(r) for r in [good[0], bad, *good[1:]]), return_exceptions=True
+            )
+            assert time.monotonic() - started < 5
+            assert isinstance(outcomes[1], IntegrityError), outcomes
+            assert all(isinstance(o, int) for i, o in enumerate(outcomes) if i != 1), outcomes
+            rows = await db.fetch_all("SELECT v FROM t ORDER BY v")
+            assert [r["v"] for r in rows] == ["a", "g0", "g1", "g2", "g3"]
+            assert (await db.stats())["daemon"]["dqlite"]["failovers"] == 0
+        finally:
+            await AsyncDatabaseManager.close()
+
+
+async def test_such_a_failure_in_a_transaction_is_its_own_error_not_a_lost_leader(
+    dqlite_cluster: Cluster,
+) -> None:
+    url = dqlite_cluster.url()
+    async with daemon_in_process(url):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE ON CONFLICT ROLLBACK)"
+            )
+            await db.request({"op": "insert", "table": "t", "values": {"v": "a"}})
+            bad = {"op": "insert_many", "table": "t", "columns": ["v"], "rows": [["b"], ["a"]]}
+            with pytest.raises(OperationalError, match="rolled back by an error"):
+                async with db.transaction():
+                    await db.request({"op": "insert", "table": "t", "values": {"v": "c"}})
+                    with pytest.raises(IntegrityError):
+                        await db.request(bad)
+            rows = await db.fetch_all("SELECT v FROM t ORDER BY v")
+            assert [r["v"] for r in rows] == ["a"]
+            assert (await db.stats())["daemon"]["dqlite"]["failovers"] == 0
+        finally:
+            await AsyncDatabaseManager.close()
