@@ -13,7 +13,7 @@ import time
 import pytest
 
 from fastquartdb import AsyncDatabaseManager
-from fastquartdb.protocol.errors import IntegrityError, OperationalError
+from fastquartdb.protocol.errors import IntegrityError, OperationalError, ReadOnlyError
 from tests.helpers import daemon_in_process
 
 from .cluster import Cluster
@@ -71,3 +71,32 @@ async def test_such_a_failure_in_a_transaction_is_its_own_error_not_a_lost_leade
             assert (await db.stats())["daemon"]["dqlite"]["failovers"] == 0
         finally:
             await AsyncDatabaseManager.close()
+
+
+async def test_a_read_only_daemon_writes_nothing_to_the_cluster(dqlite_cluster: Cluster) -> None:
+    # On a file, --read-only is SQLite's query_only: nothing is written, not a record, not
+    # a table; ensure_table of a table that does not match fails with ReadOnlyError.
+    url = dqlite_cluster.url()
+    spec = [{"name": "v", "type": "INT"}]
+    db = await AsyncDatabaseManager.init_engine(url, mode="dqlite")
+    try:
+        await db.request({"op": "ensure_table", "table": "kept", "columns": spec})
+    finally:
+        await AsyncDatabaseManager.close()
+    async with daemon_in_process(url, read_only=True):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            with pytest.raises(ReadOnlyError):
+                await db.request({"op": "insert", "table": "t", "values": {"v": 1}})
+            with pytest.raises(ReadOnlyError):
+                await db.request({"op": "ensure_table", "table": "t", "columns": spec})
+            # A table that matches already: nothing to change, as on a file.
+            await db.request({"op": "ensure_table", "table": "kept", "columns": spec})
+            assert [t["name"] for t in await db.request({"op": "describe"})] == ["kept"]
+        finally:
+            await AsyncDatabaseManager.close()
+    db = await AsyncDatabaseManager.init_engine(url, mode="dqlite")
+    try:
+        assert await db.fetch_all("SELECT name FROM sqlite_master") == [{"name": "kept"}]
+    finally:
+        await AsyncDatabaseManager.close()

@@ -139,7 +139,7 @@ async def all_or_nothing(session: Session, run: Callable[[Session], Awaitable[An
         await session.control('RELEASE "fqdb_request"')
         return result
     await session.control("BEGIN IMMEDIATE")
-    inner = Session(session.conn, in_transaction=True)
+    inner = type(session)(session.conn, in_transaction=True)  # a subclass's rules hold inside
     try:
         result = await run(inner)
     except Lost:

@@ -39,7 +39,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from ...protocol.errors import (
     ConnectionLostError,
@@ -89,6 +89,14 @@ class _NoDeadlines:
 
     def shutdown(self, grace: float) -> None:
         pass
+
+
+class _ReadOnlySession(Session):
+    """A read-only daemon's statements: one that would write fails, as ``query_only``
+    makes it fail on a file (an ``ensure_table`` that would change the schema)."""
+
+    async def write(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> NoReturn:
+        raise ReadOnlyError("attempt to write a readonly database")
 
 
 class DqliteWriter:
@@ -209,7 +217,8 @@ class DqliteWriter:
         todo = [i for i, req in enumerate(requests) if _op(req) not in TRANSACTION_OPS]
         if not todo:
             return outcomes
-        if all(_op(requests[i]) in READ_OPS for i in todo):
+        if self.read_only or all(_op(requests[i]) in READ_OPS for i in todo):
+            # Read-only: no write transaction, nothing written (not even the batch's record).
             for i in todo:
                 outcomes[i] = await self._read(requests[i])
             return outcomes
@@ -225,7 +234,8 @@ class DqliteWriter:
             except FQDBError as exc:
                 return False, exc
             try:
-                return await self._plain(Session(conn, in_transaction=False), req)
+                session = (_ReadOnlySession if self.read_only else Session)(conn, False)
+                return await self._plain(session, req)
             except Lost as lost:
                 await self._lost(lost)
                 if time.monotonic() >= deadline:
