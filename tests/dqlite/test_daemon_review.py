@@ -13,7 +13,12 @@ import time
 import pytest
 
 from fastquartdb import AsyncDatabaseManager
-from fastquartdb.protocol.errors import IntegrityError, OperationalError, ReadOnlyError
+from fastquartdb.protocol.errors import (
+    ConnectionLostError,
+    IntegrityError,
+    OperationalError,
+    ReadOnlyError,
+)
 from tests.helpers import daemon_in_process
 
 from .cluster import Cluster
@@ -100,3 +105,30 @@ async def test_a_read_only_daemon_writes_nothing_to_the_cluster(dqlite_cluster: 
         assert await db.fetch_all("SELECT name FROM sqlite_master") == [{"name": "kept"}]
     finally:
         await AsyncDatabaseManager.close()
+
+
+async def test_a_connection_lost_answer_of_the_daemon_is_not_a_lost_daemon(
+    dqlite_cluster: Cluster,
+) -> None:
+    # The writer answers ConnectionLostError for its own connection (to the leader: lost
+    # inside a transaction, none within failover_timeout) or for a key resolved as never
+    # committed. The daemon connection is fine: the client must not take the answer for
+    # its loss, reconnect (leaving the old connection open) and resend, again and again.
+    url = dqlite_cluster.url()
+    async with daemon_in_process(url) as daemon:
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute("CREATE TABLE t (v)")
+            assert await db.request({"op": "resolve", "key": ["gone", 1]}) == {"committed": False}
+            before = daemon.stats()["clients_total"]
+            resent = {"op": "insert", "table": "t", "values": {"v": 1}, "key": ["gone", 1]}
+            resent["resent"] = True
+            with pytest.raises(ConnectionLostError) as caught:
+                await db.request(resent)
+            assert str(caught.value).startswith("this request was resolved as never committed")
+            await asyncio.sleep(0.2)
+            stats = daemon.stats()
+            assert (stats["clients"], stats["clients_total"]) == (1, before)
+            assert await db.fetch_all("SELECT v FROM t") == []
+        finally:
+            await AsyncDatabaseManager.close()
