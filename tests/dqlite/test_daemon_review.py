@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -149,5 +150,39 @@ async def test_the_records_of_batches_do_not_pile_up(dqlite_cluster: Cluster) ->
                 "SELECT count(*) AS n FROM _fqdb_requests WHERE client LIKE 'fqdb-writer-%'"
             )
             assert rows[0]["n"] <= 100, rows
+        finally:
+            await AsyncDatabaseManager.close()
+
+
+@pytest.mark.parametrize("where", ["file", "cluster"])
+async def test_what_follows_an_error_that_ended_a_transaction_does_not_run_alone(
+    where: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Requests of a transaction that reach the writer together run one after the other;
+    # when one ends the transaction (ON CONFLICT ROLLBACK), the next ones must fail as
+    # the worker fails those that come later: on a file they committed on their own
+    # (a write of a rolled-back transaction kept), on a cluster they said the leader was lost.
+    if where == "cluster":
+        url = request.getfixturevalue("dqlite_cluster").url()
+    else:
+        url = str(tmp_path / "t.db")
+    async with daemon_in_process(url):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE ON CONFLICT ROLLBACK)"
+            )
+            await db.request({"op": "insert", "table": "t", "values": {"v": "a"}})
+            with pytest.raises(OperationalError, match="rolled back by an error"):
+                async with db.transaction():
+                    first, later = await asyncio.gather(
+                        db.request({"op": "insert", "table": "t", "values": {"v": "a"}}),
+                        db.request({"op": "insert", "table": "t", "values": {"v": "later"}}),
+                        return_exceptions=True,
+                    )
+                    assert isinstance(first, IntegrityError), first
+                    assert isinstance(later, OperationalError), later
+                    assert str(later) == "transaction was rolled back by an error"
+            assert await db.fetch_all("SELECT v FROM t") == [{"v": "a"}]
         finally:
             await AsyncDatabaseManager.close()

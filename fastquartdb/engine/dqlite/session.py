@@ -1,7 +1,8 @@
 """One request's statements on the dqlite leader connection, and the steps driver.
 
 :class:`Session` runs statements for one request and tracks whether a commit may
-have happened (what failover needs to know when the leader is lost mid-request);
+have happened (what failover needs to know when the leader is lost mid-request;
+:class:`ReadOnlySession` refuses writes, for a read-only daemon);
 :func:`all_or_nothing` wraps a request in one transaction or savepoint;
 :func:`drive` runs the engine's I/O-free logic (:mod:`fastquartdb.engine.steps`,
 such as the request keys' lookups and records) on a session: it is the dqlite
@@ -11,9 +12,9 @@ driver of that logic, as :func:`fastquartdb.engine.steps.run` is the sqlite3 one
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from ...protocol.errors import ConnectionLostError, FQDBError, ValidationError
+from ...protocol.errors import ConnectionLostError, FQDBError, ReadOnlyError, ValidationError
 from ..resultcodes import error_for_code
 from ..schema import quote
 from ..steps import Exec, Query, Steps
@@ -22,6 +23,7 @@ from .connection import DqliteRequestError, NodeConnection, NodeUnavailable
 
 __all__ = [
     "Lost",
+    "ReadOnlySession",
     "Session",
     "all_or_nothing",
     "drive",
@@ -112,6 +114,14 @@ class Session:
                 lambda: self.conn.query(untyped, wire_params(params)), False
             )
         return columns, rows
+
+
+class ReadOnlySession(Session):
+    """A read-only daemon's statements: one that would write fails, as ``query_only``
+    makes it fail on a file (an ``ensure_table`` that would change the schema)."""
+
+    async def write(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> NoReturn:
+        raise ReadOnlyError("attempt to write a readonly database")
 
 
 async def quietly(session: Session, *statements: str) -> None:

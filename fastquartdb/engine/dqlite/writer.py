@@ -39,7 +39,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from ...protocol.errors import (
     ConnectionLostError,
@@ -59,7 +59,7 @@ from ..work import Outcome
 from .keyed import resolve, worth_recording
 from .leader import Leader, parse_dqlite_url
 from .runner import OpRunner
-from .session import Lost, Session, drive
+from .session import Lost, ReadOnlySession, Session, drive
 
 __all__ = ["DqliteBackend", "DqliteWriter"]
 
@@ -89,14 +89,6 @@ class _NoDeadlines:
 
     def shutdown(self, grace: float) -> None:
         pass
-
-
-class _ReadOnlySession(Session):
-    """A read-only daemon's statements: one that would write fails, as ``query_only``
-    makes it fail on a file (an ``ensure_table`` that would change the schema)."""
-
-    async def write(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> NoReturn:
-        raise ReadOnlyError("attempt to write a readonly database")
 
 
 class DqliteWriter:
@@ -234,7 +226,7 @@ class DqliteWriter:
             except FQDBError as exc:
                 return False, exc
             try:
-                session = (_ReadOnlySession if self.read_only else Session)(conn, False)
+                session = (ReadOnlySession if self.read_only else Session)(conn, False)
                 return await self._plain(session, req)
             except Lost as lost:
                 await self._lost(lost)
@@ -412,11 +404,19 @@ class DqliteWriter:
         """Requests of the interactive transaction (``begin`` opens it, ``commit`` or
         ``rollback`` ends it); each fails alone, a lost leader ends the transaction."""
         outcomes: list[Outcome] = []
+        ended = False
         for req in requests:
+            if ended and not (_op(req) == "rollback" and req.get("savepoint") is None):
+                outcomes.append(
+                    (False, OperationalError("transaction was rolled back by an error"))
+                )
+                continue
+            was_open = self._in_txn
             try:
                 outcomes.append((True, await self._in_txn_one(req)))
             except FQDBError as exc:
                 outcomes.append((False, exc))
+                ended = was_open and not self._in_txn and not isinstance(exc, ConnectionLostError)
         return outcomes
 
     async def _in_txn_one(self, req: dict[str, Any]) -> Any:
