@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fastquartdb import AsyncDatabaseManager
+from fastquartdb.engine.requestkeys import RequestKeys
 from fastquartdb.protocol.errors import (
     ConnectionLostError,
     IntegrityError,
@@ -184,5 +186,33 @@ async def test_what_follows_an_error_that_ended_a_transaction_does_not_run_alone
                     assert isinstance(later, OperationalError), later
                     assert str(later) == "transaction was rolled back by an error"
             assert await db.fetch_all("SELECT v FROM t") == [{"v": "a"}]
+        finally:
+            await AsyncDatabaseManager.close()
+
+
+async def test_a_bug_in_a_batch_never_leaves_its_transaction_open(
+    dqlite_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engine on a file rolls back when something unforeseen escapes a batch; here the
+    # transaction stayed open on the leader: every later batch failed to BEGIN, and the
+    # cluster's write lock was held for everyone until the daemon stopped.
+    url = dqlite_cluster.url()
+    stage = RequestKeys.stage
+
+    def broken(self: RequestKeys, req: dict[str, Any], result: Any) -> None:
+        if req.get("idempotency_key") == "bug":
+            raise RuntimeError("a bug")
+        stage(self, req, result)
+
+    monkeypatch.setattr(RequestKeys, "stage", broken)
+    async with daemon_in_process(url):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute("CREATE TABLE t (v)")
+            bug = {"op": "insert", "table": "t", "values": {"v": 0}, "idempotency_key": "bug"}
+            with pytest.raises(OperationalError, match="internal error"):
+                await db.request(bug)
+            assert await db.request({"op": "insert", "table": "t", "values": {"v": 1}}) == 1
+            assert await db.fetch_all("SELECT v FROM t") == [{"v": 1}]
         finally:
             await AsyncDatabaseManager.close()

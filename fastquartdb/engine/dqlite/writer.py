@@ -81,14 +81,11 @@ class _NoDeadlines:
     """dqlite has no progress handler: a statement runs on the leader until it ends, so
     there is no deadline to cancel (the worker's calls are no-ops)."""
 
-    def cancel(self, request: dict[str, Any]) -> None:
-        pass
+    def cancel(self, request: dict[str, Any]) -> None: ...
 
-    def forget(self) -> None:
-        pass
+    def forget(self) -> None: ...
 
-    def shutdown(self, grace: float) -> None:
-        pass
+    def shutdown(self, grace: float) -> None: ...
 
 
 class DqliteWriter:
@@ -214,7 +211,14 @@ class DqliteWriter:
             for i in todo:
                 outcomes[i] = await self._read(requests[i])
             return outcomes
-        await self._group(requests, todo, outcomes)
+        try:
+            await self._group(requests, todo, outcomes)
+        except BaseException:
+            # A bug, not a request's failure: closing the connection ends the transaction
+            # on the leader (else it would hold the cluster's write lock), as on a file.
+            await self.leader.drop()
+            self.keys.forget_schema()
+            raise
         return outcomes
 
     async def _read(self, req: dict[str, Any]) -> Outcome:
@@ -286,10 +290,8 @@ class DqliteWriter:
                 culprit: tuple[int, FQDBError] | None = None
                 for i in todo:
                     req = requests[i]
-                    if "key" in req or "idempotency_key" in req:
-                        outcome = await self._keyed(inner, req)
-                    else:
-                        outcome = await self._plain(inner, req)
+                    run = self._keyed if "key" in req or "idempotency_key" in req else self._plain
+                    outcome = await run(inner, req)
                     if not outcome[0] and not await self._still_open(inner):
                         culprit = (i, outcome[1])
                         break
