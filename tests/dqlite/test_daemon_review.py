@@ -8,7 +8,10 @@ daemon on a file does in the same case.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,5 +217,80 @@ async def test_a_bug_in_a_batch_never_leaves_its_transaction_open(
                 await db.request(bug)
             assert await db.request({"op": "insert", "table": "t", "values": {"v": 1}}) == 1
             assert await db.fetch_all("SELECT v FROM t") == [{"v": 1}]
+        finally:
+            await AsyncDatabaseManager.close()
+
+
+def _kill_at_commit(cluster: Cluster) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(pause the followers, kill the leader and resume them): a COMMIT sent between the
+    two cannot finish, so it is surely in flight when the leader dies."""
+    leader = cluster.leader()
+    followers = [node for node in cluster.nodes if node is not leader]
+
+    def pause() -> None:
+        for node in followers:
+            os.kill(node.pid, signal.SIGSTOP)
+
+    def kill() -> None:
+        try:
+            leader.kill()
+        finally:
+            for node in followers:
+                os.kill(node.pid, signal.SIGCONT)
+
+    return pause, kill
+
+
+@pytest.mark.slow
+async def test_a_batch_whose_commit_is_lost_with_the_leader_runs_once(
+    own_cluster: Cluster,
+) -> None:
+    # Unkeyed writes (nothing but the batch's own record can tell whether they committed)
+    # and keyed ones, in flight at COMMIT when the leader dies: each is answered, without
+    # an error, and stored once.
+    url = own_cluster.url()
+    async with daemon_in_process(url) as daemon:
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute("CREATE TABLE t (v)")
+            pause, kill = _kill_at_commit(own_cluster)
+            pause()
+            writes = [
+                asyncio.ensure_future(
+                    db.request({"op": "insert", "table": "t", "values": {"v": i}})
+                    if i % 2
+                    else db.execute("INSERT INTO t (v) VALUES (?)", [i])
+                )
+                for i in range(8)
+            ]
+            await asyncio.sleep(0.3)
+            await asyncio.get_running_loop().run_in_executor(None, kill)
+            await asyncio.gather(*writes)
+            rows = await db.fetch_all("SELECT v FROM t ORDER BY v")
+            assert [r["v"] for r in rows] == list(range(8))
+            assert daemon.stats()["dqlite"]["batches_lost"] >= 1
+        finally:
+            await AsyncDatabaseManager.close()
+
+
+@pytest.mark.slow
+async def test_a_leader_lost_inside_a_transaction_through_the_daemon(
+    own_cluster: Cluster,
+) -> None:
+    url = own_cluster.url()
+    async with daemon_in_process(url) as daemon:
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute("CREATE TABLE t (v)")
+            before = daemon.stats()["clients_total"]
+            with pytest.raises(ConnectionLostError, match="lost inside this transaction"):
+                async with db.transaction():
+                    await db.request({"op": "insert", "table": "t", "values": {"v": 1}})
+                    own_cluster.leader().kill()
+                    await db.request({"op": "insert", "table": "t", "values": {"v": 2}})
+            assert await db.request({"op": "insert", "table": "t", "values": {"v": 3}}) == 1
+            assert await db.fetch_all("SELECT v FROM t") == [{"v": 3}]
+            stats = daemon.stats()
+            assert (stats["clients"], stats["clients_total"]) == (1, before)
         finally:
             await AsyncDatabaseManager.close()
