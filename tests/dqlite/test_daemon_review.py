@@ -294,3 +294,29 @@ async def test_a_leader_lost_inside_a_transaction_through_the_daemon(
             assert (stats["clients"], stats["clients_total"]) == (1, before)
         finally:
             await AsyncDatabaseManager.close()
+
+
+@pytest.mark.slow
+async def test_a_transaction_whose_commit_is_lost_with_the_leader_is_resolved(
+    own_cluster: Cluster,
+) -> None:
+    url = own_cluster.url()
+    async with daemon_in_process(url):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute("CREATE TABLE t (v)")
+            pause, kill = _kill_at_commit(own_cluster)
+            loop = asyncio.get_running_loop()
+            outcome = "committed"
+            try:
+                async with db.transaction():
+                    await db.request({"op": "insert", "table": "t", "values": {"v": 1}})
+                    pause()
+                    loop.call_later(0.3, kill)
+            except ConnectionLostError as exc:
+                assert "rolled back" in str(exc) and "unknown" not in str(exc), exc
+                outcome = "rolled back"
+            rows = await db.fetch_all("SELECT v FROM t")
+            assert rows == ([{"v": 1}] if outcome == "committed" else []), outcome
+        finally:
+            await AsyncDatabaseManager.close()
