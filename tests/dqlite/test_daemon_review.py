@@ -24,6 +24,7 @@ from fastquartdb.protocol.errors import (
     IntegrityError,
     OperationalError,
     ReadOnlyError,
+    ValidationError,
 )
 from tests.helpers import daemon_in_process
 
@@ -318,5 +319,29 @@ async def test_a_transaction_whose_commit_is_lost_with_the_leader_is_resolved(
                 outcome = "rolled back"
             rows = await db.fetch_all("SELECT v FROM t")
             assert rows == ([{"v": 1}] if outcome == "committed" else []), outcome
+        finally:
+            await AsyncDatabaseManager.close()
+
+
+@pytest.mark.parametrize("field", ["key", "idempotency_key"])
+async def test_a_key_dqlite_cannot_store_fails_alone(dqlite_cluster: Cluster, field: str) -> None:
+    # A NUL in a key's text: dqlite refuses to store it, and the records of a batch go in
+    # one statement, so every neighbour of that request failed with it.
+    url = dqlite_cluster.url()
+    async with daemon_in_process(url):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute("CREATE TABLE t (v)")
+            bad: dict[str, Any] = {"op": "insert", "table": "t", "values": {"v": 0}}
+            bad[field] = ["nul\x00client", 1] if field == "key" else "nul\x00key"
+            good = [{"op": "insert", "table": "t", "values": {"v": i}} for i in range(1, 5)]
+            outcomes = await asyncio.gather(
+                *(db.request(r) for r in [good[0], bad, *good[1:]]), return_exceptions=True
+            )
+            assert isinstance(outcomes[1], ValidationError), outcomes
+            assert "NUL" in str(outcomes[1])
+            assert all(isinstance(o, int) for i, o in enumerate(outcomes) if i != 1), outcomes
+            rows = await db.fetch_all("SELECT v FROM t ORDER BY v")
+            assert [r["v"] for r in rows] == [1, 2, 3, 4]
         finally:
             await AsyncDatabaseManager.close()

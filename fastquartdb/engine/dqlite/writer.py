@@ -56,7 +56,7 @@ from ...protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from ..requestkeys import KeyConflict, RequestKeys
 from ..schema import check_identifier, quote
 from ..work import Outcome
-from .keyed import resolve, worth_recording
+from .keyed import resolve, unrecordable, worth_recording
 from .leader import Leader, parse_dqlite_url
 from .runner import OpRunner
 from .session import Lost, ReadOnlySession, Session, drive
@@ -143,7 +143,7 @@ class DqliteWriter:
             return ProgrammingError(
                 "raw SQL is disabled on this server (fqdb-server --no-raw-sql); use the model API"
             )
-        return None
+        return unrecordable(req)
 
     async def _plain(self, session: Session, req: dict[str, Any]) -> Outcome:
         """Run one request; its failure is its outcome (a lost leader raises :class:`Lost`)."""
