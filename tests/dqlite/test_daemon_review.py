@@ -345,3 +345,27 @@ async def test_a_key_dqlite_cannot_store_fails_alone(dqlite_cluster: Cluster, fi
             assert [r["v"] for r in rows] == [1, 2, 3, 4]
         finally:
             await AsyncDatabaseManager.close()
+
+
+@pytest.mark.slow
+async def test_a_frozen_node_first_in_the_url_does_not_stop_the_daemon(
+    own_cluster: Cluster,
+) -> None:
+    # A SIGSTOPped node accepts connections (the kernel does) but never answers who leads:
+    # asking it timed out with a bare TimeoutError that escaped the leader search, so the
+    # daemon did not start (and a running one failed its batches as an internal error).
+    leader = own_cluster.leader()
+    frozen = next(node for node in own_cluster.nodes if node is not leader)
+    others = [node.address for node in own_cluster.nodes if node is not frozen]
+    url = "dqlite://" + ",".join([frozen.address, *others]) + "/frozen"
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        async with daemon_in_process(url):
+            db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+            try:
+                await db.execute("CREATE TABLE t (v)")
+                assert await db.request({"op": "insert", "table": "t", "values": {"v": 1}}) == 1
+            finally:
+                await AsyncDatabaseManager.close()
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)

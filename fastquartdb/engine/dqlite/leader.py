@@ -178,6 +178,9 @@ class Leader:
         conn = await NodeConnection.connect(node, self.connect_timeout)
         try:
             leader = await asyncio.wait_for(conn.leader(), self.connect_timeout)
+        except asyncio.TimeoutError:  # accepted, never answered: a stopped node
+            await conn.close()
+            raise NodeUnavailable(f"dqlite node {node} did not answer in time") from None
         except BaseException:
             await conn.close()
             raise
