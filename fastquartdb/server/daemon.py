@@ -346,13 +346,16 @@ async def serve(
             # The cluster is dqlite's to own: this daemon is one host's client of it.
             prepare_socket_path(config.socket)
             stack.callback(remove_socket, config.socket, ours)
-            backend: Backend = await DqliteBackend.open(
+            on_cluster = await DqliteBackend.open(
                 config.db,
                 busy_timeout=config.busy_timeout,
                 raw_sql=config.raw_sql,
                 read_only=config.read_only,
             )
-            stack.push_async_callback(backend.close)
+            stack.push_async_callback(on_cluster.close)
+            # As on a file: a result is measured while it is read, not once in memory.
+            on_cluster.engine.leader.result_limit = config.max_reply
+            backend: Backend = on_cluster
         else:
             replicator = _open_file(config, stack, started, ours)
             thread = await EngineThread.open(

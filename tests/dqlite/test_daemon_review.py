@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from fastquartdb.protocol.errors import (
     IntegrityError,
     OperationalError,
     ReadOnlyError,
+    ResultTooLargeError,
     ValidationError,
 )
 from tests.helpers import daemon_in_process
@@ -369,3 +371,31 @@ async def test_a_frozen_node_first_in_the_url_does_not_stop_the_daemon(
                 await AsyncDatabaseManager.close()
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
+
+
+async def test_a_result_over_max_reply_fails_before_it_is_in_memory(
+    dqlite_cluster: Cluster,
+) -> None:
+    # On a file the engine measures rows while it reads them (engine/results.py); on a
+    # cluster the daemon read every row from the leader first, and only the reply's
+    # encoding found it too large: one big query could take the daemon's memory.
+    url = dqlite_cluster.url()
+    big = (
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300) "
+        "SELECT x, randomblob(100000) AS b FROM n"
+    )
+    async with daemon_in_process(url, max_reply=1_000_000):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.fetch_all("SELECT 1 AS one")
+            tracemalloc.start()
+            try:
+                with pytest.raises(ResultTooLargeError, match="--max-reply"):
+                    await db.fetch_all(big)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert peak < 10_000_000, f"{peak / 1e6:.0f} MB held for a 30 MB result"
+            assert await db.fetch_all("SELECT 2 AS two") == [{"two": 2}]
+        finally:
+            await AsyncDatabaseManager.close()

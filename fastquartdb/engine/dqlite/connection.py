@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ...protocol.errors import ResultTooLargeError
 from . import wire
 
 __all__ = ["DqliteRequestError", "NodeConnection", "NodeUnavailable", "split_address"]
@@ -80,6 +81,8 @@ class NodeConnection:
         #: it returns to go on waiting or raises NodeUnavailable to give up.
         self.stalled: Callable[[NodeConnection, float], Awaitable[None]] | None = None
         self.probe_interval = 0.5
+        #: Most bytes of rows one query may bring (the daemon's ``--max-reply``); None: any.
+        self.result_limit: int | None = None
 
     @classmethod
     async def connect(cls, address: str, timeout: float = 2.0) -> NodeConnection:
@@ -193,7 +196,10 @@ class NodeConnection:
         batch = wire.decode_rows(message)
         rows = list(batch.rows)
         typed = batch.typed
+        size = len(message.body)
         while batch.more:
+            if self.result_limit is not None and size > self.result_limit:
+                await self._too_large(batch, len(rows))
             # Further batches arrive unasked, one message each.
             try:
                 next_message = await self._receive()
@@ -204,9 +210,29 @@ class NodeConnection:
                 failure = wire.decode_failure(next_message)
                 raise DqliteRequestError(failure.code, failure.message)
             batch = wire.decode_rows(next_message)
+            size += len(next_message.body)
             rows.extend(batch.rows)
             typed = typed or batch.typed
+        if self.result_limit is not None and size > self.result_limit:
+            await self._too_large(batch, len(rows))
         return batch.columns, rows, typed
+
+    async def _too_large(self, batch: wire.Rows, count: int) -> None:
+        """Read the rest of a result over ``result_limit`` without keeping it, then say so.
+
+        Raises:
+            ResultTooLargeError: always (the connection is left at a message boundary).
+        """
+        try:
+            await self._drain_rows(batch)
+        except BaseException:
+            self._abort()
+            raise
+        raise ResultTooLargeError(
+            f"the result of this query is larger than the daemon's reply limit of "
+            f"{self.result_limit} bytes (--max-reply) after {count} rows; fetch fewer rows "
+            "(limit=, fewer columns=) or stream them with Model.iterate()"
+        )
 
     async def _drain_rows(self, batch: wire.Rows) -> None:
         while batch.more:

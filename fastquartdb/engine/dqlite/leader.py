@@ -67,6 +67,8 @@ class Leader:
         #: that stops answering is abandoned sooner, as soon as another node names a
         #: new leader (see :meth:`_stalled`).
         self.read_timeout = read_timeout
+        #: Most bytes of rows one query may bring (the daemon's ``--max-reply``); None: any.
+        self.result_limit: int | None = None
         #: Times a new leader had to be found.
         self.failovers = 0
         #: Set by the owner when it closes: no reconnecting behind its back.
@@ -104,6 +106,7 @@ class Leader:
             DaemonUnavailableError: no leader within ``failover_timeout``; says why.
         """
         if self._conn is not None and not self._conn.closed:
+            self._conn.result_limit = self.result_limit
             return self._conn
         if self.closed:
             # close() ran while this request waited: never reconnect behind the caller's back.
@@ -120,6 +123,7 @@ class Leader:
                     continue
                 if conn is not None:
                     conn.stalled = self._stalled
+                    conn.result_limit = self.result_limit
                     self._conn = conn
                     self._hint = None
                     return conn
