@@ -399,3 +399,21 @@ async def test_a_result_over_max_reply_fails_before_it_is_in_memory(
             assert await db.fetch_all("SELECT 2 AS two") == [{"two": 2}]
         finally:
             await AsyncDatabaseManager.close()
+
+
+async def test_a_select_ending_in_a_comment_or_semicolon_reads_typed_columns(
+    dqlite_cluster: Cluster,
+) -> None:
+    # Columns declared DATETIME or BOOLEAN come typed from dqlite, so the rows are asked
+    # again through "SELECT +c AS c FROM (<the statement>)": a trailing "-- comment" or
+    # ";" then ended that subquery (ProgrammingError); on a file both simply run.
+    url = dqlite_cluster.url()
+    async with daemon_in_process(url):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, d DATETIME, ok BOOLEAN)")
+            await db.execute("INSERT INTO t (d, ok) VALUES (NULL, NULL)")
+            for sql in ("SELECT d, ok FROM t -- the note", "SELECT d, ok FROM t;"):
+                assert await db.fetch_all(sql) == [{"d": None, "ok": None}], sql
+        finally:
+            await AsyncDatabaseManager.close()

@@ -20,6 +20,7 @@ from ..schema import quote
 from ..steps import Exec, Query, Steps
 from . import wire
 from .connection import DqliteRequestError, NodeConnection, NodeUnavailable
+from .rawsql import tokenize
 
 __all__ = [
     "Lost",
@@ -109,7 +110,7 @@ class Session:
             # TIMESTAMP) and then sends NULL as 0 or "": ask again through expressions,
             # which have no declared type, so every value comes back as SQLite stored it.
             outer = ", ".join(f"+{quote(c)} AS {quote(c)}" for c in columns)
-            untyped = f"SELECT {outer} FROM ({sql})"
+            untyped = f"SELECT {outer} FROM ({_without_tail(sql)})"
             columns, rows, _ = await self._call(
                 lambda: self.conn.query(untyped, wire_params(params)), False
             )
@@ -122,6 +123,12 @@ class ReadOnlySession(Session):
 
     async def write(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> NoReturn:
         raise ReadOnlyError("attempt to write a readonly database")
+
+
+def _without_tail(sql: str) -> str:
+    """``sql`` up to its last token: a trailing ``;`` or comment would end a subquery."""
+    tokens = [token for token in tokenize(sql) if token.text != ";"]
+    return sql[: tokens[-1].start + len(tokens[-1].text)] if tokens else sql
 
 
 async def quietly(session: Session, *statements: str) -> None:
