@@ -336,6 +336,8 @@ class SocketTransport(Transport):
                 f"{request.get('op')}" + _outcome(request)
             ) from None
         except ConnectionLostError as exc:
+            if self.lost is None:
+                raise  # the daemon's answer (its writer lost the dqlite leader), not our loss
             raise self._lost_error(request, exc) from None
         finally:
             del self._pending[request_id]

@@ -167,6 +167,8 @@ class FailoverTransport(Transport):
         try:
             return await transport.request(request)
         except ConnectionLostError as exc:
+            if not hasattr(exc, "retryable"):
+                raise  # not a lost connection (those say retryable) but the writer's answer
             # retryable: a read, ensure_table, a request never sent, or a keyed write.
             if self._closed or not getattr(exc, "retryable", False):
                 self._recover_in_background(transport)
@@ -246,6 +248,8 @@ class FailoverTransport(Transport):
             result = await owner.request(request)
         except (ConnectionLostError, RequestTimeoutError) as exc:
             self._txn_owner.pop(txn, None)
+            if isinstance(exc, ConnectionLostError) and not hasattr(exc, "retryable"):
+                raise  # the writer's answer (it resolves a COMMIT it lost itself)
             if ends and op == "commit" and "key" in request and not self._closed:
                 if isinstance(exc, RequestTimeoutError):
                     # Give up on that connection first: the daemon then rolls the

@@ -561,7 +561,14 @@ class Engine(RequestOps):
             return [(False, translate_sqlite_error(exc))] * len(requests)
         lock = self.lock
         outcomes: list[Outcome] = []
+        ended = False
         for req in requests:
+            if ended and not (_op(req) == "rollback" and req.get("savepoint") is None):
+                # An error rolled the transaction back: what followed it must not autocommit.
+                outcomes.append(
+                    (False, OperationalError("transaction was rolled back by an error"))
+                )
+                continue
             if lock is not None and not lock.held and not self.conn.in_transaction:
                 # An interactive transaction holds the file lock from its BEGIN to its end.
                 try:
@@ -569,7 +576,9 @@ class Engine(RequestOps):
                 except FQDBError as exc:
                     outcomes.append((False, exc))
                     continue
-            outcomes.append(self._run_one(req, self.conn.in_transaction))
+            was_open = self.conn.in_transaction
+            outcomes.append(self._run_one(req, was_open))
+            ended = was_open and not self.conn.in_transaction and not outcomes[-1][0]
         if lock is not None and lock.held and not self.conn.in_transaction:
             lock.release()
         return outcomes

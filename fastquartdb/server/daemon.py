@@ -346,13 +346,14 @@ async def serve(
             # The cluster is dqlite's to own: this daemon is one host's client of it.
             prepare_socket_path(config.socket)
             stack.callback(remove_socket, config.socket, ours)
-            backend: Backend = await DqliteBackend.open(
+            on_cluster = await DqliteBackend.open(
                 config.db,
                 busy_timeout=config.busy_timeout,
                 raw_sql=config.raw_sql,
                 max_reply=config.max_reply,
             )
-            stack.push_async_callback(backend.close)
+            stack.push_async_callback(on_cluster.close)
+            backend: Backend = on_cluster
         else:
             replicator = _open_file(config, stack, started, ours)
             thread = await EngineThread.open(

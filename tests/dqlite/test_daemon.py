@@ -253,7 +253,9 @@ async def test_a_huge_result_fails_alone_before_it_is_in_the_daemons_memory(
             await Blob.insert_many([{"payload": "x" * 1000} for _ in range(300)])  # ~300 KB
             # Refused while the rows arrive from the leader ("is larger than"), not after they
             # were all in the daemon's memory (the reply check would say "is N bytes").
-            with pytest.raises(ResultTooLargeError, match="result is larger than the daemon's"):
+            with pytest.raises(
+                ResultTooLargeError, match=r"reply limit of 65536 bytes \(--max-reply\) after"
+            ):
                 await Blob.fetch()
             # The leader connection is still at a message boundary: everything goes on.
             assert await Blob.count() == 300

@@ -20,15 +20,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ...protocol.errors import ResultTooLargeError
 from . import wire
 
-__all__ = [
-    "DqliteRequestError",
-    "NodeConnection",
-    "NodeUnavailable",
-    "RowsTooLarge",
-    "split_address",
-]
+__all__ = ["DqliteRequestError", "NodeConnection", "NodeUnavailable", "split_address"]
 
 #: SQLite's ``SQLITE_IOERR_NOT_LEADER`` (dqlite): this node does not lead; nothing ran.
 NOT_LEADER = 10 | (40 << 8)
@@ -61,15 +56,6 @@ class DqliteRequestError(Exception):
         return self.code == LEADERSHIP_LOST or "leadership lost" in self.message.lower()
 
 
-class RowsTooLarge(Exception):
-    """A query's rows passed :attr:`NodeConnection.max_rows_bytes` (the connection is
-    left at a message boundary: the rest was read and dropped)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"more than {limit} bytes of rows")
-        self.limit = limit
-
-
 def split_address(address: str) -> tuple[str, int]:
     """``"127.0.0.1:9001"`` -> ``("127.0.0.1", 9001)``."""
     host, _, port = address.rpartition(":")
@@ -95,9 +81,8 @@ class NodeConnection:
         #: it returns to go on waiting or raises NodeUnavailable to give up.
         self.stalled: Callable[[NodeConnection, float], Awaitable[None]] | None = None
         self.probe_interval = 0.5
-        #: The most bytes of rows one query may bring (a daemon's ``--max-reply``): past
-        #: it the rest is read and dropped and the query fails (None: no limit).
-        self.max_rows_bytes: int | None = None
+        #: Most bytes of rows one query may bring (the daemon's ``--max-reply``); None: any.
+        self.result_limit: int | None = None
 
     @classmethod
     async def connect(cls, address: str, timeout: float = 2.0) -> NodeConnection:
@@ -213,10 +198,8 @@ class NodeConnection:
         typed = batch.typed
         size = len(message.body)
         while batch.more:
-            if self.max_rows_bytes is not None and size > self.max_rows_bytes:
-                rows.clear()  # what is read already goes at once; the rest is read and dropped
-                await self._drain_rows(batch)
-                raise RowsTooLarge(self.max_rows_bytes)
+            if self.result_limit is not None and size > self.result_limit:
+                await self._too_large(batch, len(rows))
             # Further batches arrive unasked, one message each.
             try:
                 next_message = await self._receive()
@@ -227,12 +210,29 @@ class NodeConnection:
                 failure = wire.decode_failure(next_message)
                 raise DqliteRequestError(failure.code, failure.message)
             batch = wire.decode_rows(next_message)
+            size += len(next_message.body)
             rows.extend(batch.rows)
             typed = typed or batch.typed
-            size += len(next_message.body)
-        if self.max_rows_bytes is not None and size > self.max_rows_bytes:
-            raise RowsTooLarge(self.max_rows_bytes)
+        if self.result_limit is not None and size > self.result_limit:
+            await self._too_large(batch, len(rows))
         return batch.columns, rows, typed
+
+    async def _too_large(self, batch: wire.Rows, count: int) -> None:
+        """Read the rest of a result over ``result_limit`` without keeping it, then say so.
+
+        Raises:
+            ResultTooLargeError: always (the connection is left at a message boundary).
+        """
+        try:
+            await self._drain_rows(batch)
+        except BaseException:
+            self._abort()
+            raise
+        raise ResultTooLargeError(
+            f"the result of this query is larger than the daemon's reply limit of "
+            f"{self.result_limit} bytes (--max-reply) after {count} rows; fetch fewer rows "
+            "(limit=, fewer columns=) or stream them with Model.iterate()"
+        )
 
     async def _drain_rows(self, batch: wire.Rows) -> None:
         while batch.more:

@@ -27,12 +27,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...protocol.errors import OperationalError
+from ...protocol.errors import OperationalError, ValidationError
 from ..requestkeys import KeyConflict, RequestKeys
 from .rawsql import classify
 from .session import Lost, Session, drive, quietly
 
-__all__ = ["is_keyed", "record_commit", "resolve", "run_keyed", "worth_recording"]
+__all__ = ["is_keyed", "record_commit", "resolve", "run_keyed", "unrecordable", "worth_recording"]
 
 Run = Callable[[Session, dict[str, Any]], Awaitable[Any]]
 
@@ -54,6 +54,19 @@ def is_keyed(req: dict[str, Any]) -> bool:
         sql = req.get("sql")
         return not isinstance(sql, str) or classify(sql).writes
     return True
+
+
+def unrecordable(req: dict[str, Any]) -> ValidationError | None:
+    """Why ``req``'s key cannot be recorded over dqlite (text with a NUL), or None: found
+    before it runs, since the records of a batch go in one statement, which would fail
+    with it for every request of the batch."""
+    key = req.get("key")
+    for text in (req.get("idempotency_key"), key[0] if type(key) is list and key else None):
+        if isinstance(text, str) and "\x00" in text:
+            return ValidationError(
+                "a key containing a NUL character cannot be recorded over dqlite"
+            )
+    return None
 
 
 def worth_recording(req: dict[str, Any], result: Any) -> bool:

@@ -67,12 +67,12 @@ class Leader:
         #: that stops answering is abandoned sooner, as soon as another node names a
         #: new leader (see :meth:`_stalled`).
         self.read_timeout = read_timeout
+        #: Most bytes of rows one query may bring (the daemon's ``--max-reply``); None: any.
+        self.result_limit: int | None = None
         #: Times a new leader had to be found.
         self.failovers = 0
         #: Set by the owner when it closes: no reconnecting behind its back.
         self.closed = False
-        #: Each connection's :attr:`NodeConnection.max_rows_bytes` (a daemon's reply limit).
-        self.max_rows_bytes: int | None = None
         # Where to look first for the leader: the one another node named last.
         self._hint: str | None = None
         self._conn: NodeConnection | None = None
@@ -106,6 +106,7 @@ class Leader:
             DaemonUnavailableError: no leader within ``failover_timeout``; says why.
         """
         if self._conn is not None and not self._conn.closed:
+            self._conn.result_limit = self.result_limit
             return self._conn
         if self.closed:
             # close() ran while this request waited: never reconnect behind the caller's back.
@@ -122,7 +123,7 @@ class Leader:
                     continue
                 if conn is not None:
                     conn.stalled = self._stalled
-                    conn.max_rows_bytes = self.max_rows_bytes
+                    conn.result_limit = self.result_limit
                     self._conn = conn
                     self._hint = None
                     return conn
@@ -181,6 +182,9 @@ class Leader:
         conn = await NodeConnection.connect(node, self.connect_timeout)
         try:
             leader = await asyncio.wait_for(conn.leader(), self.connect_timeout)
+        except asyncio.TimeoutError:  # accepted, never answered: a stopped node
+            await conn.close()
+            raise NodeUnavailable(f"dqlite node {node} did not answer in time") from None
         except BaseException:
             await conn.close()
             raise

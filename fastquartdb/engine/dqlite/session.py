@@ -13,17 +13,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from ...protocol.errors import (
-    ConnectionLostError,
-    FQDBError,
-    ResultTooLargeError,
-    ValidationError,
-)
+from ...protocol.errors import ConnectionLostError, FQDBError, ValidationError
 from ..resultcodes import error_for_code
 from ..schema import quote
 from ..steps import Exec, Query, Steps
 from . import wire
-from .connection import DqliteRequestError, NodeConnection, NodeUnavailable, RowsTooLarge
+from .connection import DqliteRequestError, NodeConnection, NodeUnavailable
+from .rawsql import tokenize
 
 __all__ = [
     "Lost",
@@ -76,12 +72,6 @@ class Session:
             if exc.leadership_lost:
                 raise Lost(exc.message, self.committable or commits, safe=False) from None
             raise translate_dqlite_error(exc) from None
-        except RowsTooLarge as exc:
-            raise ResultTooLargeError(
-                f"the result is larger than the daemon's reply limit of {exc.limit} bytes "
-                "(--max-reply); fetch fewer rows (limit=, fewer columns=) or stream them with "
-                "Model.iterate()"
-            ) from None
         except wire.WireError as exc:
             if self.conn.closed:
                 raise Lost(str(exc), self.committable or commits, safe=False) from None
@@ -118,11 +108,17 @@ class Session:
             # TIMESTAMP) and then sends NULL as 0 or "": ask again through expressions,
             # which have no declared type, so every value comes back as SQLite stored it.
             outer = ", ".join(f"+{quote(c)} AS {quote(c)}" for c in columns)
-            untyped = f"SELECT {outer} FROM ({sql})"
+            untyped = f"SELECT {outer} FROM ({_without_tail(sql)})"
             columns, rows, _ = await self._call(
                 lambda: self.conn.query(untyped, wire_params(params)), False
             )
         return columns, rows
+
+
+def _without_tail(sql: str) -> str:
+    """``sql`` up to its last token: a trailing ``;`` or comment would end a subquery."""
+    tokens = [token for token in tokenize(sql) if token.text != ";"]
+    return sql[: tokens[-1].start + len(tokens[-1].text)] if tokens else sql
 
 
 async def quietly(session: Session, *statements: str) -> None:
@@ -150,7 +146,7 @@ async def all_or_nothing(session: Session, run: Callable[[Session], Awaitable[An
         await session.control('RELEASE "fqdb_request"')
         return result
     await session.control("BEGIN IMMEDIATE")
-    inner = Session(session.conn, in_transaction=True)
+    inner = type(session)(session.conn, in_transaction=True)  # a subclass's rules hold inside
     try:
         result = await run(inner)
     except Lost:

@@ -47,6 +47,7 @@ from ...protocol.errors import (
     DatabaseBusyError,
     FQDBError,
     IntegrityError,
+    OperationalError,
     ProgrammingError,
 )
 from ...protocol.messages import READ_OPS, TRANSACTION_OPS
@@ -54,7 +55,7 @@ from ..batches import NO_TXN_ERROR, op_of, without_culprit
 from ..requestkeys import KeyConflict, RequestKeys
 from ..schema import check_identifier, quote
 from ..work import Outcome
-from .keyed import resolve, worth_recording
+from .keyed import resolve, unrecordable, worth_recording
 from .leader import Leader, parse_dqlite_url
 from .runner import OpRunner
 from .session import Lost, Session, drive
@@ -68,14 +69,11 @@ class _NoDeadlines:
     """dqlite has no progress handler: a statement runs on the leader until it ends, so
     there is no deadline to cancel (the worker's calls are no-ops)."""
 
-    def cancel(self, request: dict[str, Any]) -> None:
-        pass
+    def cancel(self, request: dict[str, Any]) -> None: ...
 
-    def forget(self) -> None:
-        pass
+    def forget(self) -> None: ...
 
-    def shutdown(self, grace: float) -> None:
-        pass
+    def shutdown(self, grace: float) -> None: ...
 
 
 class DqliteWriter:
@@ -129,7 +127,7 @@ class DqliteWriter:
             return ProgrammingError(
                 "raw SQL is disabled on this server (fqdb-server --no-raw-sql); use the model API"
             )
-        return None
+        return unrecordable(req)
 
     async def _plain(self, session: Session, req: dict[str, Any]) -> Outcome:
         """Run one request; its failure is its outcome (a lost leader raises :class:`Lost`)."""
@@ -174,6 +172,8 @@ class DqliteWriter:
 
     async def _still_open(self, session: Session) -> bool:
         """Whether the transaction survived a failed request: ``BEGIN`` is refused inside one."""
+        if session.conn.closed:
+            return False  # its clean-up failed and closed the connection: dqlite undid it all
         try:
             await session.control("BEGIN")
         except FQDBError:
@@ -194,7 +194,14 @@ class DqliteWriter:
             for i in todo:
                 outcomes[i] = await self._read(requests[i])
             return outcomes
-        await self._group(requests, todo, outcomes)
+        try:
+            await self._group(requests, todo, outcomes)
+        except BaseException:
+            # A bug, not a request's failure: closing the connection ends the transaction
+            # on the leader (else it would hold the cluster's write lock), as on a file.
+            await self.leader.drop()
+            self.keys.forget_schema()
+            raise
         return outcomes
 
     async def _read(self, req: dict[str, Any]) -> Outcome:
@@ -265,10 +272,8 @@ class DqliteWriter:
                 culprit: tuple[int, FQDBError] | None = None
                 for i in todo:
                     req = requests[i]
-                    if "key" in req or "idempotency_key" in req:
-                        outcome = await self._keyed(inner, req)
-                    else:
-                        outcome = await self._plain(inner, req)
+                    run = self._keyed if "key" in req or "idempotency_key" in req else self._plain
+                    outcome = await run(inner, req)
                     if not outcome[0] and not await self._still_open(inner):
                         culprit = (i, outcome[1])
                         break
@@ -280,6 +285,8 @@ class DqliteWriter:
                     restarts += 1
                     todo = without_culprit(todo, outcomes, culprit[0], culprit[1], restarts)
                     continue
+                if marker[1] % 64 == 0:  # no one asks about committed batches: prune them
+                    keys.answer({"key": marker, "acked": marker[1]})
                 keys.stage({"key": marker}, None)
                 try:
                     await drive(inner, keys.flush())
@@ -373,11 +380,19 @@ class DqliteWriter:
         """Requests of the interactive transaction (``begin`` opens it, ``commit`` or
         ``rollback`` ends it); each fails alone, a lost leader ends the transaction."""
         outcomes: list[Outcome] = []
+        ended = False
         for req in requests:
+            if ended and not (op_of(req) == "rollback" and req.get("savepoint") is None):
+                outcomes.append(
+                    (False, OperationalError("transaction was rolled back by an error"))
+                )
+                continue
+            was_open = self._in_txn
             try:
                 outcomes.append((True, await self._in_txn_one(req)))
             except FQDBError as exc:
                 outcomes.append((False, exc))
+                ended = was_open and not self._in_txn and not isinstance(exc, ConnectionLostError)
         return outcomes
 
     async def _in_txn_one(self, req: dict[str, Any]) -> Any:
@@ -533,8 +548,8 @@ class DqliteBackend:
             if k in options
         }
         leader = Leader(nodes, database, **leader_options)
-        # Rows are measured while they arrive, so a huge result fails before it is in memory.
-        leader.max_rows_bytes = options.pop("max_reply", None)
+        # As on a file: a result is measured while it is read, not once it is in memory.
+        leader.result_limit = options.pop("max_reply", None)
         await leader.connection()
         return cls(DqliteWriter(leader, **options))
 
