@@ -76,9 +76,12 @@ def _trusted_uids(db_path: str) -> set[int]:
     The owner already holds every byte of the data, so a daemon running as the
     owner (a dedicated ``fqdb`` user admitting the web workers' group with
     ``--allow-gid``) learns nothing new from our queries. Anyone else listening
-    on the socket path is a squatter.
+    on the socket path is a squatter. A ``dqlite://`` URL names no file here:
+    only this user and root (a path looked up as the URL could be anyone's).
     """
     trusted = {os.getuid(), 0}
+    if db_path.startswith(DQLITE_URL_SCHEME):
+        return trusted  # a cluster's URL is no file: nobody owns its data on this host
     with contextlib.suppress(OSError):
         trusted.add(os.stat(db_path).st_uid)
     return trusted

@@ -264,3 +264,19 @@ async def test_a_huge_result_fails_alone_before_it_is_in_the_daemons_memory(
             assert await Blob.count() == 301
         finally:
             await AsyncDatabaseManager.close()
+
+
+def test_a_cluster_url_trusts_no_file_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastquartdb.client.connection import _trusted_uids
+
+    # A directory that looks like the URL, owned by someone else, must not make them trusted.
+    if os.getuid() != 0:
+        pytest.skip("needs root to give a directory to another uid")
+    monkeypatch.chdir(tmp_path)
+    url = "dqlite://127.0.0.1:9001/app"
+    os.makedirs(url, exist_ok=True)
+    os.chown(url, 4242, 4242)
+    assert 4242 not in _trusted_uids(url)
+    assert _trusted_uids(url) == {os.getuid(), 0}
