@@ -308,8 +308,12 @@ class SocketTransport(Transport):
             raise self.refusal
         if self.lost is not None:
             raise self._lost_error(request, self.lost, sent=False)
-        if has_request_key(request):
-            self._keyed(request)
+        if "key" in request or "idempotency_key" in request:  # has_request_key, inline
+            if self.request_keys and self.request_timeout is not None:
+                # (What _keyed does for a daemon that records keys, without its call.)
+                request["expires"] = time.time() + self.request_timeout
+            else:
+                self._keyed(request)
         request_id = self._next_id
         self._next_id = request_id + 1
         request["id"] = request_id
