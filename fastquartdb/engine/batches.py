@@ -19,6 +19,7 @@ from .work import WorkItem
 __all__ = [
     "MAX_RESTARTS",
     "NO_TXN_ERROR",
+    "after_rollback_by_error",
     "ends_holder_batch",
     "is_top",
     "op_of",
@@ -32,6 +33,15 @@ NO_TXN_ERROR = ValidationError(
 )
 #: How often one batch may lose its transaction to single requests before all of it fails.
 MAX_RESTARTS = 3
+
+
+def after_rollback_by_error(request: dict[str, Any]) -> tuple[bool, Any] | None:
+    """The outcome of a request of an interactive transaction that an error already rolled
+    back, in the same hop: it fails (run, it would autocommit on its own), except the
+    transaction's ``rollback``, which runs (None) and succeeds."""
+    if op_of(request) == "rollback" and request.get("savepoint") is None:
+        return None
+    return False, OperationalError("transaction was rolled back by an error")
 
 
 def without_culprit(

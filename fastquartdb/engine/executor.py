@@ -42,7 +42,7 @@ from ..protocol.errors import (
 from ..protocol.messages import MULTI_STATEMENT_OPS as _SAVEPOINT_OPS
 from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from ..protocol.messages import SCHEMA_RETRY_OPS as _SCHEMA_SAFE_RETRY
-from .batches import NO_TXN_ERROR, without_culprit
+from .batches import NO_TXN_ERROR, after_rollback_by_error, without_culprit
 from .changelog import ChangeLog, read_changes
 from .connection import connect
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
@@ -563,11 +563,9 @@ class Engine(RequestOps):
         outcomes: list[Outcome] = []
         ended = False
         for req in requests:
-            if ended and not (_op(req) == "rollback" and req.get("savepoint") is None):
-                # An error rolled the transaction back: what followed it must not autocommit.
-                outcomes.append(
-                    (False, OperationalError("transaction was rolled back by an error"))
-                )
+            refused = after_rollback_by_error(req) if ended else None
+            if refused is not None:  # what followed the error must not autocommit
+                outcomes.append(refused)
                 continue
             if lock is not None and not lock.held and not self.conn.in_transaction:
                 # An interactive transaction holds the file lock from its BEGIN to its end.

@@ -47,11 +47,10 @@ from ...protocol.errors import (
     DatabaseBusyError,
     FQDBError,
     IntegrityError,
-    OperationalError,
     ProgrammingError,
 )
 from ...protocol.messages import READ_OPS, TRANSACTION_OPS
-from ..batches import NO_TXN_ERROR, op_of, without_culprit
+from ..batches import NO_TXN_ERROR, after_rollback_by_error, op_of, without_culprit
 from ..requestkeys import KeyConflict, RequestKeys
 from ..schema import check_identifier, quote
 from ..work import Outcome
@@ -382,10 +381,9 @@ class DqliteWriter:
         outcomes: list[Outcome] = []
         ended = False
         for req in requests:
-            if ended and not (op_of(req) == "rollback" and req.get("savepoint") is None):
-                outcomes.append(
-                    (False, OperationalError("transaction was rolled back by an error"))
-                )
+            refused = after_rollback_by_error(req) if ended else None
+            if refused is not None:
+                outcomes.append(refused)
                 continue
             was_open = self._in_txn
             try:
