@@ -39,8 +39,7 @@ from ..protocol.errors import (
     ValidationError,
     brief,
 )
-from ..protocol.messages import MULTI_STATEMENT_OPS as _SAVEPOINT_OPS
-from ..protocol.messages import READ_OPS, TRANSACTION_OPS, WRITE_OPS
+from ..protocol.messages import MULTI_STATEMENT_OPS, READ_OPS, TRANSACTION_OPS, WRITE_OPS
 from ..protocol.messages import SCHEMA_RETRY_OPS as _SCHEMA_SAFE_RETRY
 from .batches import NO_TXN_ERROR, after_rollback_by_error, without_culprit
 from .changelog import ChangeLog, read_changes
@@ -65,6 +64,11 @@ __all__ = ["LOCAL_READ_OPS", "Engine", "Outcome", "translate_sqlite_error"]
 #: (True, result) or (False, exception) for one request.
 Outcome = tuple[bool, Any]
 
+
+#: Requests run inside a savepoint within a write transaction, so that a failure undoes all of
+#: them: the multi-statement ops, and raw ``execute`` (a ``... RETURNING`` has made its changes
+#: before its rows are read: one whose rows exceed the reply limit must not commit them).
+_SAVEPOINT_OPS = MULTI_STATEMENT_OPS | {"execute"}
 
 #: Seconds between checks that no other process changed the schema.
 SCHEMA_CHECK_INTERVAL = 0.05

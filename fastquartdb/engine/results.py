@@ -47,6 +47,9 @@ def fetch_rows(cursor: sqlite3.Cursor, limit: int | None, what: str) -> list[Any
         average = max(1, size // (len(rows) + len(chunk)))
         step = max(1, min(CHUNK_ROWS, (limit - size) // (4 * average)))
         if size > limit:
+            # Reset the statement now: left half-read it would keep the batch's COMMIT from
+            # running ("SQL statements in progress") and sink every request with it.
+            cursor.close()
             raise ResultTooLargeError(
                 f"the result of {what} is larger than the daemon's reply limit of {limit} "
                 f"bytes (--max-reply) after {len(rows) + len(chunk)} rows; fetch fewer rows "

@@ -280,3 +280,26 @@ def test_a_cluster_url_trusts_no_file_owner(
     os.chown(url, 4242, 4242)
     assert 4242 not in _trusted_uids(url)
     assert _trusted_uids(url) == {os.getuid(), 0}
+
+
+async def test_a_returning_too_large_on_a_cluster_leaves_nothing(dqlite_cluster: Cluster) -> None:
+    from fastquartdb.protocol.errors import ResultTooLargeError
+
+    url = dqlite_cluster.url()
+    async with daemon_in_process(url, max_reply=64 * 1024):
+        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
+        try:
+            await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, pad TEXT)")
+            await db.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
+                "INSERT INTO t (v, pad) SELECT 0, printf('%.1000c', 'x') FROM n"
+            )
+            big = asyncio.ensure_future(db.execute("UPDATE t SET v = v + 1 RETURNING *"))
+            others = [db.execute("INSERT INTO t (v, pad) VALUES (0, 'y')") for _ in range(20)]
+            results = await asyncio.gather(big, *others, return_exceptions=True)
+            assert isinstance(results[0], ResultTooLargeError), results[0]
+            assert not [r for r in results[1:] if isinstance(r, BaseException)], results[1:4]
+            row = await db.fetch_one("SELECT sum(v) AS s, count(*) AS n FROM t")
+            assert row == {"s": 0, "n": 320}  # the UPDATE undone, the 20 inserts kept
+        finally:
+            await AsyncDatabaseManager.close()

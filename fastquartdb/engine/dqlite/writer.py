@@ -57,7 +57,7 @@ from ..work import Outcome
 from .keyed import resolve, unrecordable, worth_recording
 from .leader import Leader, parse_dqlite_url
 from .runner import OpRunner
-from .session import Lost, Session, drive
+from .session import Lost, Session, drive, quietly
 
 __all__ = ["DqliteBackend", "DqliteWriter"]
 
@@ -133,6 +133,17 @@ class DqliteWriter:
         refused = self._refusal(req)
         if refused is not None:
             return False, refused
+        if session.in_transaction and op_of(req) == "execute":
+            # In a savepoint, as on a file: a "... RETURNING" has made its changes before its
+            # rows arrive, and one whose rows exceed the reply limit must not commit them.
+            await session.control('SAVEPOINT "fqdb_raw"')
+            try:
+                result = await self._runner.run(session, req)
+            except FQDBError as exc:
+                await quietly(session, 'ROLLBACK TO "fqdb_raw"', 'RELEASE "fqdb_raw"')
+                return False, exc
+            await session.control('RELEASE "fqdb_raw"')
+            return True, result
         try:
             return True, await self._runner.run(session, req)
         except FQDBError as exc:
