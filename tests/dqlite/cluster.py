@@ -166,9 +166,35 @@ class Cluster:
             time.sleep(0.1)
         raise RuntimeError("no dqlite leader")
 
+    def kill_leader_at_commit(self) -> LeaderKill:
+        """The leader's death with a COMMIT surely in flight (see :class:`LeaderKill`)."""
+        leader = self.leader()
+        return LeaderKill(leader, [node for node in self.nodes if node is not leader])
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class LeaderKill:
+    """``pause()`` the followers, then ``kill()`` the leader and resume them: the leader
+    cannot commit in between (no quorum), so a COMMIT sent then is in flight when it dies
+    (a bare kill mostly lands between statements, and nothing is left to resolve)."""
+
+    def __init__(self, leader: Node, followers: list[Node]) -> None:
+        self.leader = leader
+        self.followers = followers
+
+    def pause(self) -> None:
+        for node in self.followers:
+            os.kill(node.pid, signal.SIGSTOP)
+
+    def kill(self) -> None:
+        try:
+            self.leader.kill()
+        finally:
+            for node in self.followers:
+                os.kill(node.pid, signal.SIGCONT)
 
 
 async def _ask_leader(address: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from fastquartdb import AsyncDatabaseManager
 from fastquartdb.protocol.errors import InterfaceError
 from tests.helpers import DaemonProcess, daemon_in_process
+from tests.integration.test_reply_limit import LIMIT, returning_too_large_leaves_nothing
 
 from .cluster import Cluster
 from .test_failover import _read, _wait_for
@@ -62,16 +62,28 @@ def _writers(
 
 
 def _finish(procs: list[Any], stop: Path) -> None:
+    """Let the writers end (each must exit 0)."""
     stop.touch()
     try:
         for proc in procs:
             _, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_writers(procs, stop)
+
+
+def _kill_writers(procs: list[Any], stop: Path) -> None:
+    """Whatever happened: no writer outlives the test."""
+    stop.touch()
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _acked_after(reports: list[Path], moment: float, count: int) -> bool:
+    """Every writer acknowledged ``count`` writes after ``moment``."""
+    return all(sum(1 for r in _read(p) if r["ok"] and r["t"] > moment) >= count for p in reports)
 
 
 async def _check_exactly_once(url: str, reports: list[Path]) -> int:
@@ -103,29 +115,20 @@ def test_leader_sigkill_under_load_through_the_daemon(own_cluster: Cluster, tmp_
     procs, reports = _writers(url, daemon.socket, tmp_path, count=4, unkeyed=2)
     try:
         _wait_for(
-            lambda: all(sum(r["ok"] for r in _read(p)) >= 100 for p in reports),
-            60,
-            "every writer to acknowledge 100 writes",
+            lambda: _acked_after(reports, 0.0, 100), 60, "every writer to acknowledge 100 writes"
         )
         before = daemon.stats()
         assert before["batch_max"] > 1, "the daemon never grouped writes into one batch"
-        leader = own_cluster.leader()
-        followers = [node for node in own_cluster.nodes if node is not leader]
         # Followers frozen first: the leader cannot commit, so the daemon's batch surely
-        # waits at its COMMIT when the leader dies (see test_failover.py).
-        for node in followers:
-            os.kill(node.pid, signal.SIGSTOP)
-        try:
-            time.sleep(0.5)
-            killed_at = time.time()
-            leader.kill()
-        finally:
-            for node in followers:
-                os.kill(node.pid, signal.SIGCONT)
+        # waits at its COMMIT when the leader dies.
+        at_commit = own_cluster.kill_leader_at_commit()
+        leader = at_commit.leader
+        at_commit.pause()
+        time.sleep(0.5)
+        killed_at = time.time()
+        at_commit.kill()
         _wait_for(
-            lambda: all(
-                sum(1 for r in _read(p) if r["ok"] and r["t"] > killed_at) >= 50 for p in reports
-            ),
+            lambda: _acked_after(reports, killed_at, 50),
             60,
             "every writer to acknowledge 50 writes after the leader was killed",
         )
@@ -133,11 +136,7 @@ def test_leader_sigkill_under_load_through_the_daemon(own_cluster: Cluster, tmp_
         resumed = min(r["t"] for p in reports for r in _read(p) if r["t"] > killed_at)
         _finish(procs, tmp_path / "stop")
     finally:
-        (tmp_path / "stop").touch()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_writers(procs, tmp_path / "stop")
         daemon.stop()
     assert cluster_stats["failovers"] >= 1, cluster_stats
     # The batch at its COMMIT was resolved by its record, or run again: never "unknown".
@@ -161,9 +160,7 @@ def test_daemon_sigkill_on_a_cluster_is_resent_exactly_once(
     procs, reports = _writers(url, socket, tmp_path)
     try:
         _wait_for(
-            lambda: all(sum(r["ok"] for r in _read(p)) >= 100 for p in reports),
-            60,
-            "every writer to acknowledge 100 writes",
+            lambda: _acked_after(reports, 0.0, 100), 60, "every writer to acknowledge 100 writes"
         )
         killed_at = time.time()
         daemon.kill()  # SIGKILL: writes in flight, replies lost
@@ -171,9 +168,7 @@ def test_daemon_sigkill_on_a_cluster_is_resent_exactly_once(
         daemon = DaemonProcess(url, socket=socket).start()
         restarted = time.time()
         _wait_for(
-            lambda: all(
-                sum(1 for r in _read(p) if r["ok"] and r["t"] > killed_at) >= 50 for p in reports
-            ),
+            lambda: _acked_after(reports, killed_at, 50),
             60,
             "every writer to acknowledge 50 writes after the daemon was killed",
         )
@@ -181,11 +176,7 @@ def test_daemon_sigkill_on_a_cluster_is_resent_exactly_once(
         resumed = min(r["t"] for p in reports for r in _read(p) if r["t"] > restarted)
         _finish(procs, tmp_path / "stop")
     finally:
-        (tmp_path / "stop").touch()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        _kill_writers(procs, tmp_path / "stop")
         daemon.stop()
     # The writes in flight at the kill came back with their keys (resent), and those the
     # killed daemon had committed were answered from their records on the cluster.
@@ -283,23 +274,10 @@ def test_a_cluster_url_trusts_no_file_owner(
 
 
 async def test_a_returning_too_large_on_a_cluster_leaves_nothing(dqlite_cluster: Cluster) -> None:
-    from fastquartdb.protocol.errors import ResultTooLargeError
-
     url = dqlite_cluster.url()
-    async with daemon_in_process(url, max_reply=64 * 1024):
+    async with daemon_in_process(url, max_reply=LIMIT):
         db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
         try:
-            await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, pad TEXT)")
-            await db.execute(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
-                "INSERT INTO t (v, pad) SELECT 0, printf('%.1000c', 'x') FROM n"
-            )
-            big = asyncio.ensure_future(db.execute("UPDATE t SET v = v + 1 RETURNING *"))
-            others = [db.execute("INSERT INTO t (v, pad) VALUES (0, 'y')") for _ in range(20)]
-            results = await asyncio.gather(big, *others, return_exceptions=True)
-            assert isinstance(results[0], ResultTooLargeError), results[0]
-            assert not [r for r in results[1:] if isinstance(r, BaseException)], results[1:4]
-            row = await db.fetch_one("SELECT sum(v) AS s, count(*) AS n FROM t")
-            assert row == {"s": 0, "n": 320}  # the UPDATE undone, the 20 inserts kept
+            await returning_too_large_leaves_nothing(db)
         finally:
             await AsyncDatabaseManager.close()

@@ -12,7 +12,6 @@ import os
 import signal
 import time
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,26 +193,6 @@ async def test_a_bug_in_a_batch_never_leaves_its_transaction_open(
             await AsyncDatabaseManager.close()
 
 
-def _kill_at_commit(cluster: Cluster) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(pause the followers, kill the leader and resume them): a COMMIT sent between the
-    two cannot finish, so it is surely in flight when the leader dies."""
-    leader = cluster.leader()
-    followers = [node for node in cluster.nodes if node is not leader]
-
-    def pause() -> None:
-        for node in followers:
-            os.kill(node.pid, signal.SIGSTOP)
-
-    def kill() -> None:
-        try:
-            leader.kill()
-        finally:
-            for node in followers:
-                os.kill(node.pid, signal.SIGCONT)
-
-    return pause, kill
-
-
 @pytest.mark.slow
 async def test_a_batch_whose_commit_is_lost_with_the_leader_runs_once(
     own_cluster: Cluster,
@@ -226,8 +205,8 @@ async def test_a_batch_whose_commit_is_lost_with_the_leader_runs_once(
         db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
         try:
             await db.execute("CREATE TABLE t (v)")
-            pause, kill = _kill_at_commit(own_cluster)
-            pause()
+            at_commit = own_cluster.kill_leader_at_commit()
+            at_commit.pause()
             writes = [
                 asyncio.ensure_future(
                     db.request({"op": "insert", "table": "t", "values": {"v": i}})
@@ -237,7 +216,7 @@ async def test_a_batch_whose_commit_is_lost_with_the_leader_runs_once(
                 for i in range(8)
             ]
             await asyncio.sleep(0.3)
-            await asyncio.get_running_loop().run_in_executor(None, kill)
+            await asyncio.get_running_loop().run_in_executor(None, at_commit.kill)
             await asyncio.gather(*writes)
             rows = await db.fetch_all("SELECT v FROM t ORDER BY v")
             assert [r["v"] for r in rows] == list(range(8))
@@ -278,14 +257,14 @@ async def test_a_transaction_whose_commit_is_lost_with_the_leader_is_resolved(
         db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
         try:
             await db.execute("CREATE TABLE t (v)")
-            pause, kill = _kill_at_commit(own_cluster)
+            at_commit = own_cluster.kill_leader_at_commit()
             loop = asyncio.get_running_loop()
             outcome = "committed"
             try:
                 async with db.transaction():
                     await db.request({"op": "insert", "table": "t", "values": {"v": 1}})
-                    pause()
-                    loop.call_later(0.3, kill)
+                    at_commit.pause()
+                    loop.call_later(0.3, at_commit.kill)
             except ConnectionLostError as exc:
                 assert "rolled back" in str(exc) and "unknown" not in str(exc), exc
                 outcome = "rolled back"

@@ -73,22 +73,15 @@ async def test_leader_sigkill_under_write_load(own_cluster: Cluster, tmp_path: P
             60,
             "every writer to acknowledge 100 writes",
         )
-        leader = own_cluster.leader()
-        followers = [node for node in own_cluster.nodes if node is not leader]
-        # Freeze both followers for a moment first: the leader then cannot commit, so the
-        # write holding its lock is surely waiting at its COMMIT when the leader dies (a
-        # bare kill mostly lands between statements, and nothing is resent). BEGIN and the
-        # INSERTs run on the leader alone, so the writer gets to COMMIT within the pause;
-        # there is nothing to wait for that the test can see.
-        for node in followers:
-            os.kill(node.pid, signal.SIGSTOP)
-        try:
-            time.sleep(0.5)
-            killed_at = time.time()
-            leader.kill()
-        finally:
-            for node in followers:
-                os.kill(node.pid, signal.SIGCONT)
+        # Freeze both followers for a moment first, so the write holding the leader's lock
+        # is surely waiting at its COMMIT when the leader dies (Cluster.kill_leader_at_commit).
+        # BEGIN and the INSERTs run on the leader alone, so the writer gets to COMMIT
+        # within the pause; there is nothing to wait for that the test can see.
+        at_commit = own_cluster.kill_leader_at_commit()
+        at_commit.pause()
+        time.sleep(0.5)
+        killed_at = time.time()
+        at_commit.kill()
         _wait_for(
             lambda: all(
                 sum(1 for r in _read(p) if r["ok"] and r["t"] > killed_at) >= 50 for p in reports
@@ -136,7 +129,7 @@ async def test_leader_sigkill_under_write_load(own_cluster: Cluster, tmp_path: P
 
     gap = max(resumed) - killed_at
     print(
-        f"\nRELIABILITY dqlite leader SIGKILL: leader {leader.address} (pid {leader.pid}) killed "
+        f"\nRELIABILITY dqlite leader SIGKILL: leader {at_commit.leader.address} (pid {at_commit.leader.pid}) killed "
         f"under 3 writer processes (followers paused 0.5 s before); writes resumed after {min(resumed) - killed_at:.2f} s "
         f"(first writer) / {gap:.2f} s (all); {len(acknowledged)} of {len(attempted)} writes "
         f"acknowledged, each present exactly once; errors to the application {len(errors)}, "
@@ -195,25 +188,16 @@ async def test_a_commit_lost_with_the_leader_is_resolved(own_cluster: Cluster) -
     db = await AsyncDatabaseManager.init_engine(own_cluster.url())
     try:
         await Ledger.insert({"text": "before"})
-        leader = own_cluster.leader()
-        followers = [node for node in own_cluster.nodes if node is not leader]
+        at_commit = own_cluster.kill_leader_at_commit()
         loop = asyncio.get_running_loop()
-
-        def kill_leader() -> None:
-            try:
-                leader.kill()
-            finally:
-                for node in followers:
-                    os.kill(node.pid, signal.SIGCONT)
 
         outcome = "committed"
         try:
             async with db.transaction():
                 await Ledger.insert({"text": "in doubt"})
-                for node in followers:
-                    os.kill(node.pid, signal.SIGSTOP)
+                at_commit.pause()
                 # The COMMIT below waits for a quorum that is paused; the leader dies then.
-                loop.call_later(0.5, kill_leader)
+                loop.call_later(0.5, at_commit.kill)
         except ConnectionLostError as exc:
             assert "rolled back" in str(exc) and "nothing of it was written" in str(exc)
             outcome = "rolled back"

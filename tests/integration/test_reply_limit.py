@@ -28,18 +28,24 @@ async def _fill(db: AsyncDatabaseManager) -> None:
     )
 
 
+async def returning_too_large_leaves_nothing(db: AsyncDatabaseManager) -> None:
+    """An ``UPDATE ... RETURNING`` over the limit among 20 inserts: it fails with
+    ResultTooLargeError and is undone; the inserts commit. (Also run on a cluster's daemon.)"""
+    await _fill(db)
+    big = asyncio.ensure_future(db.execute("UPDATE t SET v = v + 1 RETURNING *"))
+    others = [db.execute("INSERT INTO t (v, pad) VALUES (0, 'y')") for _ in range(20)]
+    results = await asyncio.gather(big, *others, return_exceptions=True)
+    assert isinstance(results[0], ResultTooLargeError), results[0]
+    assert not [r for r in results[1:] if isinstance(r, BaseException)], results[1:4]
+    row = await db.fetch_one("SELECT sum(v) AS s, count(*) AS n FROM t")
+    assert row == {"s": 0, "n": 320}  # the UPDATE undone, the 20 inserts kept
+
+
 async def test_a_returning_too_large_leaves_nothing_and_sinks_nobody(db_path: str) -> None:
     async with daemon_in_process(db_path, max_reply=LIMIT):
         db = await AsyncDatabaseManager.init_engine(db_path, mode="daemon")
         try:
-            await _fill(db)
-            big = asyncio.ensure_future(db.execute("UPDATE t SET v = v + 1 RETURNING *"))
-            others = [db.execute("INSERT INTO t (v, pad) VALUES (0, 'y')") for _ in range(20)]
-            results = await asyncio.gather(big, *others, return_exceptions=True)
-            assert isinstance(results[0], ResultTooLargeError), results[0]
-            assert not [r for r in results[1:] if isinstance(r, BaseException)], results[1:4]
-            row = await db.fetch_one("SELECT sum(v) AS s, count(*) AS n FROM t")
-            assert row == {"s": 0, "n": 320}  # the UPDATE undone, the 20 inserts kept
+            await returning_too_large_leaves_nothing(db)
         finally:
             await AsyncDatabaseManager.close()
 
