@@ -10,7 +10,7 @@ so a daemon started with ``--no-raw-sql`` answers it too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from .output import ResultSet
@@ -35,8 +35,8 @@ class Database(Protocol):
     def info(self) -> dict[str, Any]:
         """What the database runs on (see ``AsyncDatabaseManager.info``)."""
 
-    async def request(self, request: dict[str, Any]) -> Any:
-        """Run one protocol request."""
+    def request(self, request: dict[str, Any]) -> Awaitable[Any]:
+        """Run one protocol request (await the result)."""
 
     async def execute(
         self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from ..engine.config import DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS
@@ -296,11 +296,13 @@ class AsyncDatabaseManager:
             if commit:
                 self.router.schema_may_have_changed()
 
-    async def request(self, request: dict[str, Any], *, raw_read: bool = False) -> Any:
-        """Send one protocol request, in the current task's transaction if any.
+    def request(self, request: dict[str, Any], *, raw_read: bool = False) -> Awaitable[Any]:
+        """Send one protocol request, in the current task's transaction if any; await the
+        result.
 
         Where it runs (a local reader or the writer) is :meth:`ReadRouter.route`'s call;
-        ``raw_read`` marks raw SQL whose rows the caller reads (``fetch_all``).
+        ``raw_read`` marks raw SQL whose rows the caller reads (``fetch_all``). Not a
+        coroutine itself (one frame less per read): a request refused here raises at once.
         """
         state = _current_txn.get()
         if state is not None and state.manager is self:
@@ -317,13 +319,16 @@ class AsyncDatabaseManager:
         ):
             # A write outside a transaction: keyed, so a lost connection cannot leave its
             # outcome unknown (a caller's idempotency_key does the same job).
-            keys = self.keys
-            seq = keys.issue(request)
-            try:
-                return await self.router.request(request, raw_read)
-            finally:
-                keys.done(seq)
-        return await self.router.request(request, raw_read)
+            return self._keyed(request, raw_read)
+        return self.router.request(request, raw_read)
+
+    async def _keyed(self, request: dict[str, Any], raw_read: bool) -> Any:
+        keys = self.keys
+        seq = keys.issue(request)
+        try:
+            return await self.router.request(request, raw_read)
+        finally:
+            keys.done(seq)
 
     async def stats(self) -> dict[str, Any]:
         """Figures of this process: where its reads ran, and the daemon's stats in daemon mode.

@@ -139,8 +139,10 @@ class ReadRouter:
                     self.schema_may_have_changed()
         pool = self.pool
         assert pool is not None
-        # What a daemon could not carry is refused here too: the same limits in every mode.
-        check_wire_size(request)
+        # What a daemon could not carry is refused here too: the same limits in every mode
+        # (a point read's one key is within them: is_point_read takes no long string).
+        if where == POOL or request["op"] != "fetch":
+            check_wire_size(request)
         if self._wire_check:
             request = decode_body(encode_body(request))
         if where == INLINE:

@@ -20,7 +20,8 @@ the offender (see ``Engine._run_group``).
 
 Raw SQL runs under the sandbox's authorizer (:mod:`.sandbox`), and every
 request under its deadline (:mod:`.deadline`). What each op does is in
-:mod:`.ops` (the engine's base class); opening the connection in :mod:`.connection`.
+:mod:`.ops` (a base class of the engine), the short path of point reads in :mod:`.points`
+(the other); opening the connection in :mod:`.connection`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .connection import connect
 from .deadline import DEFAULT_STATEMENT_TIMEOUT, Deadlines
 from .locking import ProcessLock
 from .ops import RequestOps
+from .points import PointReads
 from .requestkeys import KeyConflict, RequestKeys
 from .resultcodes import translate_sqlite_error
 from .sandbox import Sandbox
@@ -88,7 +90,7 @@ def _op(req: dict[str, Any]) -> str:
     return op if type(op) is str else ""
 
 
-class Engine(RequestOps):
+class Engine(RequestOps, PointReads):
     """One sqlite3 connection and the knowledge of how to run our requests on it.
 
     Not thread-safe: every method must be called on the connection's thread.
@@ -125,6 +127,8 @@ class Engine(RequestOps):
         self._insert_sql: dict[tuple[Any, ...], str] = {}
         # The shape of a fetch (see _select_shape) -> its SELECT text: built once per shape.
         self._select_sql: dict[tuple[Any, ...], str] = {}
+        # A point read's (table, columns, limit given) -> (SELECT text, names): see .points.
+        self._point_sql: dict[Any, tuple[str, list[str]]] = {}
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "fetch": self._fetch,
             "count": self._count,
@@ -209,6 +213,7 @@ class Engine(RequestOps):
         self._tables.clear()
         self._insert_sql.clear()
         self._select_sql.clear()
+        self._point_sql.clear()
 
     def table(self, name: object) -> TableInfo:
         """The live shape of table ``name``.
@@ -236,46 +241,6 @@ class Engine(RequestOps):
             raise unknown_table(checked, self.conn.execute(LIVE_TABLES_SQL))
         self._tables[checked] = found
         return found
-
-    def is_point_read(self, req: dict[str, Any], *, load: bool = False) -> bool:
-        """Whether ``req`` is a fetch of at most one row by its table's primary key.
-
-        Such a read is one B-tree lookup, cheaper than a thread hop. Looks only at
-        the cached schema (no SQL), so it may be asked from another thread while
-        this engine is idle; ``load=True`` (on the engine's own thread only) reads
-        the shape of a table not cached yet.
-        """
-        # The condition first: it rules out most other reads at the least cost.
-        if req.get("op") != "fetch":
-            return False
-        where = req.get("where")
-        if type(where) is not list or len(where) != 1:
-            return False
-        group = where[0]
-        if type(group) is not list or len(group) != 1:
-            return False
-        cond = group[0]
-        if (
-            type(cond) is not list
-            or len(cond) != 3
-            or cond[1] not in ("=", "==")
-            or type(cond[2]) not in (int, str)
-            or req.get("join") is not None
-            # Also bounded in what it builds and sends back: no sorting, no long column list.
-            or req.get("order_by") is not None
-        ):
-            return False
-        table = req.get("table")
-        info = self._tables.get(table) if type(table) is str else None
-        if info is None and load and type(table) is str:
-            try:
-                info = self.table(table)
-            except (FQDBError, sqlite3.Error):
-                return False  # the read itself will say what is wrong
-        if info is None or len(info.pk) != 1 or cond[0] != info.pk[0]:
-            return False
-        columns = req.get("columns")
-        return columns is None or (type(columns) is list and len(columns) <= len(info.columns))
 
     # ------------------------------------------------------------------ running
 

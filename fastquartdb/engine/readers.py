@@ -177,10 +177,13 @@ class ReaderPool:
         self._schema_generation += 1
 
     def run_here(self, request: dict[str, Any]) -> Outcome:
-        """Run ``request`` now, on the caller's thread (the event loop's; point reads only)."""
+        """Run ``request`` now, on the caller's thread (the event loop's): a point read
+        (:meth:`is_point_read` said so) or a change feed's read."""
         generation = self._schema_generation
         check = generation != self._inline_seen
         self._inline_seen = generation
+        if request.get("op") == "fetch":
+            return self.inline.run_point(request, check_schema=check)
         return self.inline.run_read(request, check_schema=check)
 
     def submit(self, request: dict[str, Any]) -> asyncio.Future[Outcome]:

@@ -61,6 +61,8 @@ class BaseModel(ModelInstance, Generic[RowT]):
     __pk__: ClassVar[tuple[str, ...]] = ()
     #: (name, column) of the columns whose default is called per insert.
     __callable_defaults__: ClassVar[list[tuple[str, Column]]] = []
+    #: Whether a column of this model turns values read back into Python types (bool, date, json).
+    __from_db__: ClassVar[bool] = False
     #: Log every committed change of this table for change feeds (:meth:`changes`):
     #: True, or ``{"old": True}`` to log old values of updates and deletes too; False
     #: stops logging (removes the triggers); None (the default) leaves the file as it is.
@@ -96,6 +98,7 @@ class BaseModel(ModelInstance, Generic[RowT]):
         pk = [name for name, column in columns.items() if column.primary_key]
         cls.__pk__ = tuple(pk)
         cls.__callable_defaults__ = [(n, c) for n, c in columns.items() if callable(c.default)]
+        cls.__from_db__ = any(c.from_db is not None for c in columns.values())
         check_row_type(cls, BaseModel)
         AsyncDatabaseManager.register(cls)
 

@@ -27,6 +27,15 @@ Row = dict[str, Any]
 _INT_MAX = 2**63 - 1
 
 
+def _count(value: Any, what: str) -> int:
+    """``value`` if it is a ``limit`` or ``offset`` SQLite can take, else ValidationError."""
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValidationError(f"{what} must be a non-negative integer, got {brief(value)}")
+    if not 0 <= value <= _INT_MAX:
+        raise ValidationError(f"{what} must be a non-negative integer, got {brief(value)}")
+    return value
+
+
 class ModelRequests:
     """Request-building classmethods of ``BaseModel`` (its class attributes are declared there)."""
 
@@ -36,6 +45,7 @@ class ModelRequests:
     __unique_together__: ClassVar[list[tuple[str, ...]]]
     __pk__: ClassVar[tuple[str, ...]]
     __callable_defaults__: ClassVar[list[tuple[str, Column]]]
+    __from_db__: ClassVar[bool]
     __changes__: ClassVar[bool | dict[str, bool] | None]
 
     @classmethod
@@ -139,17 +149,20 @@ class ModelRequests:
         cls, result: Mapping[str, Any], scope: Mapping[str, Column] | None = None
     ) -> list[Row]:
         names: list[str] = result["columns"]
-        rows = result["rows"]
-        columns = cls.__columns__ if scope is None else scope
-        converters = []
+        out = dict_rows(names, result["rows"])
+        columns: Mapping[str, Column]
+        if scope is None or scope is cls.__columns__:
+            if not cls.__from_db__:
+                return out  # no column of this model needs converting (the usual read)
+            columns = cls.__columns__
+        else:
+            columns = scope
         for name in names:
             column = columns.get(name)
             if column is not None and column.from_db is not None:
-                converters.append((name, column.from_db))
-        out = dict_rows(names, rows)
-        for name, convert in converters:
-            for item in out:
-                item[name] = convert(item[name])
+                convert = column.from_db
+                for item in out:
+                    item[name] = convert(item[name])
         return out
 
     @classmethod
@@ -217,7 +230,10 @@ class ModelRequests:
         offset: int | None,
         join: Iterable[Any] | None = None,
     ) -> tuple[dict[str, Any], Mapping[str, Column]]:
-        scope, joins = cls._scope(join)
+        if join:
+            scope, joins = cls._scope(join)
+        else:
+            scope, joins = cls.__columns__, None
         request: dict[str, Any] = {"op": "fetch", "table": cls.__tablename__}
         if joins:
             request["join"] = joins
@@ -228,17 +244,10 @@ class ModelRequests:
             request["columns"] = cls._names(scope, columns)
         if order_by is not None:
             request["order_by"] = cls._order(scope, order_by)
-        for key, value in (("limit", limit), ("offset", offset)):
-            if value is not None:
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, int)
-                    or not 0 <= value <= _INT_MAX
-                ):
-                    raise ValidationError(
-                        f"{key} must be a non-negative integer, got {brief(value)}"
-                    )
-                request[key] = value
+        if limit is not None:
+            request["limit"] = _count(limit, "limit")
+        if offset is not None:
+            request["offset"] = _count(offset, "offset")
         return request, scope
 
     @classmethod

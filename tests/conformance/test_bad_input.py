@@ -816,5 +816,8 @@ async def test_a_value_larger_than_one_frame_is_refused_in_every_mode(
     check(info, "exceeds the maximum frame size of 67108864 bytes")
     with pytest.raises(ValidationError, match="maximum frame size"):
         await User.fetch(filters={"username": big})
+    # The shape of a point read, by a key no point read takes (a reader thread's, measured).
+    with pytest.raises(ValidationError, match="maximum frame size"):
+        await seeded.request({"op": "fetch", "table": "user", "where": [[["id", "=", big]]]})
     with pytest.raises(ValidationError, match="maximum frame size"):
         await seeded.execute("SELECT length(?)", [big])
