@@ -129,6 +129,7 @@ class Engine(RequestOps, PointReads):
         self._select_sql: dict[tuple[Any, ...], str] = {}
         # A point read's (table, columns, limit given) -> (SELECT text, names): see .points.
         self._point_sql: dict[Any, tuple[str, list[str]]] = {}
+        self._point_cursor = conn.cursor()
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "fetch": self._fetch,
             "count": self._count,

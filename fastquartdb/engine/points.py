@@ -48,6 +48,7 @@ class PointReads:
     conn: sqlite3.Connection
     _tables: dict[str, TableInfo]
     _point_sql: dict[Any, _Plan]
+    _point_cursor: sqlite3.Cursor
 
     if TYPE_CHECKING:
 
@@ -128,7 +129,8 @@ class PointReads:
                 self._remember(key, req, outcome[1]["columns"])
             return outcome
         try:
-            rows = self.conn.execute(plan[0], params).fetchall()
+            # One cursor for every short-path read: each is read to its end before the next.
+            rows = self._point_cursor.execute(plan[0], params).fetchall()
         except sqlite3.Error:
             # The full path says what is wrong (and looks at the schema again if that may help).
             return self._execute_safely(req)

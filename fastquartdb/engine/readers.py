@@ -118,7 +118,8 @@ class ReaderPool:
         self.inline = inline
         self.threads = len(engines)
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._closed = False
+        #: Whether :meth:`close` ran (asked before every read: an attribute, not a property).
+        self.closed = False
         # Bumped (on the loop's thread) whenever this process's writer may have changed the
         # schema; every reader checks the schema version before its first read after that.
         self._schema_generation = 0
@@ -159,11 +160,6 @@ class ReaderPool:
         engines = [_reader_engine(conn, raw_sql) for conn in conns]
         return cls(path, engines[0], engines[1:])
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` ran."""
-        return self._closed
-
     def is_point_read(self, request: dict[str, Any]) -> bool:
         """Whether ``request`` is a primary-key lookup (see :meth:`Engine.is_point_read`).
 
@@ -192,7 +188,7 @@ class ReaderPool:
         Raises:
             OperationalError: the pool is closed.
         """
-        if self._closed:
+        if self.closed:
             raise OperationalError("the local readers are closed; call init_engine() again")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
@@ -225,9 +221,9 @@ class ReaderPool:
         reader in the middle of a long query is left to finish on its own (it is
         a daemon thread, so it cannot keep the process alive).
         """
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for _ in self._workers:
             self._jobs.put(None)
         for worker in self._workers:
