@@ -302,14 +302,17 @@ class AsyncDatabaseManager:
 
         Where it runs (a local reader or the writer) is :meth:`ReadRouter.route`'s call;
         ``raw_read`` marks raw SQL whose rows the caller reads (``fetch_all``). Not a
-        coroutine itself (one frame less per read): a request refused here raises at once.
+        coroutine itself (one frame less per read): the transaction a request belongs to is
+        the one current when this is called, and a request refused fails when awaited.
         """
         state = _current_txn.get()
         if state is not None and state.manager is self:
             if "idempotency_key" in request:
-                raise ValidationError(
-                    "idempotency_key cannot be used inside db.transaction(): the transaction "
-                    "commits or not as a whole; give the key to a write outside it"
+                return _refused(
+                    ValidationError(
+                        "idempotency_key cannot be used inside db.transaction(): the "
+                        "transaction commits or not as a whole; give the key to a write outside it"
+                    )
                 )
             request["txn"] = state.id
         elif (
@@ -583,3 +586,8 @@ async def _open_transport(
         embedded_options=embedded_options,
         **daemon_options,
     )
+
+
+async def _refused(error: Exception) -> Any:
+    """An awaitable that fails with ``error``: a refusal is its request's alone."""
+    raise error

@@ -128,7 +128,7 @@ class Engine(RequestOps, PointReads):
         # The shape of a fetch (see _select_shape) -> its SELECT text: built once per shape.
         self._select_sql: dict[tuple[Any, ...], str] = {}
         # A point read's (table, columns, limit given) -> (SELECT text, names): see .points.
-        self._point_sql: dict[Any, tuple[str, list[str]]] = {}
+        self._point_sql: dict[Any, tuple[str, list[str], str]] = {}
         self._point_cursor = conn.cursor()
         self._ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "fetch": self._fetch,

@@ -38,8 +38,8 @@ _INT_BOUND = 2**63
 #: against the wire's frame limit as every other read is.
 _MAX_KEY = 1024
 #: The table (all columns, no limit), or (table, columns or None, whether a limit is given)
-#: -> (SELECT text, result column names).
-_Plan = tuple[str, list[str]]
+#: -> (SELECT text, result column names, the column of its condition).
+_Plan = tuple[str, list[str], str]
 
 
 class PointReads:
@@ -118,7 +118,15 @@ class PointReads:
             plain = len(req) == 3 + (columns is not None) + (limit is not None) and (
                 limit is None or (type(limit) is int and 0 <= limit < _INT_BOUND)
             )
-        plan = self._point_sql.get(key)
+        try:
+            plan = self._point_sql.get(key)
+        except TypeError:  # a column "name" that is a list: the full path says what is wrong
+            return self._execute_safely(req)
+        name = req["where"][0][0][0]
+        if plan is not None and plan[2] != name:
+            # Learnt when another column was the key (the table was made again since): the
+            # routing looked at a cached schema, so this request may not even be by the key.
+            plan = None
         if (
             plan is None
             or not plain
@@ -134,7 +142,8 @@ class PointReads:
         except sqlite3.Error:
             # The full path says what is wrong (and looks at the schema again if that may help).
             return self._execute_safely(req)
-        return True, {"columns": plan[1], "rows": rows}
+        # A list of its own: what a caller does with one result's columns is not the next's.
+        return True, {"columns": plan[1][:], "rows": rows}
 
     def _remember(self, key: Any, req: dict[str, Any], names: list[str]) -> None:
         try:
@@ -143,4 +152,4 @@ class PointReads:
             return
         if len(self._point_sql) > 1024:
             self._point_sql.clear()
-        self._point_sql[key] = (sql, names)
+        self._point_sql[key] = (sql, names[:], req["where"][0][0][0])

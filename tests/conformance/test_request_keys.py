@@ -7,6 +7,7 @@ kills are in ``tests/faults/test_exactly_once.py`` (daemon) and ``tests/dqlite``
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -98,6 +99,19 @@ async def test_idempotency_key_is_refused_inside_a_transaction(db: AsyncDatabase
         async with db.transaction():
             await User.insert({"username": "x"}, idempotency_key="t-1")
     assert await User.count() == 0
+
+
+async def test_a_refused_request_fails_when_awaited_and_alone(db: AsyncDatabaseManager) -> None:
+    """``db.request`` is no coroutine: a request it refuses must still fail only its own
+    awaitable (in a gather, its neighbour in the transaction commits)."""
+    insert = {"op": "insert", "table": "user", "values": {"username": "kept"}}
+    refused = {**insert, "values": {"username": "no"}, "idempotency_key": "t-2"}
+    async with db.transaction():
+        out = await asyncio.gather(
+            db.request(dict(insert)), db.request(refused), return_exceptions=True
+        )
+    assert isinstance(out[1], ValidationError) and "inside db.transaction" in str(out[1])
+    assert [r["username"] for r in await User.fetch()] == ["kept"]
 
 
 async def test_idempotency_key_needs_the_rows_in_one_request(db: AsyncDatabaseManager) -> None:

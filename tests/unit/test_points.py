@@ -142,3 +142,43 @@ def test_rows_are_read_afresh_every_time(writer: Engine, reader: Engine) -> None
     writer.conn.execute("UPDATE t SET name = 'changed' WHERE id = 3")
     assert outcome(reader.run_point(point()))[2] == [(3, "changed")]
     assert isinstance(reader.conn, sqlite3.Connection)
+
+
+def test_a_table_made_again_with_another_key_is_read_by_its_new_key(
+    writer: Engine, reader: Engine, tmp_path: Path
+) -> None:
+    """The review's case: routing looked at the cached schema (``id`` the key), the read then
+    learnt ``WHERE "id" = ?``; a read by the new key must not reuse it (it gave another row)."""
+    by_id = point()
+    assert outcome(reader.run_point(dict(by_id)))[2] == [(3, "n3")]
+    other = sqlite3.connect(str(tmp_path / "points.db"), isolation_level=None)
+    other.executescript(
+        "DROP TABLE t; CREATE TABLE t (id INTEGER, name TEXT PRIMARY KEY); "
+        "INSERT INTO t VALUES (3, 'n3'), (4, '3');"
+    )
+    other.close()
+    # Routed on the stale shape (what ReadRouter does within the schema check interval).
+    assert outcome(reader.run_point(dict(by_id), check_schema=True))[2] == [(3, "n3")]
+    by_name = point(where=[[["name", "=", "3"]]])
+    assert reader.is_point_read(by_name)
+    expected = outcome(reader.run_read(dict(by_name)))
+    assert expected[2] == [(4, "3")]
+    assert outcome(reader.run_point(dict(by_name))) == expected
+    assert outcome(reader.run_point(dict(by_name))) == expected
+
+
+@pytest.mark.parametrize("bad", [[["id"]], [{"a": 1}]])
+def test_an_unhashable_column_name_fails_as_on_the_full_path(reader: Engine, bad: Any) -> None:
+    req = point(columns=bad)
+    assert reader.is_point_read(req, load=True)
+    expected = outcome(reader.run_read(dict(req)))
+    assert expected[0] == "ValidationError"
+    assert outcome(reader.run_point(dict(req))) == expected
+
+
+def test_each_result_has_its_own_column_list(reader: Engine) -> None:
+    first = reader.run_point(point())[1]
+    second = reader.run_point(point())[1]  # by the short path
+    second["columns"].append("extra")
+    assert reader.run_point(point())[1]["columns"] == ["id", "name"]
+    assert first["columns"] == ["id", "name"]
