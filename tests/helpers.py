@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from fastquartdb import AsyncDatabaseManager
 from fastquartdb.server import Daemon, ServerConfig, serve
 
 
@@ -34,6 +35,20 @@ async def daemon_in_process(db: str, **options: Any) -> AsyncIterator[Daemon]:
     finally:
         stop.set()
         await task
+
+
+@contextlib.asynccontextmanager
+async def daemon_and_client(
+    db: str, **options: Any
+) -> AsyncIterator[tuple[Daemon, AsyncDatabaseManager]]:
+    """:func:`daemon_in_process` and this process's manager on it in daemon mode (closed
+    when the block ends, before the daemon); yields both."""
+    async with daemon_in_process(db, **options) as daemon:
+        manager = await AsyncDatabaseManager.init_engine(db, mode="daemon")
+        try:
+            yield daemon, manager
+        finally:
+            await AsyncDatabaseManager.close()
 
 
 class DaemonProcess:

@@ -23,7 +23,7 @@ import pytest
 
 from fastquartdb import AsyncDatabaseManager
 from fastquartdb.protocol.errors import InterfaceError
-from tests.helpers import DaemonProcess, daemon_in_process
+from tests.helpers import DaemonProcess, daemon_and_client
 from tests.integration.test_reply_limit import LIMIT, returning_too_large_leaves_nothing
 
 from .cluster import Cluster
@@ -192,20 +192,16 @@ def test_daemon_sigkill_on_a_cluster_is_resent_exactly_once(
 
 async def test_change_feeds_are_refused_alike_through_the_daemon(dqlite_cluster: Cluster) -> None:
     url = dqlite_cluster.url()
-    async with daemon_in_process(url):
-        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
-        try:
-            assert db.mode == "daemon" and db.on_cluster
-            with pytest.raises(InterfaceError, match="not available on a dqlite cluster"):
-                await db.changes(["note"]).__anext__()
-            stats = await db.stats()
-            assert stats["reads"]["local_reads"] is False
-            assert stats["daemon"]["changes"] is None
-            assert stats["daemon"]["dqlite"]["nodes"] == url[len("dqlite://") :].split("/")[
-                0
-            ].split(",")
-        finally:
-            await AsyncDatabaseManager.close()
+    async with daemon_and_client(url) as (_, db):
+        assert db.mode == "daemon" and db.on_cluster
+        with pytest.raises(InterfaceError, match="not available on a dqlite cluster"):
+            await db.changes(["note"]).__anext__()
+        stats = await db.stats()
+        assert stats["reads"]["local_reads"] is False
+        assert stats["daemon"]["changes"] is None
+        assert stats["daemon"]["dqlite"]["nodes"] == url[len("dqlite://") :].split("/")[0].split(
+            ","
+        )
 
 
 @pytest.mark.parametrize(
@@ -238,23 +234,19 @@ async def test_a_huge_result_fails_alone_before_it_is_in_the_daemons_memory(
         payload = Column("TEXT")
 
     url = dqlite_cluster.url()
-    async with daemon_in_process(url, max_reply=64 * 1024):
-        await AsyncDatabaseManager.init_engine(url, mode="daemon")
-        try:
-            await Blob.insert_many([{"payload": "x" * 1000} for _ in range(300)])  # ~300 KB
-            # Refused while the rows arrive from the leader ("is larger than"), not after they
-            # were all in the daemon's memory (the reply check would say "is N bytes").
-            with pytest.raises(
-                ResultTooLargeError, match=r"reply limit of 65536 bytes \(--max-reply\) after"
-            ):
-                await Blob.fetch()
-            # The leader connection is still at a message boundary: everything goes on.
-            assert await Blob.count() == 300
-            assert len(await Blob.fetch(limit=10)) == 10
-            await Blob.insert({"payload": "after"})
-            assert await Blob.count() == 301
-        finally:
-            await AsyncDatabaseManager.close()
+    async with daemon_and_client(url, max_reply=64 * 1024) as (_, _db):
+        await Blob.insert_many([{"payload": "x" * 1000} for _ in range(300)])  # ~300 KB
+        # Refused while the rows arrive from the leader ("is larger than"), not after they
+        # were all in the daemon's memory (the reply check would say "is N bytes").
+        with pytest.raises(
+            ResultTooLargeError, match=r"reply limit of 65536 bytes \(--max-reply\) after"
+        ):
+            await Blob.fetch()
+        # The leader connection is still at a message boundary: everything goes on.
+        assert await Blob.count() == 300
+        assert len(await Blob.fetch(limit=10)) == 10
+        await Blob.insert({"payload": "after"})
+        assert await Blob.count() == 301
 
 
 def test_a_cluster_url_trusts_no_file_owner(
@@ -275,9 +267,5 @@ def test_a_cluster_url_trusts_no_file_owner(
 
 async def test_a_returning_too_large_on_a_cluster_leaves_nothing(dqlite_cluster: Cluster) -> None:
     url = dqlite_cluster.url()
-    async with daemon_in_process(url, max_reply=LIMIT):
-        db = await AsyncDatabaseManager.init_engine(url, mode="daemon")
-        try:
-            await returning_too_large_leaves_nothing(db)
-        finally:
-            await AsyncDatabaseManager.close()
+    async with daemon_and_client(url, max_reply=LIMIT) as (_, db):
+        await returning_too_large_leaves_nothing(db)

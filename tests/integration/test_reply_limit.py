@@ -15,7 +15,7 @@ import pytest
 
 from fastquartdb import AsyncDatabaseManager
 from fastquartdb.protocol.errors import ResultTooLargeError
-from tests.helpers import daemon_in_process
+from tests.helpers import daemon_and_client
 
 LIMIT = 64 * 1024
 
@@ -42,29 +42,21 @@ async def returning_too_large_leaves_nothing(db: AsyncDatabaseManager) -> None:
 
 
 async def test_a_returning_too_large_leaves_nothing_and_sinks_nobody(db_path: str) -> None:
-    async with daemon_in_process(db_path, max_reply=LIMIT):
-        db = await AsyncDatabaseManager.init_engine(db_path, mode="daemon")
-        try:
-            await returning_too_large_leaves_nothing(db)
-        finally:
-            await AsyncDatabaseManager.close()
+    async with daemon_and_client(db_path, max_reply=LIMIT) as (_, db):
+        await returning_too_large_leaves_nothing(db)
 
 
 async def test_a_read_too_large_in_a_write_batch_fails_alone(
     db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FQDB_READERS", "0")  # the reads go to the daemon, into its batches
-    async with daemon_in_process(db_path, max_reply=LIMIT):
-        db = await AsyncDatabaseManager.init_engine(db_path, mode="daemon")
-        try:
-            await _fill(db)
-            for _ in range(5):
-                reads = [db.fetch_all("SELECT * FROM t") for _ in range(3)]
-                writes = [db.execute("INSERT INTO t (v, pad) VALUES (1, 'y')") for _ in range(30)]
-                results = await asyncio.gather(*reads, *writes, return_exceptions=True)
-                assert all(isinstance(r, ResultTooLargeError) for r in results[:3]), results[:3]
-                failed = [r for r in results[3:] if isinstance(r, BaseException)]
-                assert not failed, failed[:3]
-            assert (await db.fetch_one("SELECT sum(v) AS s FROM t"))["s"] == 150
-        finally:
-            await AsyncDatabaseManager.close()
+    async with daemon_and_client(db_path, max_reply=LIMIT) as (_, db):
+        await _fill(db)
+        for _ in range(5):
+            reads = [db.fetch_all("SELECT * FROM t") for _ in range(3)]
+            writes = [db.execute("INSERT INTO t (v, pad) VALUES (1, 'y')") for _ in range(30)]
+            results = await asyncio.gather(*reads, *writes, return_exceptions=True)
+            assert all(isinstance(r, ResultTooLargeError) for r in results[:3]), results[:3]
+            failed = [r for r in results[3:] if isinstance(r, BaseException)]
+            assert not failed, failed[:3]
+        assert (await db.fetch_one("SELECT sum(v) AS s FROM t"))["s"] == 150
